@@ -1,0 +1,61 @@
+"""Reading the request: query string and form body merged, names matched case-insensitively.
+
+Parsing is strict (UTF-8, a bounded number of fields) so garbage gets Code 300, not a guess.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from flask import Request
+
+from mailgate.errors import InvalidParameter, ParseError, TooLarge
+
+MAX_FIELDS = 100
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def read_params(request: Request, max_bytes: int) -> dict[str, str]:
+    """All parameters, keyed by lower-cased name. A name given twice must repeat its value."""
+    if len(request.query_string) > max_bytes:
+        raise TooLarge("query string too long")
+    pairs = _parse(request.query_string)
+    if request.method == "POST":
+        pairs += _parse(_read_body(request, max_bytes))
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        if key in params and params[key] != value:
+            command = params.get("command", "")
+            raise InvalidParameter(name, "given more than once with different values", command)
+        params[key] = value
+    return params
+
+
+def _read_body(request: Request, max_bytes: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise TooLarge("request body too large")
+    mimetype = request.mimetype
+    body = request.stream.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise TooLarge("request body too large")
+    if body and mimetype != FORM_TYPE:
+        raise ParseError(f"unsupported content type, use {FORM_TYPE}")
+    return body
+
+
+def _parse(raw: bytes) -> list[tuple[str, str]]:
+    try:
+        text = raw.decode("utf-8")
+        return parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise ParseError("the request is not valid UTF-8") from None
+    except ValueError:
+        raise ParseError(f"more than {MAX_FIELDS} fields") from None

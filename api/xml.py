@@ -1,0 +1,60 @@
+"""Ozeki-style XML responses: HTTP 200 always, the outcome in ``<Code>``.
+
+Every text is cleaned of characters XML 1.0 cannot carry, so the body is well-formed whatever
+the request held.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from xml.etree import ElementTree as ET
+
+from flask import Response
+
+from mailgate.errors import ApiError
+
+SUCCESS_MESSAGE = "Command successfully executed"
+_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>'
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MAX_ECHO = 200
+
+
+def clean(text: str) -> str:
+    """Text safe to put in an XML element: invalid characters replaced, length bounded."""
+    text = _NOT_XML.sub("\ufffd", text)
+    return text if len(text) <= _MAX_ECHO * 5 else text[: _MAX_ECHO * 5] + "…"
+
+
+def echo(text: str) -> str:
+    """A caller's value shown back in a message: cleaned and shortened."""
+    text = clean(text)
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "…"
+
+
+def render(code: int, message: str, fields: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The XML document for one response."""
+    root = ET.Element("Response")
+    ET.SubElement(root, "Code").text = str(code)
+    ET.SubElement(root, "Message").text = clean(message)
+    for name, value in fields:
+        ET.SubElement(root, name).text = clean(value)
+    return _DECLARATION + ET.tostring(root, encoding="unicode").encode("utf-8")
+
+
+def xml_response(code: int, message: str, fields: Iterable[tuple[str, str]] = ()) -> Response:
+    """An HTTP 200 response carrying the XML document."""
+    return Response(
+        render(code, message, fields), 200, content_type="application/xml; charset=utf-8"
+    )
+
+
+def success(fields: Iterable[tuple[str, str]] = ()) -> Response:
+    """Code 200 with the given extra elements."""
+    return xml_response(200, SUCCESS_MESSAGE, fields)
+
+
+def error(exc: ApiError) -> Response:
+    """The response for an API error: its code, Ozeki's text, and a Reason when there is one."""
+    fields = [("Reason", exc.reason)] if exc.reason else []
+    return xml_response(exc.code, exc.message, fields)

@@ -1,0 +1,72 @@
+"""The attachment sandbox: which files may be attached, checked by the API and the worker.
+
+A path must be absolute, resolve (symlinks followed) inside one of the configured roots, and
+name a regular readable file. The worker opens the file with ``O_NOFOLLOW`` and checks what it
+actually opened, so a file swapped after the API's check is refused rather than sent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from mailgate.jobs import Attachment
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+class AttachmentRefused(ValueError):
+    """The path is not one mailgate may read; the message says why (without file contents)."""
+
+
+def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
+    """Validate one attachment path at request time and describe the file found there."""
+    if not roots:
+        raise AttachmentRefused("attachments are disabled (MAILGATE_ATTACHMENT_ROOTS is empty)")
+    if "\x00" in raw or "\r" in raw or "\n" in raw:
+        raise AttachmentRefused("control character in path")
+    if raw.startswith("\\\\") or _SCHEME.match(raw):
+        raise AttachmentRefused("only local absolute paths are accepted")
+    if not raw.startswith("/"):
+        raise AttachmentRefused("path is not absolute")
+    real = os.path.realpath(raw)
+    if not _inside(real, roots):
+        raise AttachmentRefused("path is outside the attachment roots")
+    try:
+        info = os.stat(real)
+    except OSError:
+        raise AttachmentRefused("file does not exist") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise AttachmentRefused("not a regular file")
+    if not os.access(real, os.R_OK):
+        raise AttachmentRefused("file is not readable")
+    return Attachment(path=real, size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
+    """Read a file accepted earlier, refusing it if it moved, changed or left the sandbox."""
+    try:
+        fd = os.open(attachment.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise AttachmentRefused("file vanished or became a link") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise AttachmentRefused("not a regular file")
+        opened = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None
+        if opened is not None and not _inside(opened, roots):
+            raise AttachmentRefused("path is outside the attachment roots")
+        if (info.st_size, info.st_mtime_ns) != (attachment.size, attachment.mtime_ns):
+            raise AttachmentRefused("file changed after the e-mail was accepted")
+        data = handle.read(attachment.size + 1)
+    if len(data) != attachment.size:
+        raise AttachmentRefused("file changed after the e-mail was accepted")
+    return data
+
+
+def _inside(real: str, roots: Sequence[Path]) -> bool:
+    path = Path(real)
+    return any(path.is_relative_to(root) for root in roots)

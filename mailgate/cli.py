@@ -1,0 +1,131 @@
+"""The ``mailgate`` command: run the gateway, manage accounts, look up an e-mail."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+import click
+
+from mailgate.config import Settings
+from mailgate.errors import ConfigError, UserError
+from mailgate.users import UserStore
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _friendly(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn mailgate's own errors into one line on stderr and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, UserError) as exc:
+            click.echo(f"mailgate: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@click.group()
+def main() -> None:
+    """mailgate: the Ozeki SendEmail gateway."""
+
+
+@main.command()
+@_friendly
+def run() -> None:
+    """Start everything: Redis and an SMTP sink where none is set, API, worker, Flower."""
+    from mailgate.run import run_all
+
+    sys.exit(run_all())
+
+
+@main.group()
+def user() -> None:
+    """Manage API accounts (changes apply to running processes at once)."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option(
+    "--sender",
+    "senders",
+    multiple=True,
+    metavar="PATTERN",
+    help="Allowed From address glob, e.g. '*@shop.example'; repeatable.",
+)
+@_friendly
+def user_add(name: str, password_stdin: bool, senders: tuple[str, ...]) -> None:
+    """Create account NAME; the password comes from a prompt or stdin, never an argument."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    store = UserStore(_settings().users_file)
+    store.add(name, password, senders)
+    click.echo(f"added user {name}")
+
+
+@user.command("list")
+@_friendly
+def user_list() -> None:
+    """List accounts and their allowed senders."""
+    settings = _settings()
+    for account in UserStore(settings.users_file).accounts().values():
+        senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
+        click.echo(f"{account.name}\t{senders}")
+
+
+@user.command("remove")
+@click.argument("name")
+@_friendly
+def user_remove(name: str) -> None:
+    """Delete account NAME."""
+    UserStore(_settings().users_file).remove(name)
+    click.echo(f"removed user {name}")
+
+
+@main.command()
+@click.argument("email_id")
+@_friendly
+def status(email_id: str) -> None:
+    """Show the status record of EMAIL_ID (any owner: this is the operator's view)."""
+    from mailgate.status import StatusStore
+
+    settings = _settings()
+    record = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds).get(email_id)
+    if record is None:
+        click.echo(f"mailgate: no e-mail {email_id}", err=True)
+        sys.exit(1)
+    rows = [
+        ("EmailId", record.email_id),
+        ("Owner", record.owner),
+        ("Status", record.status.value),
+        ("Attempts", str(record.attempts)),
+        ("CreatedAt", _iso(record.created_at)),
+        ("UpdatedAt", _iso(record.updated_at)),
+        ("SentAt", _iso(record.sent_at)),
+        ("NextAttemptAt", _iso(record.next_attempt_at)),
+        ("LastError", record.last_error or ""),
+        ("SmtpResponse", record.smtp_response or ""),
+    ]
+    for name, value in rows:
+        if value:
+            click.echo(f"{name}: {value}")
+
+
+def _iso(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,229 @@
+"""Settings, read once from the environment (and a ``.env`` file beneath it).
+
+Every tunable has its default here. A bad value raises :class:`ConfigError` naming the
+variable; the entry points turn that into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from dotenv import dotenv_values
+
+from mailgate.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+"""Redis outside ``mailgate run`` (which starts an embedded one when this is unset)."""
+
+DEFAULT_SINK_PORT = 2525
+"""Port of the local SMTP sink that ``mailgate run`` starts when no SMTP server is set."""
+
+DEFAULT_SMTP_URL = f"smtp://127.0.0.1:{DEFAULT_SINK_PORT}"
+"""SMTP outside ``mailgate run``: the local sink's address."""
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where and how the worker delivers: parsed from ``MAILGATE_SMTP_URL``."""
+
+    host: str
+    port: int
+    ssl: bool = False
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    verify: bool = True
+
+    @classmethod
+    def parse(cls, url: str, variable: str = "MAILGATE_SMTP_URL") -> SmtpTarget:
+        """Read ``smtp://[user:pass@]host:port[?starttls=true]`` or ``smtps://...``."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ConfigError(variable, "must start with smtp:// or smtps://")
+        if not parts.hostname:
+            raise ConfigError(variable, "has no host")
+        try:
+            port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        except ValueError as exc:
+            raise ConfigError(variable, "has an invalid port") from exc
+        query = {k.lower(): v[-1].lower() for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"starttls", "verify"}
+        if unknown:
+            raise ConfigError(variable, f"unknown option {sorted(unknown)[0]!r}")
+        flags = {}
+        for name in ("starttls", "verify"):
+            value = query.get(name, "true" if name == "verify" else "false")
+            if value not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(variable, f"option {name} must be true or false")
+            flags[name] = value in ("true", "1", "yes")
+        if parts.scheme == "smtps" and flags["starttls"]:
+            raise ConfigError(variable, "smtps:// and starttls=true exclude each other")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            ssl=parts.scheme == "smtps",
+            starttls=flags["starttls"],
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            verify=flags["verify"],
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with its default. Built by :meth:`from_env`."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    smtp: SmtpTarget = field(default_factory=lambda: SmtpTarget.parse(DEFAULT_SMTP_URL))
+    users_file: Path = Path("var/users.toml")
+    attachment_roots: tuple[Path, ...] = ()
+    default_sender: str = "mailgate@localhost"
+    host: str = "127.0.0.1"
+    port: int = 9509
+    flower_basic_auth: str | None = field(default=None, repr=False)
+    retry_base_seconds: float = 30.0
+    """First retry delay; each later one doubles, with jitter, up to retry_max_delay_seconds."""
+    retry_max_delay_seconds: float = 3600.0
+    max_attempts: int = 10
+    retry_deadline_seconds: float = 86400.0
+    """After this long since acceptance an e-mail still not sent ends Failed ("expired")."""
+    redelivery_seconds: float = 300.0
+    """An e-mail held by a dead worker is published again within this time."""
+    status_ttl_seconds: int = 7 * 86400
+    """How long a status record lives after its last change."""
+    smtp_timeout_seconds: float = 30.0
+    max_recipients: int = 50
+    max_message_bytes: int = 1024 * 1024
+    max_request_bytes: int = 2 * 1024 * 1024
+    max_attachments: int = 20
+    max_attachment_bytes: int = 25 * 1024 * 1024
+    """Total size of all attachments of one e-mail."""
+    auth_cache_seconds: float = 60.0
+    worker_concurrency: int = 8
+    message_id_host: str = "mailgate.local"
+    """The right-hand side of every Message-ID: ``<EmailId@message_id_host>``."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``MAILGATE_*`` variable; ``.env`` in the working folder fills gaps."""
+        if environ is None:
+            dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+            environ = {**dotenv, **os.environ}
+        env = _Reader(environ)
+        return cls(
+            redis_url=env.get("MAILGATE_REDIS_URL", DEFAULT_REDIS_URL, _redis_url),
+            smtp=SmtpTarget.parse(env.raw("MAILGATE_SMTP_URL") or DEFAULT_SMTP_URL),
+            users_file=Path(env.raw("MAILGATE_USERS_FILE") or "var/users.toml"),
+            attachment_roots=env.get("MAILGATE_ATTACHMENT_ROOTS", (), _roots),
+            default_sender=env.raw("MAILGATE_DEFAULT_SENDER") or cls.default_sender,
+            host=env.raw("MAILGATE_HOST") or cls.host,
+            port=env.get("MAILGATE_PORT", cls.port, _port),
+            flower_basic_auth=env.get("MAILGATE_FLOWER_BASIC_AUTH", None, _basic_auth),
+            retry_base_seconds=env.number("MAILGATE_RETRY_BASE_SECONDS", cls.retry_base_seconds),
+            retry_max_delay_seconds=env.number(
+                "MAILGATE_RETRY_MAX_DELAY_SECONDS", cls.retry_max_delay_seconds
+            ),
+            max_attempts=env.integer("MAILGATE_MAX_ATTEMPTS", cls.max_attempts),
+            retry_deadline_seconds=env.number(
+                "MAILGATE_RETRY_DEADLINE_SECONDS", cls.retry_deadline_seconds
+            ),
+            redelivery_seconds=env.number("MAILGATE_REDELIVERY_SECONDS", cls.redelivery_seconds),
+            status_ttl_seconds=env.integer("MAILGATE_STATUS_TTL_SECONDS", cls.status_ttl_seconds),
+            smtp_timeout_seconds=env.number(
+                "MAILGATE_SMTP_TIMEOUT_SECONDS", cls.smtp_timeout_seconds
+            ),
+            max_recipients=env.integer("MAILGATE_MAX_RECIPIENTS", cls.max_recipients),
+            max_message_bytes=env.integer("MAILGATE_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            max_request_bytes=env.integer("MAILGATE_MAX_REQUEST_BYTES", cls.max_request_bytes),
+            max_attachments=env.integer("MAILGATE_MAX_ATTACHMENTS", cls.max_attachments),
+            max_attachment_bytes=env.integer(
+                "MAILGATE_MAX_ATTACHMENT_BYTES", cls.max_attachment_bytes
+            ),
+            auth_cache_seconds=env.number("MAILGATE_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
+            worker_concurrency=env.integer("MAILGATE_WORKER_CONCURRENCY", cls.worker_concurrency),
+            message_id_host=env.raw("MAILGATE_MESSAGE_ID_HOST") or cls.message_id_host,
+        )
+
+
+class _Reader:
+    """Reads one variable at a time and names it in any error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str:
+        return self.environ.get(name, "").strip()
+
+    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        value = self.raw(name)
+        if not value:
+            return default
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
+
+    def number(self, name: str, default: float) -> float:
+        return self.get(name, default, _positive_float)
+
+    def integer(self, name: str, default: int) -> int:
+        return self.get(name, default, _positive_int)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"must be a positive number, got {value!r}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
+    port = _positive_int(value)
+    if port > 65535:
+        raise ValueError(f"must be a port from 1 to 65535, got {value!r}")
+    return port
+
+
+def _redis_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _roots(value: str) -> tuple[Path, ...]:
+    roots = []
+    for part in value.split(":"):
+        if not part:
+            continue
+        path = Path(part)
+        if not path.is_absolute():
+            raise ValueError(f"{part!r} is not an absolute path")
+        roots.append(Path(os.path.realpath(path)))
+    return tuple(roots)
+
+
+def _basic_auth(value: str) -> str:
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("must be user:password")
+    return value

@@ -1,0 +1,53 @@
+"""The e-mail job: the whole contract between the API and the worker.
+
+The API builds and validates an :class:`EmailJob`, stores it in the status record and publishes
+a task named :data:`TASK_NAME` whose only argument is the EmailId. The worker reads the job back
+from the record, so no address, body or password ever travels in a task message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+TASK_NAME = "mailgate.deliver"
+"""The Celery task name both sides agree on; the API publishes by name only."""
+
+QUEUE = "mailgate"
+"""The broker queue the API publishes to and the worker consumes."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to attach, as checked at request time (the worker checks it again)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class EmailJob:
+    """One accepted e-mail, immutable from acceptance to delivery."""
+
+    email_id: str
+    owner: str
+    sender: str
+    recipients: tuple[str, ...]
+    message: str
+    subject: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    api_extension: str = ""
+
+    def to_json(self) -> str:
+        """Serialize for the status record."""
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> EmailJob:
+        """Read back what :meth:`to_json` wrote."""
+        data: dict[str, Any] = json.loads(text)
+        data["recipients"] = tuple(data["recipients"])
+        data["attachments"] = tuple(Attachment(**a) for a in data.get("attachments", ()))
+        return cls(**data)

@@ -1,0 +1,108 @@
+"""``mailgate run``: the whole gateway in one terminal, for a first try and for development.
+
+Starts an embedded Redis where ``MAILGATE_REDIS_URL`` is unset and an SMTP sink where
+``MAILGATE_SMTP_URL`` is unset, then the API (gunicorn), one worker and Flower, under honcho:
+output is prefixed per process, and Ctrl-C stops every child (whole process groups).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from honcho.manager import Manager
+
+from mailgate.config import DEFAULT_SINK_PORT, Settings
+from mailgate.embedded import port_is_free, redis_args
+from mailgate.errors import ConfigError
+from mailgate.users import UserStore
+
+EMBEDDED_REDIS_PORT = 6399
+FLOWER_PORT = 5555
+FIRST_USER = "ivr"
+
+
+def _bin(name: str) -> str:
+    return shlex.quote(str(Path(sys.executable).parent / name))
+
+
+def commands(settings: Settings) -> dict[str, str]:
+    """The gateway's own processes, as Procfile-style command lines."""
+    celery = f"{_bin('celery')} -A worker.app"
+    return {
+        "web": f"{_bin('gunicorn')} -c python:api.gunicorn_conf 'api:create_app()'",
+        "worker": f"{celery} worker --pool threads --concurrency {settings.worker_concurrency}"
+        " -Q mailgate -E -n mailgate@%h --loglevel INFO",
+        "flower": f"{celery} flower --address=127.0.0.1 --port={FLOWER_PORT}",
+    }
+
+
+def run_all() -> int:
+    """Start everything and wait; the exit code of the first process to stop."""
+    env = dict(os.environ)
+    Settings.from_env(env)  # a bad variable stops here with one line
+    var = Path("var")
+    extra: list[tuple[str, str]] = []
+    if not env.get("MAILGATE_REDIS_URL"):
+        port = int(env.get("MAILGATE_EMBEDDED_REDIS_PORT") or EMBEDDED_REDIS_PORT)
+        if not port_is_free(port):
+            raise ConfigError("MAILGATE_EMBEDDED_REDIS_PORT", f"port {port} is already in use")
+        (var / "redis").mkdir(parents=True, exist_ok=True)
+        extra.append(
+            (
+                "redis",
+                shlex.join(
+                    redis_args(
+                        port, var / "redis", env.get("MAILGATE_REDIS_APPENDFSYNC") or "everysec"
+                    )
+                ),
+            )
+        )
+        env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    if not env.get("MAILGATE_SMTP_URL"):
+        if not port_is_free(DEFAULT_SINK_PORT):
+            raise ConfigError(
+                "MAILGATE_SMTP_URL", f"unset, and port {DEFAULT_SINK_PORT} for the sink is in use"
+            )
+        python = shlex.quote(sys.executable)
+        sink = f"{python} -m mailgate.sink --port {DEFAULT_SINK_PORT} --outbox var/outbox"
+        extra.append(("smtp-sink", sink))
+        env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{DEFAULT_SINK_PORT}"
+    settings = Settings.from_env(env)
+    if settings.flower_basic_auth:
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
+    _first_user(settings)
+    print(f"Redis: {env['MAILGATE_REDIS_URL']}   (for the CLI: export MAILGATE_REDIS_URL=...)")
+    print(f"Flower: http://127.0.0.1:{FLOWER_PORT}/   outbox: var/outbox/", flush=True)
+    manager = Manager()
+    for name, command in extra:
+        manager.add_process(name, command, env=env)
+    for name, command in commands(settings).items():
+        manager.add_process(name, command, env=env)
+    manager.loop()
+    return int(manager.returncode or 0)
+
+
+def _first_user(settings: Settings) -> None:
+    """With no account at all, create one and print how to use it."""
+    store = UserStore(settings.users_file)
+    if store.accounts():
+        return
+    password = secrets.token_urlsafe(12)
+    store.add(FIRST_USER, password)
+    base = f"http://{settings.host}:{settings.port}/api"
+    print("=" * 72)
+    print(f"Created the first account in {settings.users_file}:")
+    print(f"  user: {FIRST_USER}\n  password: {password}")
+    print("Send a test e-mail:")
+    print(
+        f"  curl '{base}?command=SendEmail&Recipient=you%40example.com"
+        f"&Subject=Hello&Message=Hello+from+mailgate"
+        f"&Username={FIRST_USER}&Password={quote(password, safe='')}'"
+    )
+    print("Then poll it with command=GetEmailStatus&EmailId=<EmailId> and the same credentials.")
+    print("=" * 72, flush=True)

@@ -1,0 +1,162 @@
+"""Accounts: a TOML file of argon2id hashes and allowed-sender globs, re-read when it changes.
+
+The file is the only source of truth, so ``mailgate user add/remove`` takes effect on a running
+API and worker at their next request: each checks the file's identity (inode, size, mtime).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import tomli_w
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from mailgate.errors import AuthFailed, UserError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Account:
+    """One API account."""
+
+    name: str
+    password_hash: str
+    senders: tuple[str, ...] = ()
+
+    def may_send_as(self, sender: str, default_sender: str) -> bool:
+        """The default sender is open to all; any other must match one of the globs."""
+        address = sender.lower()
+        if address == default_sender.lower():
+            return True
+        return any(fnmatchcase(address, pattern.lower()) for pattern in self.senders)
+
+
+class UserStore:
+    """Loads accounts on demand and verifies passwords, with a short-lived verified cache."""
+
+    def __init__(self, path: Path, cache_seconds: float = 60.0) -> None:
+        self.path = path
+        self.cache_seconds = cache_seconds
+        self._hasher = PasswordHasher()
+        self._lock = threading.Lock()
+        self._identity: tuple[int, int, int] | None = None
+        self._accounts: dict[str, Account] = {}
+        # Keyed by an HMAC of name and password under a per-process key, so the cache never
+        # holds a password or a plain fast hash of one.
+        self._cache_key = secrets.token_bytes(32)
+        self._verified: dict[bytes, tuple[float, str]] = {}
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def accounts(self) -> dict[str, Account]:
+        """Every account, re-read if the file changed since the last look."""
+        try:
+            info = os.stat(self.path)
+            identity: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
+        except FileNotFoundError:
+            identity = None
+        with self._lock:
+            if identity != self._identity:
+                self._accounts = _read(self.path) if identity else {}
+                self._identity = identity
+            return self._accounts
+
+    def get(self, name: str) -> Account | None:
+        return self.accounts().get(name)
+
+    def authenticate(self, name: str, password: str) -> Account:
+        """Return the account for these credentials, or raise :class:`AuthFailed`."""
+        account = self.get(name)
+        digest = hmac.new(
+            self._cache_key, f"{name}\x00{password}".encode(), hashlib.sha256
+        ).digest()
+        now = time.monotonic()
+        cached = self._verified.get(digest)
+        if account and cached and cached[0] > now and cached[1] == account.password_hash:
+            return account
+        # An unknown name costs the same argon2 work as a wrong password.
+        try:
+            self._hasher.verify(account.password_hash if account else self._dummy_hash, password)
+        except (VerificationError, InvalidHashError):
+            raise AuthFailed() from None
+        if account is None:
+            raise AuthFailed()
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[digest] = (now + self.cache_seconds, account.password_hash)
+        return account
+
+    def add(self, name: str, password: str, senders: tuple[str, ...] = ()) -> Account:
+        """Create an account; the name must be new."""
+        if not NAME_PATTERN.match(name):
+            raise UserError(f"invalid user name {name!r}: letters, digits, . _ @ - only")
+        if not password:
+            raise UserError("the password must not be empty")
+        account = Account(name, self._hasher.hash(password), tuple(senders))
+        with self._editing() as accounts:
+            if name in accounts:
+                raise UserError(f"user {name!r} already exists")
+            accounts[name] = account
+        return account
+
+    def remove(self, name: str) -> None:
+        """Delete an account; it must exist."""
+        with self._editing() as accounts:
+            if name not in accounts:
+                raise UserError(f"no user {name!r}")
+            del accounts[name]
+
+    @contextmanager
+    def _editing(self) -> Iterator[dict[str, Account]]:
+        """Lock the file, hand out its accounts, then write them back atomically."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            accounts = _read(self.path) if self.path.exists() else {}
+            yield accounts
+            _write(self.path, accounts)
+
+
+def _read(path: Path) -> dict[str, Account]:
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    users = data.get("users", {})
+    return {
+        name: Account(name, str(entry["password_hash"]), tuple(entry.get("senders", ())))
+        for name, entry in users.items()
+    }
+
+
+def _write(path: Path, accounts: dict[str, Account]) -> None:
+    document = {
+        "users": {
+            a.name: {"password_hash": a.password_hash, "senders": list(a.senders)}
+            for a in accounts.values()
+        }
+    }
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(b"# mailgate accounts: edit with `mailgate user add/remove`.\n")
+            tomli_w.dump(document, handle)
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise

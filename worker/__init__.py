@@ -1,0 +1,1 @@
+"""The Celery worker: builds each message, reads attachments, delivers over SMTP, retries."""

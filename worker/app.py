@@ -1,0 +1,47 @@
+"""The Celery worker application (``celery -A worker.app worker``): the composition root.
+
+Settings are checked at import, so a bad variable stops the worker (and Flower) with one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from mailgate.broker import make_celery, publish
+from mailgate.config import Settings
+from mailgate.errors import ConfigError
+from mailgate.logs import configure_logging
+from mailgate.status import StatusStore
+from worker.delivery import Delivery
+from worker.scheduler import Scheduler
+from worker.smtp import SmtpTransport
+from worker.tasks import register_tasks
+
+try:
+    settings = Settings.from_env()
+except ConfigError as exc:
+    sys.exit(f"mailgate: {exc}")
+
+app = make_celery(settings)
+store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+delivery = Delivery(
+    store=store,
+    transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),
+    settings=settings,
+)
+register_tasks(app, delivery)
+scheduler = Scheduler(store, lambda email_id: publish(app, email_id), settings.redelivery_seconds)
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_scheduler(**_: Any) -> None:
+    configure_logging()
+    scheduler.start()
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_scheduler(**_: Any) -> None:
+    scheduler.stop()

@@ -1,0 +1,118 @@
+"""One delivery attempt, as plain logic the task calls: claim, count, build, send, record.
+
+Idempotent by design, because late acks mean a task can run again after a crash: a record
+already final is acknowledged without sending, and a claim with a lease keeps two workers from
+sending the same e-mail at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailgate.attachments import AttachmentRefused, read_checked
+from mailgate.config import Settings
+from mailgate.errors import PermanentDelivery, TransientDelivery
+from mailgate.jobs import EmailJob
+from mailgate.status import StatusStore
+from worker.message import build_message
+from worker.retry import backoff, give_up_reason
+from worker.smtp import Transport
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    """What one run of the task did (the task's return value: no personal data)."""
+
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    ALREADY_FINAL = "already-final"
+    BUSY = "busy"
+    MISSING = "missing"
+
+
+@dataclass
+class Delivery:
+    """Delivers e-mails by id, recording every outcome in the status store."""
+
+    store: StatusStore
+    transport: Transport
+    settings: Settings
+
+    @property
+    def lease_seconds(self) -> float:
+        # The claim must lapse before the watchdog republishes the e-mail.
+        return self.settings.redelivery_seconds * 0.9
+
+    def deliver(self, email_id: str) -> Outcome:
+        """Run one attempt for ``email_id`` unless it is final or being sent elsewhere."""
+        record = self.store.get(email_id)
+        if record is None:
+            log.warning("no status record for %s; dropping the task", email_id)
+            self.store.forget_due(email_id)
+            return Outcome.MISSING
+        if record.status.final:
+            return Outcome.ALREADY_FINAL
+        token = uuid.uuid4().hex
+        if not self.store.claim(email_id, token, self.lease_seconds):
+            return Outcome.BUSY
+        try:
+            return self._attempt(email_id)
+        finally:
+            self.store.release(email_id, token)
+
+    def _attempt(self, email_id: str) -> Outcome:
+        record = self.store.get(email_id)  # again, now that we hold the claim
+        if record is None:
+            return Outcome.MISSING
+        if record.status.final:
+            return Outcome.ALREADY_FINAL
+        now = time.time()
+        attempt = self.store.begin_attempt(email_id, now + self.settings.redelivery_seconds)
+        if record.job is None:
+            return self._fail(email_id, "the e-mail's content is missing")
+        if attempt > self.settings.max_attempts:
+            # Earlier attempts died with their worker: a poison message must end, not loop.
+            return self._fail(email_id, f"gave up after {attempt - 1} attempts")
+        if now > record.created_at + self.settings.retry_deadline_seconds:
+            return self._fail(email_id, "expired")
+        try:
+            reply = self._send(record.job)
+        except TransientDelivery as exc:
+            s = self.settings
+            next_at = now + backoff(attempt, s.retry_base_seconds, s.retry_max_delay_seconds)
+            reason = give_up_reason(
+                attempt, s.max_attempts, record.created_at, next_at, s.retry_deadline_seconds
+            )
+            if reason:
+                return self._fail(
+                    email_id, f"{reason}; last error: {exc.reason}", exc.smtp_response
+                )
+            self.store.mark_retry(email_id, exc.reason, exc.smtp_response, next_at)
+            log.info("attempt %d for %s deferred: %s", attempt, email_id, exc.reason)
+            return Outcome.RETRYING
+        except PermanentDelivery as exc:
+            return self._fail(email_id, exc.reason, exc.smtp_response)
+        self.store.mark_sent(email_id, reply)
+        log.info("sent %s on attempt %d: %s", email_id, attempt, reply)
+        return Outcome.SENT
+
+    def _send(self, job: EmailJob) -> str:
+        roots = self.settings.attachment_roots
+        try:
+            message = build_message(
+                job, self.settings.message_id_host, lambda a: read_checked(a, roots)
+            )
+        except AttachmentRefused as exc:
+            raise PermanentDelivery(f"attachment refused: {exc}") from None
+        return self.transport.send(message, job.sender, list(job.recipients))
+
+    def _fail(self, email_id: str, reason: str, smtp_response: str | None = None) -> Outcome:
+        self.store.mark_failed(email_id, reason, smtp_response)
+        log.warning("failed %s: %s", email_id, reason)
+        return Outcome.FAILED
