@@ -28,6 +28,10 @@ def send_email(params: dict[str, str], account: Account, svc: Services) -> Field
     sender = request.sender or svc.settings.default_sender
     if not account.may_send_as(sender, svc.settings.default_sender):
         raise SenderNotAllowed(f"{account.name} may not send as {sender}")
+    try:
+        svc.limiter.check(account)
+    except RedisError:
+        raise Unavailable("the rate limiter is unavailable") from None
     job = EmailJob(
         email_id=str(uuid.uuid4()),
         owner=account.name,

@@ -65,15 +65,16 @@ def user() -> None:
     metavar="PATTERN",
     help="Allowed From address glob, e.g. '*@shop.example'; repeatable.",
 )
+@click.option("--rate", default=None, metavar="RATE", help="Send limit, e.g. 20/second.")
 @_friendly
-def user_add(name: str, password_stdin: bool, senders: tuple[str, ...]) -> None:
+def user_add(name: str, password_stdin: bool, senders: tuple[str, ...], rate: str | None) -> None:
     """Create account NAME; the password comes from a prompt or stdin, never an argument."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     store = UserStore(_settings().users_file)
-    store.add(name, password, senders)
+    store.add(name, password, senders, rate)
     click.echo(f"added user {name}")
 
 
@@ -84,7 +85,7 @@ def user_list() -> None:
     settings = _settings()
     for account in UserStore(settings.users_file).accounts().values():
         senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
-        click.echo(f"{account.name}\t{senders}")
+        click.echo(f"{account.name}\t{senders}\t{account.rate or 'unlimited'}")
 
 
 @user.command("remove")

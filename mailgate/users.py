@@ -25,6 +25,7 @@ from pathlib import Path
 import tomli_w
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from limits import parse as parse_rate
 
 from mailgate.errors import AuthFailed, UserError
 
@@ -38,6 +39,8 @@ class Account:
     name: str
     password_hash: str
     senders: tuple[str, ...] = ()
+    rate: str | None = None
+    """Send rate limit in the ``limits`` notation, e.g. ``"20/second"``; None: unlimited."""
 
     def may_send_as(self, sender: str, default_sender: str) -> bool:
         """The default sender is open to all; any other must match one of the globs."""
@@ -101,13 +104,24 @@ class UserStore:
         self._verified[digest] = (now + self.cache_seconds, account.password_hash)
         return account
 
-    def add(self, name: str, password: str, senders: tuple[str, ...] = ()) -> Account:
+    def add(
+        self,
+        name: str,
+        password: str,
+        senders: tuple[str, ...] = (),
+        rate: str | None = None,
+    ) -> Account:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
             raise UserError(f"invalid user name {name!r}: letters, digits, . _ @ - only")
         if not password:
             raise UserError("the password must not be empty")
-        account = Account(name, self._hasher.hash(password), tuple(senders))
+        if rate is not None:
+            try:
+                parse_rate(rate)
+            except ValueError:
+                raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
+        account = Account(name, self._hasher.hash(password), tuple(senders), rate)
         with self._editing() as accounts:
             if name in accounts:
                 raise UserError(f"user {name!r} already exists")
@@ -138,18 +152,24 @@ def _read(path: Path) -> dict[str, Account]:
         data = tomllib.load(handle)
     users = data.get("users", {})
     return {
-        name: Account(name, str(entry["password_hash"]), tuple(entry.get("senders", ())))
+        name: Account(
+            name,
+            str(entry["password_hash"]),
+            tuple(entry.get("senders", ())),
+            entry.get("rate") or None,
+        )
         for name, entry in users.items()
     }
 
 
 def _write(path: Path, accounts: dict[str, Account]) -> None:
-    document = {
-        "users": {
-            a.name: {"password_hash": a.password_hash, "senders": list(a.senders)}
-            for a in accounts.values()
-        }
-    }
+    users: dict[str, dict[str, object]] = {}
+    for a in accounts.values():
+        entry: dict[str, object] = {"password_hash": a.password_hash, "senders": list(a.senders)}
+        if a.rate:
+            entry["rate"] = a.rate
+        users[a.name] = entry
+    document = {"users": users}
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")
     try:
         with os.fdopen(fd, "wb") as handle:
