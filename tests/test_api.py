@@ -1,0 +1,225 @@
+"""The /api endpoint through Flask's test client, against the real Redis: every code."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+from flask.testing import FlaskClient
+
+from api import create_app
+from mailgate.config import Settings
+from mailgate.embedded import free_port
+from mailgate.users import UserStore
+from tests.conftest import (
+    LIMITED_PASSWORD,
+    LIMITED_USER,
+    OTHER_PASSWORD,
+    OTHER_USER,
+    SEED_PASSWORD,
+    SEED_USER,
+)
+from tests.support import RedisServer
+
+SEED = {"Username": SEED_USER, "Password": SEED_PASSWORD}
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, users: UserStore) -> Iterator[FlaskClient]:
+    app = create_app(settings)
+    yield app.test_client()
+
+
+def parse(body: bytes) -> dict[str, str]:
+    root = ET.fromstring(body)
+    assert root.tag == "Response"
+    return {child.tag: child.text or "" for child in root}
+
+
+def records(redis_server: RedisServer) -> int:
+    return sum(1 for _ in redis_server.client().scan_iter("mailgate:email:*"))
+
+
+def send(**params: str) -> dict[str, str]:
+    return {"command": "SendEmail", "Recipient": "abc@anotherdomain.com", "Message": "Hi", **params}
+
+
+def test_success_answers_xml_with_an_email_id(client: FlaskClient) -> None:
+    response = client.get("/api", query_string=send(**SEED))
+    assert response.status_code == 200
+    assert response.content_type == "application/xml; charset=utf-8"
+    assert response.data.startswith(b'<?xml version="1.0" encoding="utf-8"?><Response>')
+    body = parse(response.data)
+    assert body["Code"] == "200"
+    assert body["Message"] == "Command successfully executed"
+    assert len(body["EmailId"]) == 36
+
+
+def test_names_are_case_insensitive_and_post_form_is_merged(client: FlaskClient) -> None:
+    response = client.post(
+        "/api?COMMAND=sendemail&username=" + SEED_USER,
+        data={"PASSWORD": SEED_PASSWORD, "recipient": "a@b.example", "mEsSaGe": "x"},
+    )
+    assert parse(response.data)["Code"] == "200"
+
+
+def test_basic_auth_is_accepted(client: FlaskClient) -> None:
+    token = base64.b64encode(f"{SEED_USER}:{SEED_PASSWORD}".encode()).decode()
+    response = client.get("/api", query_string=send(), headers={"Authorization": f"Basic {token}"})
+    assert parse(response.data)["Code"] == "200"
+
+
+def _fifo(root: Path) -> str:
+    path = root / "a-fifo"
+    if not path.exists():
+        os.mkfifo(path)
+    return str(path)
+
+
+def _outside(root: Path) -> str:
+    link = root / "escape.txt"
+    if not link.exists():
+        link.symlink_to("/etc/hostname")
+    return str(link)
+
+
+ERROR_CASES = [
+    ("bad-utf8", "/api?command=SendEmail&Message=%ff%fe", None, 300,
+     "Error occured during parsing message: 'the request is not valid UTF-8'"),
+    ("unknown-command", "/api?command=MakeCoffee", None, 301,
+     "Not implemented command: 'MakeCoffee'"),
+    ("no-command", "/api?Recipient=a@b.example", None, 302,
+     "Missing or invalid parameter 'command' for command ''"),
+    ("no-recipient", None, send(Recipient="", **SEED), 302,
+     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
+    ("bad-recipient", None, send(Recipient="not-an-address", **SEED), 302,
+     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
+    ("51-recipients", None,
+     send(Recipient=";".join(f"r{i}@x.example" for i in range(51)), **SEED), 302,
+     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
+    ("crlf-recipient", None, send(Recipient="a@b.example\r\nBcc: c@d.example", **SEED), 302,
+     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
+    ("no-message", None, send(Message="", **SEED), 302,
+     "Missing or invalid parameter 'Message' for command 'SendEmail'"),
+    ("crlf-subject", None, send(Subject="Hi\r\nBcc: victim@x.example", **SEED), 302,
+     "Missing or invalid parameter 'Subject' for command 'SendEmail'"),
+    ("lf-sender", None, send(Sender="test@domain.com\nBcc: v@x.example", **SEED), 302,
+     "Missing or invalid parameter 'Sender' for command 'SendEmail'"),
+    ("nul-subject", None, send(Subject="a\x00b", **SEED), 302,
+     "Missing or invalid parameter 'Subject' for command 'SendEmail'"),
+    ("missing-attachment", None, send(Attachments="/nonexistent/file.pdf", **SEED), 302,
+     "Missing or invalid parameter 'Attachments' for command 'SendEmail'"),
+    ("relative-attachment", None, send(Attachments="file.pdf", **SEED), 302,
+     "Missing or invalid parameter 'Attachments' for command 'SendEmail'"),
+    ("windows-attachment", None, send(Attachments="C:\\example.txt", **SEED), 302,
+     "Missing or invalid parameter 'Attachments' for command 'SendEmail'"),
+    ("repeated-parameter", "/api?command=SendEmail&Recipient=a@b.example&recipient=c@d.example"
+     f"&Message=x&Username={SEED_USER}&Password={SEED_PASSWORD}", None, 302,
+     "Missing or invalid parameter 'recipient' for command 'SendEmail'"),
+    ("no-credentials", None, send(), 304, "Authentication required"),
+    ("wrong-password", None, send(Username=SEED_USER, Password="wrong"), 305,
+     "Authentication failed, bad username or password"),
+    ("unknown-user", None, send(Username="nobody", Password="whatever"), 305,
+     "Authentication failed, bad username or password"),
+    ("sender-not-allowed", None, send(Sender="ceo@bank.example", **SEED), 306,
+     "User is not allowed to use API in ACL"),
+    ("status-unknown-id", None, {"command": "GetEmailStatus", "EmailId": "nope", **SEED}, 404,
+     "Email not found"),
+    ("status-no-id", None, {"command": "GetEmailStatus", **SEED}, 302,
+     "Missing or invalid parameter 'EmailId' for command 'GetEmailStatus'"),
+    ("message-too-large", None, send(Message="x" * 100_001, **SEED), 413, "Request too large"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "code", "message"),
+    [case[1:] for case in ERROR_CASES],
+    ids=[case[0] for case in ERROR_CASES],
+)
+def test_errors_answer_their_code_and_enqueue_nothing(
+    client: FlaskClient,
+    redis_server: RedisServer,
+    url: str | None,
+    params: dict[str, str] | None,
+    code: int,
+    message: str,
+) -> None:
+    before = records(redis_server)
+    response = client.get(url) if url else client.get("/api", query_string=params)
+    assert response.status_code == 200
+    body = parse(response.data)
+    assert (body["Code"], body["Message"]) == (str(code), message)
+    assert records(redis_server) == before
+
+
+@pytest.mark.parametrize("make_path", [_fifo, _outside], ids=["fifo", "symlink-outside-root"])
+def test_attachment_sandbox_refuses(
+    client: FlaskClient, attachment_root: Path, make_path: object
+) -> None:
+    path = make_path(attachment_root)  # type: ignore[operator]
+    body = parse(client.get("/api", query_string=send(Attachments=path, **SEED)).data)
+    assert body["Code"] == "302"
+    assert "Attachments" in body["Message"]
+
+
+def test_post_with_a_foreign_content_type_is_a_parse_error(client: FlaskClient) -> None:
+    response = client.post(
+        "/api", data=b'{"command": "SendEmail"}', content_type="application/json"
+    )
+    assert parse(response.data)["Code"] == "300"
+
+
+def test_body_over_the_limit_is_413(client: FlaskClient, settings: Settings) -> None:
+    big = b"Message=" + b"x" * (settings.max_request_bytes + 10)
+    response = client.post(
+        "/api?command=SendEmail", data=big, content_type="application/x-www-form-urlencoded"
+    )
+    assert parse(response.data)["Code"] == "413"
+
+
+def test_rate_limit_answers_429(client: FlaskClient, redis_server: RedisServer) -> None:
+    creds = {"Username": LIMITED_USER, "Password": LIMITED_PASSWORD}
+    codes = [parse(client.get("/api", query_string=send(**creds)).data)["Code"] for _ in range(3)]
+    assert codes == ["200", "200", "429"]
+    body = parse(client.get("/api", query_string=send(**creds)).data)
+    assert body["Message"] == "Rate limit exceeded"
+
+
+def test_status_is_only_for_the_owner(client: FlaskClient) -> None:
+    email_id = parse(client.get("/api", query_string=send(**SEED)).data)["EmailId"]
+    mine = parse(
+        client.get(
+            "/api", query_string={"command": "GetEmailStatus", "EmailId": email_id, **SEED}
+        ).data
+    )
+    assert mine["Code"] == "200"
+    assert mine["Status"] in {"Queued", "Sending", "Sent"}
+    theirs = {"command": "GetEmailStatus", "EmailId": email_id,
+              "Username": OTHER_USER, "Password": OTHER_PASSWORD}  # fmt: skip
+    body = parse(client.get("/api", query_string=theirs).data)
+    assert (body["Code"], body["Message"]) == ("404", "Email not found")
+
+
+def test_redis_down_answers_503_and_queues_nothing(settings: Settings, users: UserStore) -> None:
+    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client = create_app(dead).test_client()
+    body = parse(client.get("/api", query_string=send(**SEED)).data)
+    assert (body["Code"], body["Message"]) == ("503", "Service unavailable, nothing was queued")
+
+
+def test_healthz_and_readyz(client: FlaskClient, settings: Settings) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert create_app(dead).test_client().get("/readyz").status_code == 503
+
+
+def test_other_methods_still_get_xml(client: FlaskClient) -> None:
+    response = client.put("/api")
+    assert response.status_code == 200
+    assert parse(response.data)["Code"] == "300"
