@@ -40,7 +40,7 @@ def status(api_url: str, email_id: str) -> dict[str, str]:
             "EmailId": email_id,
             "Username": SEED_USER,
             "Password": SEED_PASSWORD,
-        }  # fmt: skip
+        }
     )
     return get(f"{api_url}/api?{query}")
 
@@ -174,7 +174,7 @@ def test_another_account_cannot_read_the_status(api_url: str) -> None:
             "EmailId": email_id,
             "Username": OTHER_USER,
             "Password": OTHER_PASSWORD,
-        }  # fmt: skip
+        }
     )
     assert get(f"{api_url}/api?{query}")["Code"] == "404"
 
