@@ -26,18 +26,25 @@ FLOWER_PORT = 5555
 FIRST_USER = "ivr"
 
 
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(name, f"must be a port from 1 to 65535, got {raw!r}")
+    return int(raw)
+
+
 def _bin(name: str) -> str:
     return shlex.quote(str(Path(sys.executable).parent / name))
 
 
-def commands(settings: Settings) -> dict[str, str]:
+def commands(settings: Settings, flower_port: int = FLOWER_PORT) -> dict[str, str]:
     """The gateway's own processes, as Procfile-style command lines."""
     celery = f"{_bin('celery')} -A worker.app"
     return {
         "web": f"{_bin('gunicorn')} -c python:api.gunicorn_conf 'api:create_app()'",
         "worker": f"{celery} worker --pool threads --concurrency {settings.worker_concurrency}"
         " -Q mailgate -E -n mailgate@%h --loglevel INFO",
-        "flower": f"{celery} flower --address=127.0.0.1 --port={FLOWER_PORT}",
+        "flower": f"{celery} flower --address=127.0.0.1 --port={flower_port}",
     }
 
 
@@ -48,7 +55,7 @@ def run_all() -> int:
     var = Path("var")
     extra: list[tuple[str, str]] = []
     if not env.get("MAILGATE_REDIS_URL"):
-        port = int(env.get("MAILGATE_EMBEDDED_REDIS_PORT") or EMBEDDED_REDIS_PORT)
+        port = _port(env, "MAILGATE_EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT)
         if not port_is_free(port):
             raise ConfigError("MAILGATE_EMBEDDED_REDIS_PORT", f"port {port} is already in use")
         (var / "redis").mkdir(parents=True, exist_ok=True)
@@ -64,24 +71,24 @@ def run_all() -> int:
         )
         env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     if not env.get("MAILGATE_SMTP_URL"):
-        if not port_is_free(DEFAULT_SINK_PORT):
-            raise ConfigError(
-                "MAILGATE_SMTP_URL", f"unset, and port {DEFAULT_SINK_PORT} for the sink is in use"
-            )
+        sink_port = _port(env, "MAILGATE_SINK_PORT", DEFAULT_SINK_PORT)
+        if not port_is_free(sink_port):
+            raise ConfigError("MAILGATE_SINK_PORT", f"port {sink_port} is already in use")
         python = shlex.quote(sys.executable)
-        sink = f"{python} -m mailgate.sink --port {DEFAULT_SINK_PORT} --outbox var/outbox"
+        sink = f"{python} -m mailgate.sink --port {sink_port} --outbox var/outbox"
         extra.append(("smtp-sink", sink))
-        env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{DEFAULT_SINK_PORT}"
+        env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{sink_port}"
+    flower_port = _port(env, "MAILGATE_FLOWER_PORT", FLOWER_PORT)
     settings = Settings.from_env(env)
     if settings.flower_basic_auth:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
     _first_user(settings)
     print(f"Redis: {env['MAILGATE_REDIS_URL']}   (for the CLI: export MAILGATE_REDIS_URL=...)")
-    print(f"Flower: http://127.0.0.1:{FLOWER_PORT}/   outbox: var/outbox/", flush=True)
+    print(f"Flower: http://127.0.0.1:{flower_port}/   outbox: var/outbox/", flush=True)
     manager = Manager()
     for name, command in extra:
         manager.add_process(name, command, env=env)
-    for name, command in commands(settings).items():
+    for name, command in commands(settings, flower_port).items():
         manager.add_process(name, command, env=env)
     manager.loop()
     return int(manager.returncode or 0)

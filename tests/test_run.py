@@ -1,0 +1,107 @@
+"""``mailgate run`` as a new user meets it: first account, the printed curl, the outbox, Flower,
+and Ctrl-C leaving no process behind."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import urllib.request
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import psutil
+import pytest
+
+from mailgate.embedded import free_port
+from tests.support import VENV_BIN, Service, wait_for
+
+FLOWER_AUTH = "admin:flower-test-pw"
+
+
+def fetch(url: str, auth: str | None = None) -> bytes:
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+        return bytes(r.read())
+
+
+def answers(url: str, auth: str | None = None) -> bool:
+    try:
+        fetch(url, auth)
+    except OSError:
+        return False
+    return True
+
+
+def xml(body: bytes) -> dict[str, str]:
+    return {child.tag: child.text or "" for child in ET.fromstring(body)}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> tuple[Service, dict[str, int], Path]:
+    ports = {name: free_port() for name in ("api", "flower", "sink", "redis")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
+    env.update(
+        MAILGATE_PORT=str(ports["api"]),
+        MAILGATE_FLOWER_PORT=str(ports["flower"]),
+        MAILGATE_SINK_PORT=str(ports["sink"]),
+        MAILGATE_EMBEDDED_REDIS_PORT=str(ports["redis"]),
+        MAILGATE_FLOWER_BASIC_AUTH=FLOWER_AUTH,
+        PYTHONUNBUFFERED="1",
+    )
+    service = Service("run", [str(VENV_BIN / "mailgate"), "run"], env, tmp_path / "run.log",
+                      cwd=tmp_path)  # fmt: skip
+    return service, ports, tmp_path
+
+
+def test_make_run_path_for_a_new_user(gateway: tuple[Service, dict[str, int], Path]) -> None:
+    service, ports, cwd = gateway
+    service.start()
+    try:
+        service.wait_output(r"curl '(http://[^']+)'", 60)
+        curl_url = re.search(r"curl '(http://[^']+)'", service.output())
+        assert curl_url is not None
+        api = f"http://127.0.0.1:{ports['api']}"
+        flower = f"http://127.0.0.1:{ports['flower']}"
+        wait_for(lambda: answers(f"{api}/readyz"), 60, "the API to be ready")
+        wait_for(lambda: answers(f"{flower}/api/workers", FLOWER_AUTH), 60, "Flower")
+        wait_for(lambda: b"ready." in Path(service.log).read_bytes(), 60, "the worker")
+
+        body = xml(fetch(curl_url.group(1)))
+        assert body["Code"] == "200"
+        email_id = body["EmailId"]
+
+        eml = cwd / "var" / "outbox" / f"{email_id}.eml"
+        wait_for(eml.exists, 30, "the .eml in var/outbox")
+        assert b"Hello from mailgate" in eml.read_bytes()
+
+        poll = curl_url.group(1).replace("command=SendEmail", "command=GetEmailStatus")
+        poll += f"&EmailId={email_id}"
+        assert wait_for(lambda: xml(fetch(poll))["Status"] == "Sent", 30, "Sent")
+
+        # Flower lists the task by its EmailId, as SUCCESS, without the body or the password.
+        def task() -> dict[str, object] | None:
+            tasks = json.loads(fetch(f"{flower}/api/tasks", FLOWER_AUTH))
+            found = tasks.get(email_id)
+            return found if found and found.get("state") == "SUCCESS" else None
+
+        info = wait_for(task, 30, "Flower to list the task as SUCCESS")
+        assert info["name"] == "mailgate.deliver"
+        password = re.search(r"password: (\S+)", service.output())
+        assert password is not None
+        page = fetch(f"{flower}/task/{email_id}", FLOWER_AUTH).decode()
+        for shown in (json.dumps(info), page):
+            assert "Hello from mailgate" not in shown
+            assert "you@example.com" not in shown
+            assert password.group(1) not in shown
+        assert email_id in page
+    finally:
+        children = psutil.Process(service.proc.pid).children(recursive=True) if service.proc else []
+        if service.proc and service.proc.poll() is None:
+            os.kill(service.proc.pid, signal.SIGINT)  # what Ctrl-C sends
+            service.proc.wait(30)
+    assert children, "mailgate run started no processes"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running after Ctrl-C: {[p.pid for p in alive]}"

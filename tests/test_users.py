@@ -1,0 +1,129 @@
+"""Accounts: the users file, argon2id, the verified-credentials cache, and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mailgate.errors import AuthFailed, UserError
+from mailgate.users import Account, UserStore
+from tests.support import VENV_BIN
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> UserStore:
+    return UserStore(tmp_path / "users.toml", cache_seconds=60)
+
+
+def test_hashes_are_argon2id_and_the_file_is_private(store: UserStore) -> None:
+    store.add("alice", "pw-alice", ("*@shop.example",))
+    text = store.path.read_text()
+    assert "$argon2id$" in text
+    assert "pw-alice" not in text
+    assert store.path.stat().st_mode & 0o777 == 0o600
+
+
+def test_authenticate(store: UserStore) -> None:
+    store.add("alice", "pw-alice")
+    assert store.authenticate("alice", "pw-alice").name == "alice"
+    with pytest.raises(AuthFailed):
+        store.authenticate("alice", "wrong")
+    with pytest.raises(AuthFailed):
+        store.authenticate("bob", "pw-alice")
+
+
+def test_changes_by_another_process_apply_without_restart(store: UserStore) -> None:
+    running = UserStore(store.path)  # as the API holds it
+    with pytest.raises(AuthFailed):
+        running.authenticate("carol", "pw-carol")
+    store.add("carol", "pw-carol")
+    assert running.authenticate("carol", "pw-carol").name == "carol"
+    store.remove("carol")
+    with pytest.raises(AuthFailed):  # the cache does not outlive the account
+        running.authenticate("carol", "pw-carol")
+
+
+def test_cache_skips_argon2_for_a_repeat_and_never_for_a_miss(
+    store: UserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add("alice", "pw-alice")
+    calls: list[str] = []
+    real = store._hasher
+
+    class Counting:
+        def verify(self, hash_: str, password: str) -> bool:
+            calls.append(hash_)
+            return real.verify(hash_, password)
+
+    monkeypatch.setattr(store, "_hasher", Counting())
+    store.authenticate("alice", "pw-alice")
+    store.authenticate("alice", "pw-alice")
+    assert len(calls) == 1
+    for name in ("alice", "nobody"):  # wrong password and unknown user pay the same work
+        with pytest.raises(AuthFailed):
+            store.authenticate(name, "wrong")
+    assert len(calls) == 3
+    assert calls[2] == store._dummy_hash
+
+
+def test_sender_globs() -> None:
+    shop = Account("a", "h", ("*@shop.example",))
+    assert shop.may_send_as("Orders@Shop.Example", "mailgate@localhost")
+    assert shop.may_send_as("mailgate@localhost", "mailgate@localhost")
+    assert not shop.may_send_as("ceo@bank.example", "mailgate@localhost")
+    assert not Account("b", "h").may_send_as("x@shop.example", "mailgate@localhost")
+    assert Account("c", "h", ("*",)).may_send_as("any@where.example", "mailgate@localhost")
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "rate"),
+    [("", "pw", None), ("bad name", "pw", None), ("ok", "", None), ("ok", "pw", "lots")],
+    ids=["empty-name", "space-in-name", "empty-password", "bad-rate"],
+)
+def test_bad_accounts_are_refused(
+    store: UserStore, name: str, password: str, rate: str | None
+) -> None:
+    with pytest.raises(UserError):
+        store.add(name, password, rate=rate)
+    assert not store.path.exists() or name not in store.accounts()
+
+
+def test_duplicate_and_missing_users(store: UserStore) -> None:
+    store.add("alice", "pw")
+    with pytest.raises(UserError):
+        store.add("alice", "pw2")
+    with pytest.raises(UserError):
+        store.remove("bob")
+
+
+def _cli(args: list[str], users_file: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "mailgate"), *args],
+        input=stdin,
+        env={"MAILGATE_USERS_FILE": str(users_file), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=users_file.parent,
+    )
+
+
+def test_cli_user_add_list_remove(tmp_path: Path) -> None:
+    users_file = tmp_path / "users.toml"
+    added = _cli(["user", "add", "shop", "--password-stdin", "--sender", "*@shop.example",
+                  "--rate", "5/second"], users_file, "cli-secret-pw\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "cli-secret-pw" not in added.stdout + added.stderr
+    assert UserStore(users_file).authenticate("shop", "cli-secret-pw").senders == (
+        "*@shop.example",
+    )
+    listed = _cli(["user", "list"], users_file)
+    assert listed.stdout.split("\t")[0] == "shop"
+    assert "*@shop.example" in listed.stdout and "5/second" in listed.stdout
+    again = _cli(["user", "add", "shop", "--password-stdin"], users_file, "x\n")
+    assert again.returncode == 2
+    assert again.stderr.strip() == "mailgate: user 'shop' already exists"
+    assert _cli(["user", "remove", "shop"], users_file).returncode == 0
+    assert UserStore(users_file).accounts() == {}
