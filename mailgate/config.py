@@ -7,6 +7,7 @@ variable; the entry points turn that into one line on stderr and a non-zero exit
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,15 +110,14 @@ class Settings:
     worker_concurrency: int = 8
     message_id_host: str = "mailgate.local"
     """The right-hand side of every Message-ID: ``<EmailId@message_id_host>``."""
+    redis_appendfsync: str = "everysec"
+    """The embedded Redis's AOF fsync policy: everysec (default) or always."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every ``MAILGATE_*`` variable; ``.env`` in the working folder fills gaps."""
-        if environ is None:
-            dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
-            environ = {**dotenv, **os.environ}
-        env = _Reader(environ)
-        return cls(
+        env = _Reader(environment() if environ is None else environ)
+        settings = cls(
             redis_url=env.get("MAILGATE_REDIS_URL", DEFAULT_REDIS_URL, _redis_url),
             smtp=SmtpTarget.parse(env.raw("MAILGATE_SMTP_URL") or DEFAULT_SMTP_URL),
             users_file=Path(env.raw("MAILGATE_USERS_FILE") or "var/users.toml"),
@@ -148,8 +148,23 @@ class Settings:
             ),
             auth_cache_seconds=env.number("MAILGATE_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             worker_concurrency=env.integer("MAILGATE_WORKER_CONCURRENCY", cls.worker_concurrency),
-            message_id_host=env.raw("MAILGATE_MESSAGE_ID_HOST") or cls.message_id_host,
+            message_id_host=env.get("MAILGATE_MESSAGE_ID_HOST", cls.message_id_host, _hostname),
+            redis_appendfsync=env.get(
+                "MAILGATE_REDIS_APPENDFSYNC", cls.redis_appendfsync, _appendfsync
+            ),
         )
+        if settings.status_ttl_seconds < settings.retry_deadline_seconds + 3600:
+            raise ConfigError(
+                "MAILGATE_STATUS_TTL_SECONDS",
+                "must outlast MAILGATE_RETRY_DEADLINE_SECONDS by an hour at least",
+            )
+        return settings
+
+
+def environment() -> dict[str, str]:
+    """The process environment over the ``.env`` file of the working folder (if any)."""
+    dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    return {**dotenv, **os.environ}
 
 
 class _Reader:
@@ -220,6 +235,18 @@ def _roots(value: str) -> tuple[Path, ...]:
             raise ValueError(f"{part!r} is not an absolute path")
         roots.append(Path(os.path.realpath(path)))
     return tuple(roots)
+
+
+def _hostname(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value):
+        raise ValueError(f"must be a host name, got {value!r}")
+    return value
+
+
+def _appendfsync(value: str) -> str:
+    if value not in ("everysec", "always"):
+        raise ValueError(f"must be everysec or always, got {value!r}")
+    return value
 
 
 def _basic_auth(value: str) -> str:

@@ -1,7 +1,8 @@
 """Logging set-up shared by every process, with a last-line filter against leaked secrets.
 
 mailgate never logs a password, a body or a query string on purpose; the filter masks
-``password=...`` in any record (a library's message, say) as a second line of defence.
+``password=...`` and the local part of e-mail addresses in any record (an SMTP reply that names
+the recipient, a library's message) as a second line of defence.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import logging
 import re
 
 _SECRET = re.compile(r"(?i)(password[\"']?\s*[=:]\s*[\"']?)([^&\s\"',;]+)")
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@(?=[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 
 
 def redact(text: str) -> str:
-    """Mask the value of every ``password=`` / ``password:`` in ``text``."""
-    return _SECRET.sub(r"\1***", text)
+    """Mask every ``password=`` / ``password:`` value and the local part of every address."""
+    return _ADDRESS.sub("***@", _SECRET.sub(r"\1***", text))
 
 
 class RedactingFilter(logging.Filter):

@@ -7,7 +7,6 @@ output is prefixed per process, and Ctrl-C stops every child (whole process grou
 
 from __future__ import annotations
 
-import os
 import secrets
 import shlex
 import sys
@@ -16,7 +15,7 @@ from urllib.parse import quote
 
 from honcho.manager import Manager
 
-from mailgate.config import DEFAULT_SINK_PORT, Settings
+from mailgate.config import DEFAULT_SINK_PORT, Settings, environment
 from mailgate.embedded import port_is_free, redis_args
 from mailgate.errors import ConfigError
 from mailgate.users import UserStore
@@ -50,7 +49,7 @@ def commands(settings: Settings, flower_port: int = FLOWER_PORT) -> dict[str, st
 
 def run_all() -> int:
     """Start everything and wait; the exit code of the first process to stop."""
-    env = dict(os.environ)
+    env = environment()  # .env included, so the children and this process agree
     Settings.from_env(env)  # a bad variable stops here with one line
     var = Path("var")
     extra: list[tuple[str, str]] = []
@@ -59,16 +58,8 @@ def run_all() -> int:
         if not port_is_free(port):
             raise ConfigError("MAILGATE_EMBEDDED_REDIS_PORT", f"port {port} is already in use")
         (var / "redis").mkdir(parents=True, exist_ok=True)
-        extra.append(
-            (
-                "redis",
-                shlex.join(
-                    redis_args(
-                        port, var / "redis", env.get("MAILGATE_REDIS_APPENDFSYNC") or "everysec"
-                    )
-                ),
-            )
-        )
+        fsync = Settings.from_env(env).redis_appendfsync
+        extra.append(("redis", shlex.join(redis_args(port, var / "redis", fsync))))
         env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     if not env.get("MAILGATE_SMTP_URL"):
         sink_port = _port(env, "MAILGATE_SINK_PORT", DEFAULT_SINK_PORT)
@@ -101,7 +92,8 @@ def _first_user(settings: Settings) -> None:
         return
     password = secrets.token_urlsafe(12)
     store.add(FIRST_USER, password)
-    base = f"http://{settings.host}:{settings.port}/api"
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = f"http://{host}:{settings.port}/api"
     print("=" * 72)
     print(f"Created the first account in {settings.users_file}:")
     print(f"  user: {FIRST_USER}\n  password: {password}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from mailgate.config import Settings, SmtpTarget
 from mailgate.errors import ConfigError
 from tests.support import VENV_BIN
+from worker.flower import guard_flower
 
 
 def test_defaults_match_the_contract() -> None:
@@ -38,6 +41,8 @@ def test_defaults_match_the_contract() -> None:
         ("MAILGATE_SMTP_URL", "smtp://host:99999"),
         ("MAILGATE_SMTP_URL", "smtp://host?starttls=maybe"),
         ("MAILGATE_FLOWER_BASIC_AUTH", "no-colon"),
+        ("MAILGATE_REDIS_APPENDFSYNC", "never"),
+        ("MAILGATE_MESSAGE_ID_HOST", "bad host>"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
@@ -84,3 +89,48 @@ def test_worker_start_up_stops_with_one_line(tmp_path: object) -> None:
     )
     assert result.returncode != 0
     assert "mailgate: MAILGATE_MAX_ATTEMPTS: must be a whole number, got 'many'" in result.stderr
+
+
+def test_status_ttl_must_outlast_the_retry_deadline() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            {"MAILGATE_STATUS_TTL_SECONDS": "3600", "MAILGATE_RETRY_DEADLINE_SECONDS": "86400"}
+        )
+    assert caught.value.variable == "MAILGATE_STATUS_TTL_SECONDS"
+
+
+def test_dotenv_fills_gaps_under_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("MAILGATE_PORT=9999\nMAILGATE_MAX_ATTEMPTS=3\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILGATE_MAX_ATTEMPTS", "5")
+    settings = Settings.from_env()
+    assert (settings.port, settings.max_attempts) == (9999, 5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "auth", "refused"),
+    [
+        (["celery", "-A", "worker.app", "worker"], None, False),
+        (["celery", "-A", "worker.app", "flower", "--address=127.0.0.1"], None, False),
+        (["celery", "-A", "worker.app", "flower", "--address=0.0.0.0"], None, True),
+        (["celery", "-A", "worker.app", "flower"], None, True),
+        (["celery", "-A", "worker.app", "flower", "--address", "0.0.0.0"], "a:b", False),
+    ],
+    ids=["worker", "flower-loopback", "flower-exposed", "flower-default-all", "flower-auth"],
+)
+def test_flower_is_not_exposed_without_a_login(
+    argv: list[str], auth: str | None, refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    monkeypatch.delenv("FLOWER_ADDRESS", raising=False)
+    env = {"MAILGATE_FLOWER_BASIC_AUTH": auth} if auth else {}
+    settings = Settings.from_env(env)
+    if refused:
+        with pytest.raises(ConfigError, match="MAILGATE_FLOWER_BASIC_AUTH"):
+            guard_flower(argv, settings)
+    else:
+        guard_flower(argv, settings)
+        if auth:
+            assert os.environ["FLOWER_BASIC_AUTH"] == auth

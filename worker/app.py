@@ -16,12 +16,14 @@ from mailgate.errors import ConfigError
 from mailgate.logs import configure_logging
 from mailgate.status import StatusStore
 from worker.delivery import Delivery
+from worker.flower import guard_flower
 from worker.scheduler import Scheduler
 from worker.smtp import SmtpTransport
 from worker.tasks import register_tasks
 
 try:
     settings = Settings.from_env()
+    guard_flower(sys.argv, settings)
 except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
 
