@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from redis.exceptions import RedisError
 
 from api.services import Services
+from api.xml import Field
 from mailgate.broker import publish
 from mailgate.errors import InvalidParameter, NotFound, SenderNotAllowed, Unavailable
 from mailgate.jobs import EmailJob
@@ -19,7 +20,7 @@ from mailgate.validation import validate_send
 
 log = logging.getLogger(__name__)
 
-Fields = list[tuple[str, str]]
+Fields = list[Field]
 
 
 def send_email(params: dict[str, str], account: Account, svc: Services) -> Fields:
@@ -53,7 +54,7 @@ def send_email(params: dict[str, str], account: Account, svc: Services) -> Field
     except Exception as exc:
         log.warning("publish failed for %s: %s", job.email_id, type(exc).__name__)
         try:
-            svc.store.mark_failed(job.email_id, "not queued: the broker was unavailable")
+            svc.store.mark_failed(job.email_id, 0, "not queued: the broker was unavailable")
         except RedisError:
             log.error("could not mark %s unqueued", job.email_id)
         raise Unavailable("the broker is unavailable") from None
@@ -90,6 +91,13 @@ def get_email_status(params: dict[str, str], account: Account, svc: Services) ->
         ("SmtpResponse", record.smtp_response),
     ]
     fields += [(name, value) for name, value in optional if value]
+    history: list[Field] = [
+        ("Attempt", [("Number", str(log.attempt)), ("At", iso(log.at)),
+                     ("Outcome", log.outcome.value), ("Detail", log.detail)])
+        for log in svc.store.history(email_id)
+    ]  # fmt: skip
+    if history:
+        fields.append(("History", history))
     return fields
 
 

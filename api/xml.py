@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TypeAlias
 from xml.etree import ElementTree as ET
 
 from flask import Response
@@ -18,6 +19,9 @@ SUCCESS_MESSAGE = "Command successfully executed"
 _DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>'
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MAX_ECHO = 200
+
+Field: TypeAlias = tuple[str, "str | list[Field]"]
+"""An element: a name and either its text or its child elements."""
 
 
 def clean(text: str) -> str:
@@ -32,29 +36,35 @@ def echo(text: str) -> str:
     return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "…"
 
 
-def render(code: int, message: str, fields: Iterable[tuple[str, str]] = ()) -> bytes:
+def render(code: int, message: str, fields: Iterable[Field] = ()) -> bytes:
     """The XML document for one response."""
     root = ET.Element("Response")
-    ET.SubElement(root, "Code").text = str(code)
-    ET.SubElement(root, "Message").text = clean(message)
-    for name, value in fields:
-        ET.SubElement(root, name).text = clean(value)
+    _add(root, [("Code", str(code)), ("Message", message), *fields])
     return _DECLARATION + ET.tostring(root, encoding="unicode").encode("utf-8")
 
 
-def xml_response(code: int, message: str, fields: Iterable[tuple[str, str]] = ()) -> Response:
+def _add(parent: ET.Element, fields: Iterable[Field]) -> None:
+    for name, value in fields:
+        element = ET.SubElement(parent, name)
+        if isinstance(value, str):
+            element.text = clean(value)
+        else:
+            _add(element, value)
+
+
+def xml_response(code: int, message: str, fields: Iterable[Field] = ()) -> Response:
     """An HTTP 200 response carrying the XML document."""
     return Response(
         render(code, message, fields), 200, content_type="application/xml; charset=utf-8"
     )
 
 
-def success(fields: Iterable[tuple[str, str]] = ()) -> Response:
+def success(fields: Iterable[Field] = ()) -> Response:
     """Code 200 with the given extra elements."""
     return xml_response(200, SUCCESS_MESSAGE, fields)
 
 
 def error(exc: ApiError) -> Response:
     """The response for an API error: its code, Ozeki's text, and a Reason when there is one."""
-    fields = [("Reason", exc.reason)] if exc.reason else []
+    fields: list[Field] = [("Reason", exc.reason)] if exc.reason else []
     return xml_response(exc.code, exc.message, fields)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -105,7 +107,8 @@ def status(email_id: str) -> None:
     from mailgate.status import StatusStore
 
     settings = _settings()
-    record = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds).get(email_id)
+    store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    record = store.get(email_id)
     if record is None:
         click.echo(f"mailgate: no e-mail {email_id}", err=True)
         sys.exit(1)
@@ -124,6 +127,57 @@ def status(email_id: str) -> None:
     for name, value in rows:
         if value:
             click.echo(f"{name}: {value}")
+    for log in store.history(email_id):
+        click.echo(f"  attempt {log.attempt} at {_iso(log.at)}: {log.outcome.value}: {log.detail}")
+
+
+@main.command()
+@click.argument("email_ids", nargs=-1)
+@click.option("--failed", is_flag=True, help="Requeue every Failed e-mail in the window.")
+@click.option("--since", default=None, help="Window start: ISO time or an age like 2h, 30m, 1d.")
+@click.option("--until", default=None, help="Window end: ISO time or an age like 10m.")
+@_friendly
+def requeue(email_ids: tuple[str, ...], failed: bool, since: str | None, until: str | None) -> None:
+    """Send Failed e-mails again: by EMAIL_ID, or --failed within a time window."""
+    from mailgate.broker import make_celery, publish
+    from mailgate.status import Status, StatusStore
+
+    if bool(email_ids) == failed:
+        raise click.UsageError("give EMAIL_IDs or --failed (with --since/--until), not both")
+    settings = _settings()
+    store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    if failed:
+        start = _moment(since) if since else 0.0
+        end = _moment(until) if until else float("inf")
+        email_ids = tuple(store.find(Status.FAILED, start, end))
+    celery = make_celery(settings)
+    done = 0
+    for email_id in email_ids:
+        if store.requeue(email_id, time.time() + settings.redelivery_seconds):
+            publish(celery, email_id)
+            done += 1
+            click.echo(f"requeued {email_id}")
+        else:
+            click.echo(f"skipped {email_id}: not Failed, or its content is gone", err=True)
+    click.echo(f"{done} e-mail(s) requeued")
+
+
+_AGE = re.compile(r"^(\d+)([smhd])$")
+
+
+def _moment(text: str) -> float:
+    """An ISO 8601 time (UTC if no zone) or an age such as ``2h`` before now."""
+    age = _AGE.match(text)
+    if age:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
+        return time.time() - int(age.group(1)) * unit
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither an ISO time nor an age like 2h") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _iso(timestamp: float | None) -> str:

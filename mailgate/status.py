@@ -2,17 +2,20 @@
 
 Key names (all of them live here):
 
-- ``mailgate:email:<id>``  hash: owner, status, attempts, times, last error, SMTP reply, job
-- ``mailgate:due``         sorted set: EmailId -> when it must be published (again) if still
-                           not final. A new e-mail enters with a watchdog time, a retry with its
-                           back-off time; a final state leaves the set. Workers publish what is
-                           due, so nothing accepted can stall, whatever was lost on the way.
-- ``mailgate:claim:<id>``  string with a lease: the worker sending this e-mail right now.
+- ``mailgate:email:<id>``          hash: owner, status, attempts, times, last error, SMTP
+                                   reply, and the job itself until it is sent
+- ``mailgate:email:<id>:history``  list: one JSON entry per attempt outcome (newest last)
+- ``mailgate:due``                 sorted set: EmailId -> when it must be published (again)
+                                   if still not final. Invariant: every e-mail that is not
+                                   Sent or Failed has an entry, so none can stall for good.
+- ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
@@ -22,11 +25,17 @@ import redis
 from mailgate.jobs import EmailJob
 
 DUE_KEY = "mailgate:due"
+HISTORY_LIMIT = 50
 
 
 def email_key(email_id: str) -> str:
     """The hash holding one e-mail's status record."""
     return f"mailgate:email:{email_id}"
+
+
+def history_key(email_id: str) -> str:
+    """The list of one e-mail's attempt outcomes."""
+    return f"mailgate:email:{email_id}:history"
 
 
 def claim_key(email_id: str) -> str:
@@ -49,6 +58,16 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True)
+class AttemptLog:
+    """One attempt's outcome, for the history in GetEmailStatus."""
+
+    attempt: int
+    at: float
+    outcome: Status
+    detail: str
+
+
+@dataclass(frozen=True)
 class Record:
     """What the store knows about one e-mail."""
 
@@ -58,6 +77,8 @@ class Record:
     attempts: int
     created_at: float
     updated_at: float
+    since: float
+    """Start of the retry deadline: acceptance, or the last requeue."""
     sent_at: float | None = None
     next_attempt_at: float | None = None
     last_error: str | None = None
@@ -79,6 +100,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Failed (with its job still stored) -> Queued with a fresh attempt budget and deadline.
+_REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'Failed' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'job') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'Queued', 'attempts', 0, 'since', ARGV[1],
+           'updated_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"""
+
 
 class StatusStore:
     """Reads and writes status records; every state change goes through here."""
@@ -88,18 +121,15 @@ class StatusStore:
         self.ttl = ttl_seconds
         self._take_due = client.register_script(_TAKE_DUE)
         self._release = client.register_script(_RELEASE)
+        self._requeue = client.register_script(_REQUEUE)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int) -> StatusStore:
         """Connect with short time-outs so a dead Redis fails a request fast."""
         client = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=2,
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
             health_check_interval=15,
-            retry_on_timeout=False,
-        )
+        )  # fmt: skip
         return cls(client, ttl_seconds)
 
     def create(self, job: EmailJob, watchdog_at: float) -> None:
@@ -107,17 +137,10 @@ class StatusStore:
         now = time.time()
         key = email_key(job.email_id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={
-                "owner": job.owner,
-                "status": Status.QUEUED.value,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-                "job": job.to_json(),
-            },
-        )
+        pipe.hset(key, mapping={
+            "owner": job.owner, "status": Status.QUEUED.value, "attempts": 0,
+            "created_at": now, "updated_at": now, "since": now, "job": job.to_json(),
+        })  # fmt: skip
         pipe.expire(key, self.ttl)
         pipe.zadd(DUE_KEY, {job.email_id: watchdog_at})
         pipe.execute()
@@ -125,7 +148,7 @@ class StatusStore:
     def get(self, email_id: str) -> Record | None:
         """The record, or None when there is none (never sent, or expired)."""
         data = cast(dict[str, str], self.redis.hgetall(email_key(email_id)))
-        if not data or "status" not in data:
+        if not data or "status" not in data or "created_at" not in data:
             return None
         return Record(
             email_id=email_id,
@@ -134,6 +157,7 @@ class StatusStore:
             attempts=int(data.get("attempts", 0)),
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
+            since=float(data.get("since") or data["created_at"]),
             sent_at=_float(data.get("sent_at")),
             next_attempt_at=_float(data.get("next_attempt_at")),
             last_error=data.get("last_error") or None,
@@ -141,11 +165,16 @@ class StatusStore:
             job=EmailJob.from_json(data["job"]) if data.get("job") else None,
         )
 
+    def history(self, email_id: str) -> list[AttemptLog]:
+        """Every recorded attempt outcome, oldest first."""
+        entries = cast(list[str], self.redis.lrange(history_key(email_id), 0, -1))
+        logs = [json.loads(entry) for entry in entries]
+        return [AttemptLog(e["attempt"], e["at"], Status(e["outcome"]), e["detail"]) for e in logs]
+
     def claim(self, email_id: str, token: str, lease_seconds: float) -> bool:
         """Take the right to send this e-mail now; False if another worker holds it."""
-        return bool(
-            self.redis.set(claim_key(email_id), token, nx=True, px=int(lease_seconds * 1000))
-        )
+        key = claim_key(email_id)
+        return bool(self.redis.set(key, token, nx=True, px=int(lease_seconds * 1000)))
 
     def release(self, email_id: str, token: str) -> None:
         """Give the claim back (only if it is still ours)."""
@@ -159,38 +188,50 @@ class StatusStore:
         pipe.hset(key, mapping={"status": Status.SENDING.value, "updated_at": time.time()})
         pipe.hdel(key, "next_attempt_at")
         pipe.zadd(DUE_KEY, {email_id: watchdog_at})
-        results = pipe.execute()
-        return int(results[0])
+        return int(pipe.execute()[0])
 
-    def mark_sent(self, email_id: str, smtp_response: str) -> None:
+    def mark_sent(self, email_id: str, attempt: int, smtp_response: str) -> None:
         """Record the server's 250; the job payload is dropped, it is no longer needed."""
-        now = time.time()
-        self._update(
-            email_id,
-            {"status": Status.SENT.value, "sent_at": now, "smtp_response": smtp_response},
-            drop=("job", "next_attempt_at"),
-            due=None,
-        )
+        fields = {
+            "status": Status.SENT.value,
+            "sent_at": time.time(),
+            "smtp_response": smtp_response,
+        }
+        self._update(email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"))
 
     def mark_retry(
-        self, email_id: str, error: str, smtp_response: str | None, next_attempt_at: float
+        self, email_id: str, attempt: int, error: str, smtp_response: str | None, next_at: float
     ) -> None:
         """Record a transient failure and when the next attempt is due."""
         fields: dict[str, Any] = {
-            "status": Status.RETRYING.value,
-            "last_error": error,
-            "next_attempt_at": next_attempt_at,
-        }
+            "status": Status.RETRYING.value, "last_error": error, "next_attempt_at": next_at,
+        }  # fmt: skip
         if smtp_response:
             fields["smtp_response"] = smtp_response
-        self._update(email_id, fields, due=next_attempt_at)
+        self._update(email_id, attempt, fields, error, due=next_at)
 
-    def mark_failed(self, email_id: str, error: str, smtp_response: str | None = None) -> None:
-        """Record a final failure; the job stays so an operator can send it again."""
+    def mark_failed(
+        self, email_id: str, attempt: int, error: str, smtp_response: str | None = None
+    ) -> None:
+        """Record a final failure; the job stays so an operator can requeue it."""
         fields: dict[str, Any] = {"status": Status.FAILED.value, "last_error": error}
         if smtp_response:
             fields["smtp_response"] = smtp_response
-        self._update(email_id, fields, drop=("next_attempt_at",), due=None)
+        self._update(email_id, attempt, fields, error, drop=("next_attempt_at",))
+
+    def requeue(self, email_id: str, watchdog_at: float) -> bool:
+        """Make a Failed e-mail Queued again (fresh attempts and deadline); False if not Failed."""
+        keys = [email_key(email_id), DUE_KEY]
+        return bool(self._requeue(keys=keys, args=[time.time(), watchdog_at, self.ttl, email_id]))
+
+    def find(self, status: Status, since: float = 0, until: float = float("inf")) -> Iterator[str]:
+        """Ids in ``status`` whose last change lies in [since, until] (a full scan: ops only)."""
+        for key in self.redis.scan_iter(match="mailgate:email:*", count=1000):
+            if key.endswith(":history"):
+                continue
+            state, updated = self.redis.hmget(key, "status", "updated_at")
+            if state == status.value and updated and since <= float(updated) <= until:
+                yield key.removeprefix("mailgate:email:")
 
     def take_due(self, now: float, limit: int, lease_seconds: float) -> list[str]:
         """Ids whose time has come, each leased for ``lease_seconds`` against a second taker."""
@@ -204,18 +245,26 @@ class StatusStore:
     def _update(
         self,
         email_id: str,
+        attempt: int,
         fields: dict[str, Any],
+        detail: str,
         *,
         drop: tuple[str, ...] = (),
-        due: float | None,
+        due: float | None = None,
     ) -> None:
-        key = email_key(email_id)
+        """Apply one outcome: fields, history entry, TTLs and the due set, atomically."""
+        now = time.time()
+        key, log = email_key(email_id), history_key(email_id)
+        fields["updated_at"] = now
+        entry = {"attempt": attempt, "at": now, "outcome": fields["status"], "detail": detail}
         pipe = self.redis.pipeline(transaction=True)
-        fields["updated_at"] = time.time()
         pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
         if drop:
             pipe.hdel(key, *drop)
+        pipe.rpush(log, json.dumps(entry))
+        pipe.ltrim(log, -HISTORY_LIMIT, -1)
         pipe.expire(key, self.ttl)
+        pipe.expire(log, self.ttl)
         if due is None:
             pipe.zrem(DUE_KEY, email_id)
         else:

@@ -75,30 +75,29 @@ class Delivery:
         now = time.time()
         attempt = self.store.begin_attempt(email_id, now + self.settings.redelivery_seconds)
         if record.job is None:
-            return self._fail(email_id, "the e-mail's content is missing")
+            return self._fail(email_id, attempt, "the e-mail's content is missing")
         if attempt > self.settings.max_attempts:
             # Earlier attempts died with their worker: a poison message must end, not loop.
-            return self._fail(email_id, f"gave up after {attempt - 1} attempts")
-        if now > record.created_at + self.settings.retry_deadline_seconds:
-            return self._fail(email_id, "expired")
+            return self._fail(email_id, attempt, f"gave up after {attempt - 1} attempts")
+        if now > record.since + self.settings.retry_deadline_seconds:
+            return self._fail(email_id, attempt, "expired")
         try:
             reply = self._send(record.job)
         except TransientDelivery as exc:
             s = self.settings
             next_at = now + backoff(attempt, s.retry_base_seconds, s.retry_max_delay_seconds)
             reason = give_up_reason(
-                attempt, s.max_attempts, record.created_at, next_at, s.retry_deadline_seconds
+                attempt, s.max_attempts, record.since, next_at, s.retry_deadline_seconds
             )
             if reason:
-                return self._fail(
-                    email_id, f"{reason}; last error: {exc.reason}", exc.smtp_response
-                )
-            self.store.mark_retry(email_id, exc.reason, exc.smtp_response, next_at)
+                detail = f"{reason}; last error: {exc.reason}"
+                return self._fail(email_id, attempt, detail, exc.smtp_response)
+            self.store.mark_retry(email_id, attempt, exc.reason, exc.smtp_response, next_at)
             log.info("attempt %d for %s deferred: %s", attempt, email_id, exc.reason)
             return Outcome.RETRYING
         except PermanentDelivery as exc:
-            return self._fail(email_id, exc.reason, exc.smtp_response)
-        self.store.mark_sent(email_id, reply)
+            return self._fail(email_id, attempt, exc.reason, exc.smtp_response)
+        self.store.mark_sent(email_id, attempt, reply)
         log.info("sent %s on attempt %d: %s", email_id, attempt, reply)
         return Outcome.SENT
 
@@ -112,7 +111,9 @@ class Delivery:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
         return self.transport.send(message, job.sender, list(job.recipients))
 
-    def _fail(self, email_id: str, reason: str, smtp_response: str | None = None) -> Outcome:
-        self.store.mark_failed(email_id, reason, smtp_response)
+    def _fail(
+        self, email_id: str, attempt: int, reason: str, smtp_response: str | None = None
+    ) -> Outcome:
+        self.store.mark_failed(email_id, attempt, reason, smtp_response)
         log.warning("failed %s: %s", email_id, reason)
         return Outcome.FAILED
