@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -98,6 +101,8 @@ class ScriptedHandler:
     received: list[Received] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0
+    """Seconds to wait before answering DATA: keeps messages in flight for fault tests."""
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -108,6 +113,8 @@ class ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             for address in envelope.rcpt_tos:
                 self.attempts[address] = self.attempts.get(address, 0) + 1
@@ -130,6 +137,17 @@ class ScriptedHandler:
     def count(self, email_id: str) -> int:
         with self.lock:
             return sum(f"<{email_id}@".encode() in item.data for item in self.received)
+
+    def counts(self) -> dict[str, int]:
+        """How often each EmailId arrived."""
+        found: dict[str, int] = {}
+        with self.lock:
+            for item in self.received:
+                match = re.search(rb"Message-ID: <([0-9a-f-]{36})@", item.data)
+                if match:
+                    key = match.group(1).decode()
+                    found[key] = found.get(key, 0) + 1
+        return found
 
 
 class SmtpServer:
@@ -213,3 +231,98 @@ def worker_args(concurrency: int = 4) -> list[str]:
 
 def gunicorn_args() -> list[str]:
     return [str(VENV_BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "api:create_app()"]
+
+
+class Gate:
+    """A TCP gate in front of the SMTP server, switched between the faults of a real relay.
+
+    ``open`` forwards; ``421`` answers "421" and hangs up; ``refuse`` closes the listening
+    socket (connections are refused); ``silent`` accepts and never says a word.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.mode = "open"
+        self._listener: socket.socket | None = None
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._closed = threading.Event()
+        self._listen()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def set(self, mode: str) -> None:
+        if mode == "refuse" and self._listener is not None:
+            # The accept thread closes the socket itself, so no accept() is still running on
+            # it: a listener closed under a blocked accept() keeps queueing connections.
+            self._closed.clear()
+            self.mode = mode
+            self._closed.wait(5)
+        elif mode != "refuse" and self._listener is None:
+            self._listen()
+        self.mode = mode
+        if mode != "silent":
+            for conn in self._held:
+                conn.close()
+            self._held.clear()
+
+    def close(self) -> None:
+        self.set("refuse")
+        self._stop.set()
+        self._thread.join(5)
+
+    def _listen(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        listener.settimeout(0.1)
+        self._listener = listener
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            listener = self._listener
+            if listener is None:
+                time.sleep(0.05)
+                continue
+            if self.mode == "refuse":
+                listener.close()
+                self._listener = None
+                self._closed.set()
+                continue
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            if self.mode == "421":
+                conn.sendall(b"421 4.3.2 Service not available, closing channel\r\n")
+                conn.close()
+            elif self.mode == "silent":
+                self._held.append(conn)
+            else:
+                threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
+
+    def _forward(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        except OSError:
+            conn.close()
+            return
+        conn.settimeout(None)
+        upstream.settimeout(None)
+        threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
+        _pump(conn, upstream)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,328 @@
+"""Fault tests: whatever crashes, an accepted e-mail arrives (or ends Failed with a reason).
+
+This module runs its own Redis, SMTP server (behind a switchable gate) and worker processes,
+so it can kill and restart them without disturbing the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+from flask.testing import FlaskClient
+
+from api import create_app
+from mailgate.broker import make_celery, publish
+from mailgate.config import Settings
+from mailgate.embedded import free_port
+from mailgate.jobs import EmailJob
+from mailgate.status import Status, StatusStore
+from mailgate.users import UserStore
+from tests.support import VENV_BIN, Gate, RedisServer, Service, SmtpServer, wait_for, worker_args
+
+USER, PASSWORD = "faults", "faults-test-pw"
+CONCURRENCY = 4
+
+
+class Fleet:
+    """The module's worker processes: start, kill, restart."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.current: Service | None = None
+        self.started = 0
+
+    def start(self) -> Service:
+        self.started += 1
+        log = self.workdir / f"worker-{self.started}.log"
+        self.current = Service("worker", worker_args(CONCURRENCY), self.env, log).start()
+        self.current.wait_output(r"ready\.", 60)
+        return self.current
+
+    def ensure(self) -> None:
+        if (
+            self.current is None
+            or self.current.proc is None
+            or self.current.proc.poll() is not None
+        ):
+            self.start()
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    workdir = tmp_path_factory.mktemp("faults")
+    redis_server = RedisServer(workdir / "redis")
+    redis_server.start()
+    smtp = SmtpServer()
+    smtp.start()
+    gate = Gate(smtp.port)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
+    env = {
+        **base,
+        "MAILGATE_REDIS_URL": redis_server.url,
+        "MAILGATE_SMTP_URL": gate.url,
+        "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
+        "MAILGATE_RETRY_BASE_SECONDS": "0.2",
+        "MAILGATE_RETRY_MAX_DELAY_SECONDS": "1",
+        "MAILGATE_MAX_ATTEMPTS": "40",
+        "MAILGATE_REDELIVERY_SECONDS": "8",
+        "MAILGATE_SMTP_TIMEOUT_SECONDS": "1",
+        "MAILGATE_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    settings = Settings.from_env(env)
+    UserStore(settings.users_file).add(USER, PASSWORD)
+    fleet = Fleet(env, workdir)
+    fleet.start()
+    yield {"redis": redis_server, "smtp": smtp, "gate": gate, "env": env, "settings": settings,
+           "fleet": fleet, "workdir": workdir}  # fmt: skip
+    if fleet.current:
+        fleet.current.stop()
+    gate.close()
+    smtp.stop()
+    redis_server.stop()
+
+
+@pytest.fixture
+def fleet(parts: dict[str, object]) -> Iterator[Fleet]:
+    fleet = parts["fleet"]
+    assert isinstance(fleet, Fleet)
+    fleet.ensure()
+    yield fleet
+    parts["gate"].set("open")  # type: ignore[attr-defined]
+    parts["smtp"].handler.delay = 0  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def client(parts: dict[str, object]) -> FlaskClient:
+    settings = parts["settings"]
+    assert isinstance(settings, Settings)
+    return create_app(settings).test_client()
+
+
+@pytest.fixture(scope="module")
+def store(parts: dict[str, object]) -> StatusStore:
+    settings = parts["settings"]
+    assert isinstance(settings, Settings)
+    return StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+
+
+def accept(client: FlaskClient, count: int, prefix: str) -> list[str]:
+    """Accept ``count`` e-mails through the API; their EmailIds."""
+    ids = []
+    for i in range(count):
+        response = client.get("/api", query_string={
+            "command": "SendEmail", "Recipient": f"{prefix}-{i}@faults.example",
+            "Message": f"message {i}", "Username": USER, "Password": PASSWORD,
+        })  # fmt: skip
+        root = ET.fromstring(response.data)
+        assert root.findtext("Code") == "200", response.data
+        ids.append(str(root.findtext("EmailId")))
+    return ids
+
+
+def statuses(store: StatusStore, ids: list[str]) -> list[str]:
+    pipe = store.redis.pipeline(transaction=False)
+    for email_id in ids:
+        pipe.hget(f"mailgate:email:{email_id}", "status")
+    return [str(s) for s in pipe.execute()]
+
+
+def wait_all(store: StatusStore, ids: list[str], wanted: set[str], timeout: float = 60) -> None:
+    def done() -> bool:
+        return all(s in wanted for s in statuses(store, ids))
+
+    wait_for(done, timeout, f"{len(ids)} e-mails to reach {wanted}")
+
+
+def test_sigkill_mid_flight_loses_nothing(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    smtp: SmtpServer = parts["smtp"]  # type: ignore[assignment]
+    smtp.handler.delay = 0.05  # keep deliveries in flight
+    ids = accept(client, 300, "kill9")
+    wait_for(lambda: statuses(store, ids).count("Sent") >= 30, 30, "the first deliveries")
+    assert fleet.current is not None
+    fleet.current.signal(signal.SIGKILL)
+    fleet.current.proc.wait(10)  # type: ignore[union-attr]
+    in_flight_at_kill = statuses(store, ids).count("Sending")
+    assert statuses(store, ids).count("Sent") < len(ids), "nothing was left in flight"
+    smtp.handler.delay = 0
+    fleet.start()
+    wait_all(store, ids, {"Sent"}, timeout=90)
+    counts = smtp.handler.counts()
+    assert all(counts.get(i, 0) >= 1 for i in ids), "an accepted e-mail was lost"
+    duplicates = sum(counts[i] - 1 for i in ids)
+    assert duplicates <= max(in_flight_at_kill, CONCURRENCY)
+
+
+def test_smtp_outage_421_then_back(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    gate: Gate = parts["gate"]  # type: ignore[assignment]
+    gate.set("421")
+    ids = accept(client, 20, "outage421")
+    wait_all(store, ids, {"Retrying"}, timeout=30)
+    gate.set("open")
+    wait_all(store, ids, {"Sent"}, timeout=60)
+    for email_id in ids:
+        outcomes = [log.outcome for log in store.history(email_id)]
+        assert Status.RETRYING in outcomes and outcomes[-1] == Status.SENT
+        assert any("421" in log.detail for log in store.history(email_id))
+
+
+def test_smtp_refusing_connections_then_back(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    gate: Gate = parts["gate"]  # type: ignore[assignment]
+    gate.set("refuse")
+    ids = accept(client, 20, "refused")
+    wait_all(store, ids, {"Retrying"}, timeout=30)
+    errors = {str(store.get(i).last_error) for i in ids}  # type: ignore[union-attr]
+    assert all("cannot reach" in error for error in errors), errors
+    gate.set("open")
+    wait_all(store, ids, {"Sent"}, timeout=60)
+
+
+def test_a_silent_smtp_server_times_out_and_retries(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    gate: Gate = parts["gate"]  # type: ignore[assignment]
+    gate.set("silent")
+    ids = accept(client, 3, "silent")
+
+    def timed_out() -> bool:
+        records = [store.get(i) for i in ids]
+        return all(r is not None and "timed out" in (r.last_error or "") for r in records)
+
+    wait_for(timed_out, 30, "the SMTP time-out to be recorded")
+    gate.set("open")
+    wait_all(store, ids, {"Sent"}, timeout=60)
+
+
+def test_redis_restart_with_a_backlog(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    gate: Gate = parts["gate"]  # type: ignore[assignment]
+    redis_server: RedisServer = parts["redis"]  # type: ignore[assignment]
+    gate.set("421")  # build a backlog that cannot drain yet
+    ids = accept(client, 50, "redis-restart")
+    redis_server.stop()
+    body = ET.fromstring(client.get("/api", query_string={
+        "command": "SendEmail", "Recipient": "down@faults.example", "Message": "m",
+        "Username": USER, "Password": PASSWORD,
+    }).data)  # fmt: skip
+    assert (body.findtext("Code"), body.findtext("Message")) == (
+        "503",
+        "Service unavailable, nothing was queued",
+    )
+    time.sleep(1)  # keep Redis down for a moment, as an operator's restart would
+    redis_server.start()
+    gate.set("open")
+    fleet.ensure()  # a supervisor restarts a worker that died; ours should not have
+    wait_all(store, ids, {"Sent"}, timeout=90)
+    counts = parts["smtp"].handler.counts()  # type: ignore[attr-defined]
+    assert all(counts.get(i, 0) == 1 for i in ids)
+    assert not any(k for k in store.redis.scan_iter("mailgate:email:*") if "down@" in k)
+
+
+def test_sigterm_mid_batch_finishes_or_returns_the_work(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    smtp: SmtpServer = parts["smtp"]  # type: ignore[assignment]
+    smtp.handler.delay = 0.05
+    ids = accept(client, 150, "sigterm")
+    wait_for(lambda: statuses(store, ids).count("Sent") >= 20, 30, "the first deliveries")
+    assert fleet.current is not None and fleet.current.proc is not None
+    fleet.current.signal(signal.SIGTERM)
+    assert fleet.current.proc.wait(30) == 0  # a warm shutdown, not a crash
+    left = [s for s in statuses(store, ids) if s == "Sending"]
+    assert left == []  # tasks under way were finished, not abandoned
+    smtp.handler.delay = 0
+    fleet.start()
+    wait_all(store, ids, {"Sent"}, timeout=90)
+    counts = smtp.handler.counts()
+    assert [i for i in ids if counts.get(i, 0) != 1] == []
+
+
+def test_a_record_whose_publish_was_lost_is_swept_up(
+    parts: dict[str, object], fleet: Fleet, store: StatusStore
+) -> None:
+    # As if Redis crashed between the status write and the publish.
+    job = EmailJob(email_id="00000000-0000-4000-8000-00000000051e", owner=USER,
+                   sender="mailgate@localhost", recipients=("swept@faults.example",),
+                   message="found again")  # fmt: skip
+    store.create(job, watchdog_at=time.time() + 0.5)
+    wait_all(store, [job.email_id], {"Sent"}, timeout=30)
+    assert parts["smtp"].handler.count(job.email_id) == 1  # type: ignore[attr-defined]
+
+
+def test_a_poison_message_ends_failed_instead_of_looping(
+    parts: dict[str, object], fleet: Fleet, store: StatusStore
+) -> None:
+    settings: Settings = parts["settings"]  # type: ignore[assignment]
+    job = EmailJob(email_id="00000000-0000-4000-8000-0000000000aa", owner=USER,
+                   sender="mailgate@localhost", recipients=("poison@faults.example",),
+                   message="m")  # fmt: skip
+    store.create(job, watchdog_at=time.time() + 60)
+    # Forty workers died on it before (each attempt is counted before SMTP is touched).
+    store.redis.hset(f"mailgate:email:{job.email_id}", "attempts", settings.max_attempts)
+    publish(make_celery(settings), job.email_id)
+    wait_all(store, [job.email_id], {"Failed"}, timeout=30)
+    record = store.get(job.email_id)
+    assert record is not None and record.last_error == "gave up after 40 attempts"
+    assert parts["smtp"].handler.count(job.email_id) == 0  # type: ignore[attr-defined]
+
+
+def test_requeue_sends_a_failed_email_again(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    [email_id] = accept(client, 1, "requeue")
+    wait_all(store, [email_id], {"Sent"})
+    # Make it a Failed e-mail with its content kept, as a final SMTP error leaves it.
+    job = EmailJob(email_id=email_id, owner=USER, sender="mailgate@localhost",
+                   recipients=("requeued@faults.example",), message="again")  # fmt: skip
+    store.redis.hset(f"mailgate:email:{email_id}", "job", job.to_json())
+    store.mark_failed(email_id, 1, "550 pretend")
+    result = subprocess.run(
+        [str(VENV_BIN / "mailgate"), "requeue", "--failed", "--since", "10m"],
+        env=parts["env"], capture_output=True, text=True, check=False,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"requeued {email_id}" in result.stdout
+    wait_all(store, [email_id], {"Sent"})
+    outcomes = [log.outcome for log in store.history(email_id)]
+    assert outcomes == [Status.SENT, Status.FAILED, Status.SENT]
+
+
+def test_a_long_back_off_holds_no_broker_message(
+    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+) -> None:
+    """A retry an hour away sits in the due set only: nothing in the queue or in kombu's
+    unacked set could be redelivered early by the visibility timeout."""
+    [email_id] = accept(client, 1, "backoff")
+    wait_all(store, [email_id], {"Sent"})
+    job = EmailJob(email_id=email_id, owner=USER, sender="mailgate@localhost",
+                   recipients=("later@faults.example",), message="later")  # fmt: skip
+    store.redis.hset(f"mailgate:email:{email_id}", mapping={"job": job.to_json(),
+                                                            "status": "Retrying"})  # fmt: skip
+    store.mark_retry(email_id, 1, "451 later", "451 later", time.time() + 3600)
+
+    def broker_holds(eid: str) -> bool:
+        queued = store.redis.lrange("mailgate", 0, -1)
+        unacked = store.redis.hvals("unacked")
+        return any(eid in str(message) for message in [*queued, *unacked])
+
+    assert store.redis.zscore("mailgate:due", email_id) > time.time() + 3500
+    assert not broker_holds(email_id)
+    # When the hour is up (moved forward here), the scheduler publishes it and it is sent.
+    store.redis.zadd("mailgate:due", {email_id: time.time()})
+    wait_all(store, [email_id], {"Sent"})
+    assert [log.outcome for log in store.history(email_id)][-2:] == [Status.RETRYING, Status.SENT]
