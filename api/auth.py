@@ -1,15 +1,49 @@
-"""Who is calling: Username/Password parameters, or HTTP Basic when those are absent."""
+"""Who is calling, and from where.
+
+Credentials: Username/Password parameters, or HTTP Basic when those are absent. Recently
+verified credentials pass without argon2 work or throttling; anything else meets the
+failed-login throttle first, so guessing costs the guesser, not our CPU. The account's network
+list is checked after authentication, so it cannot be probed without a password.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+
 from flask import Request
 
-from mailgate.errors import AuthRequired
+from api.ratelimit import Limits
+from mailgate.errors import AddressForbidden, AuthFailed, AuthRequired
 from mailgate.users import Account, UserStore
 
 
-def authenticate(request: Request, params: dict[str, str], users: UserStore) -> Account:
-    """The caller's account; 304 without credentials, 305 with wrong ones."""
+def client_address(request: Request, trusted: tuple[str, ...]) -> str:
+    """The caller's address: the peer, or the X-Forwarded-For hop a trusted proxy saw."""
+    peer = request.remote_addr or ""
+    if not trusted:
+        return peer
+    networks = [ipaddress.ip_network(net) for net in trusted]
+
+    def is_trusted(address: str) -> bool:
+        try:
+            return any(ipaddress.ip_address(address) in net for net in networks)
+        except ValueError:
+            return False
+
+    if not is_trusted(peer):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+    # Walk back from the nearest hop; the first one not ours is the client.
+    for hop in reversed([h for h in hops if h]):
+        if not is_trusted(hop):
+            return hop
+    return peer
+
+
+def authenticate(
+    request: Request, params: dict[str, str], users: UserStore, limits: Limits, address: str
+) -> Account:
+    """The caller's account; 304 without credentials, 305 wrong, 429 throttled, 307 network."""
     name = params.get("username", "")
     password = params.get("password", "")
     if not name and not password and request.authorization is not None:
@@ -18,4 +52,14 @@ def authenticate(request: Request, params: dict[str, str], users: UserStore) -> 
             name, password = auth.username or "", auth.password or ""
     if not name or not password:
         raise AuthRequired()
-    return users.authenticate(name, password)
+    account = users.cached(name, password)
+    if account is None:
+        limits.check_login(address, name)
+        try:
+            account = users.authenticate(name, password)
+        except AuthFailed:
+            limits.login_failed(address, name)
+            raise
+    if not account.allows_address(address):
+        raise AddressForbidden(f"{account.name} may not call from {address}")
+    return account

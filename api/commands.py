@@ -30,7 +30,7 @@ def send_email(params: dict[str, str], account: Account, svc: Services) -> Field
     if not account.may_send_as(sender, svc.settings.default_sender):
         raise SenderNotAllowed(f"{account.name} may not send as {sender}")
     try:
-        svc.limiter.check(account)
+        svc.limits.check_send(account)
     except RedisError:
         raise Unavailable("the rate limiter is unavailable") from None
     job = EmailJob(

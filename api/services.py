@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from celery import Celery
 from flask import current_app
 
-from api.ratelimit import SendLimiter
+from api.ratelimit import Limits
 from mailgate.broker import make_celery
 from mailgate.config import Settings
 from mailgate.status import StatusStore
@@ -22,7 +22,7 @@ class Services:
     store: StatusStore
     users: UserStore
     celery: Celery
-    limiter: SendLimiter
+    limits: Limits
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -31,7 +31,7 @@ class Services:
             store=StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds),
             users=UserStore(settings.users_file, settings.auth_cache_seconds),
             celery=make_celery(settings),
-            limiter=SendLimiter(settings.redis_url),
+            limits=Limits(settings),
         )
 
 

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from redis.exceptions import RedisError
 
 from api import xml
-from api.auth import authenticate
+from api.auth import authenticate, client_address
 from api.commands import COMMANDS
 from api.params import read_params
 from api.services import services
@@ -30,10 +30,13 @@ def api() -> Response:
         handler = COMMANDS.get(command.lower())
         if handler is None:
             raise UnknownCommand(xml.echo(command))
-        account = authenticate(request, params, svc.users)
+        address = client_address(request, svc.settings.trusted_proxies)
+        account = authenticate(request, params, svc.users, svc.limits, address)
         return xml.success(handler(params, account, svc))
     except ApiError as exc:
         return xml.error(exc)
+    except RedisError:
+        return xml.error(Unavailable("Redis is unavailable"))
     except Exception:
         # Never a 5xx page: log the fault (no locals, so no password) and answer in XML.
         log.exception("unexpected error in /api")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mailgate.jobs import Attachment
 
+_KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -33,6 +34,8 @@ def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
     if not raw.startswith("/"):
         raise AttachmentRefused("path is not absolute")
     real = os.path.realpath(raw)
+    if real.startswith(_KERNEL_TREES):
+        raise AttachmentRefused("kernel and device files are never attached")
     if not _inside(real, roots):
         raise AttachmentRefused("path is outside the attachment roots")
     try:

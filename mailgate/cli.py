@@ -68,15 +68,28 @@ def user() -> None:
     help="Allowed From address glob, e.g. '*@shop.example'; repeatable.",
 )
 @click.option("--rate", default=None, metavar="RATE", help="Send limit, e.g. 20/second.")
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    metavar="CIDR",
+    help="Client network the account may call from, e.g. 10.1.0.0/16; repeatable.",
+)
 @_friendly
-def user_add(name: str, password_stdin: bool, senders: tuple[str, ...], rate: str | None) -> None:
+def user_add(
+    name: str,
+    password_stdin: bool,
+    senders: tuple[str, ...],
+    rate: str | None,
+    networks: tuple[str, ...],
+) -> None:
     """Create account NAME; the password comes from a prompt or stdin, never an argument."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     store = UserStore(_settings().users_file)
-    store.add(name, password, senders, rate)
+    store.add(name, password, senders, rate, networks)
     click.echo(f"added user {name}")
 
 
@@ -87,7 +100,8 @@ def user_list() -> None:
     settings = _settings()
     for account in UserStore(settings.users_file).accounts().values():
         senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
-        click.echo(f"{account.name}\t{senders}\t{account.rate or 'unlimited'}")
+        networks = ", ".join(account.networks) or "any address"
+        click.echo(f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}")
 
 
 @user.command("remove")

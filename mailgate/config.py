@@ -6,6 +6,7 @@ variable; the entry points turn that into one line on stderr and a non-zero exit
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dotenv import dotenv_values
+from limits import parse as parse_rate
 
 from mailgate.errors import ConfigError
 
@@ -110,6 +112,14 @@ class Settings:
     worker_concurrency: int = 8
     message_id_host: str = "mailgate.local"
     """The right-hand side of every Message-ID: ``<EmailId@message_id_host>``."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Networks whose X-Forwarded-For is believed; anyone else's is ignored."""
+    login_failures_per_client: str = "5/minute"
+    """Failed logins one address may make for one user name before Code 429."""
+    login_failures_per_address: str = "20/minute"
+    """Failed logins one address may make across all user names."""
+    login_failures_per_user: str = "100/hour"
+    """Failed logins for one user name from anywhere (a distributed guess)."""
     redis_appendfsync: str = "everysec"
     """The embedded Redis's AOF fsync policy: everysec (default) or always."""
 
@@ -149,6 +159,16 @@ class Settings:
             auth_cache_seconds=env.number("MAILGATE_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             worker_concurrency=env.integer("MAILGATE_WORKER_CONCURRENCY", cls.worker_concurrency),
             message_id_host=env.get("MAILGATE_MESSAGE_ID_HOST", cls.message_id_host, _hostname),
+            trusted_proxies=env.get("MAILGATE_TRUSTED_PROXIES", (), _networks),
+            login_failures_per_client=env.get(
+                "MAILGATE_LOGIN_FAILURES_PER_CLIENT", cls.login_failures_per_client, _rate
+            ),
+            login_failures_per_address=env.get(
+                "MAILGATE_LOGIN_FAILURES_PER_ADDRESS", cls.login_failures_per_address, _rate
+            ),
+            login_failures_per_user=env.get(
+                "MAILGATE_LOGIN_FAILURES_PER_USER", cls.login_failures_per_user, _rate
+            ),
             redis_appendfsync=env.get(
                 "MAILGATE_REDIS_APPENDFSYNC", cls.redis_appendfsync, _appendfsync
             ),
@@ -235,6 +255,24 @@ def _roots(value: str) -> tuple[Path, ...]:
             raise ValueError(f"{part!r} is not an absolute path")
         roots.append(Path(os.path.realpath(path)))
     return tuple(roots)
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    networks = []
+    for part in value.replace(",", " ").split():
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a network (use CIDR, e.g. 10.0.0.0/8)") from None
+    return tuple(networks)
+
+
+def _rate(value: str) -> str:
+    try:
+        parse_rate(value)
+    except ValueError:
+        raise ValueError(f"must be a rate such as 5/minute, got {value!r}") from None
+    return value
 
 
 def _hostname(value: str) -> str:

@@ -97,6 +97,11 @@ class SenderNotAllowed(ApiError):
     template = "User is not allowed to use API in ACL"
 
 
+class AddressForbidden(ApiError):
+    code = 307
+    template = "Use API from this address is forbidden"
+
+
 class NotFound(ApiError):
     code = 404
     template = "Email not found"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -41,6 +42,18 @@ class Account:
     senders: tuple[str, ...] = ()
     rate: str | None = None
     """Send rate limit in the ``limits`` notation, e.g. ``"20/second"``; None: unlimited."""
+    networks: tuple[str, ...] = ()
+    """Client networks (CIDR) this account may call from; empty: any address."""
+
+    def allows_address(self, address: str) -> bool:
+        """True when the account has no network list or ``address`` lies in one of them."""
+        if not self.networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(net, strict=False) for net in self.networks)
 
     def may_send_as(self, sender: str, default_sender: str) -> bool:
         """The default sender is open to all; any other must match one of the globs."""
@@ -82,16 +95,25 @@ class UserStore:
     def get(self, name: str) -> Account | None:
         return self.accounts().get(name)
 
+    def _digest(self, name: str, password: str) -> bytes:
+        return hmac.new(self._cache_key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
+
+    def cached(self, name: str, password: str) -> Account | None:
+        """The account if these exact credentials were verified recently (no argon2 work)."""
+        account = self.get(name)
+        entry = self._verified.get(self._digest(name, password))
+        if account and entry and entry[0] > time.monotonic() and entry[1] == account.password_hash:
+            return account
+        return None
+
     def authenticate(self, name: str, password: str) -> Account:
         """Return the account for these credentials, or raise :class:`AuthFailed`."""
+        found = self.cached(name, password)
+        if found is not None:
+            return found
         account = self.get(name)
-        digest = hmac.new(
-            self._cache_key, f"{name}\x00{password}".encode(), hashlib.sha256
-        ).digest()
+        digest = self._digest(name, password)
         now = time.monotonic()
-        cached = self._verified.get(digest)
-        if account and cached and cached[0] > now and cached[1] == account.password_hash:
-            return account
         # An unknown name costs the same argon2 work as a wrong password.
         try:
             self._hasher.verify(account.password_hash if account else self._dummy_hash, password)
@@ -110,6 +132,7 @@ class UserStore:
         password: str,
         senders: tuple[str, ...] = (),
         rate: str | None = None,
+        networks: tuple[str, ...] = (),
     ) -> Account:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
@@ -121,7 +144,12 @@ class UserStore:
                 parse_rate(rate)
             except ValueError:
                 raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
-        account = Account(name, self._hasher.hash(password), tuple(senders), rate)
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
+        account = Account(name, self._hasher.hash(password), tuple(senders), rate, tuple(networks))
         with self._editing() as accounts:
             if name in accounts:
                 raise UserError(f"user {name!r} already exists")
@@ -157,6 +185,7 @@ def _read(path: Path) -> dict[str, Account]:
             str(entry["password_hash"]),
             tuple(entry.get("senders", ())),
             entry.get("rate") or None,
+            tuple(entry.get("networks", ())),
         )
         for name, entry in users.items()
     }
@@ -168,6 +197,8 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
         entry: dict[str, object] = {"password_hash": a.password_hash, "senders": list(a.senders)}
         if a.rate:
             entry["rate"] = a.rate
+        if a.networks:
+            entry["networks"] = list(a.networks)
         users[a.name] = entry
     document = {"users": users}
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")

@@ -309,16 +309,18 @@ def test_a_long_back_off_holds_no_broker_message(
     unacked set could be redelivered early by the visibility timeout."""
     [email_id] = accept(client, 1, "backoff")
     wait_all(store, [email_id], {"Sent"})
-    job = EmailJob(email_id=email_id, owner=USER, sender="mailgate@localhost",
-                   recipients=("later@faults.example",), message="later")  # fmt: skip
-    store.redis.hset(f"mailgate:email:{email_id}", mapping={"job": job.to_json(),
-                                                            "status": "Retrying"})  # fmt: skip
-    store.mark_retry(email_id, 1, "451 later", "451 later", time.time() + 3600)
 
     def broker_holds(eid: str) -> bool:
         queued = store.redis.lrange("mailgate", 0, -1)
         unacked = store.redis.hvals("unacked")
         return any(eid in str(message) for message in [*queued, *unacked])
+
+    wait_for(lambda: not broker_holds(email_id), 10, "the delivery to be acknowledged")
+    job = EmailJob(email_id=email_id, owner=USER, sender="mailgate@localhost",
+                   recipients=("later@faults.example",), message="later")  # fmt: skip
+    store.redis.hset(f"mailgate:email:{email_id}", mapping={"job": job.to_json(),
+                                                            "status": "Retrying"})  # fmt: skip
+    store.mark_retry(email_id, 1, "451 later", "451 later", time.time() + 3600)
 
     assert store.redis.zscore("mailgate:due", email_id) > time.time() + 3500
     assert not broker_holds(email_id)
