@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import urllib.parse
 import urllib.request
@@ -12,7 +13,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from tests.conftest import OTHER_PASSWORD, OTHER_USER, PASSWORDS, SEED_PASSWORD, SEED_USER
-from tests.support import Service, SmtpServer, wait_for
+from tests.support import RedisServer, Service, SmtpServer, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 FINAL = {"Sent", "Failed"}
@@ -179,11 +180,19 @@ def test_another_account_cannot_read_the_status(api_url: str) -> None:
     assert get(f"{api_url}/api?{query}")["Code"] == "404"
 
 
-def test_no_password_in_any_log_line(
-    api_url: str, worker: Service, logs: list[Path], smtp_server: SmtpServer
+def test_no_password_in_any_log_line_or_record(
+    api_url: str,
+    worker: Service,
+    logs: list[Path],
+    smtp_server: SmtpServer,
+    redis_server: RedisServer,
 ) -> None:
     email_id = send(api_url, Recipient="logs@shop.example", Message="secret body text 7731")
     assert final_status(api_url, email_id)["Status"] == "Sent"
+    stored = json.dumps(redis_server.client().hgetall(f"mailgate:email:{email_id}"))
+    assert SEED_PASSWORD not in stored
+    queued = json.dumps(redis_server.client().lrange("mailgate", 0, -1))
+    assert SEED_PASSWORD not in queued
     get(f"{api_url}/api?command=SendEmail&Username={SEED_USER}&Password=wrong-pw-9931")
     text = "".join(path.read_text(errors="replace") for path in logs)
     assert email_id in text  # the logs are the right ones, and they mention the e-mail
