@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from redis.exceptions import RedisError
-
+from api.accept import accept, status_of
 from api.services import Services
 from api.xml import Field
-from mailgate.broker import publish
-from mailgate.errors import InvalidParameter, NotFound, SenderNotAllowed, Unavailable
-from mailgate.jobs import EmailJob
+from mailgate.errors import InvalidParameter
 from mailgate.users import Account
 from mailgate.validation import validate_send
-
-log = logging.getLogger(__name__)
 
 Fields = list[Field]
 
@@ -26,42 +18,11 @@ Fields = list[Field]
 def send_email(params: dict[str, str], account: Account, svc: Services) -> Fields:
     """Validate, record as Queued, publish; the EmailId is the caller's receipt."""
     request = validate_send(params, svc.settings)
-    sender = request.sender or svc.settings.default_sender
-    if not account.may_send_as(sender, svc.settings.default_sender):
-        raise SenderNotAllowed(f"{account.name} may not send as {sender}")
-    try:
-        svc.limits.check_send(account)
-    except RedisError:
-        raise Unavailable("the rate limiter is unavailable") from None
-    job = EmailJob(
-        email_id=str(uuid.uuid4()),
-        owner=account.name,
-        sender=sender,
-        recipients=request.recipients,
-        message=request.message,
-        subject=request.subject,
-        attachments=request.attachments,
-        api_extension=request.api_extension,
-    )
-    # The record comes first: once the task is published a worker may look for it at once.
-    try:
-        svc.store.create(job, watchdog_at=time.time() + svc.settings.redelivery_seconds)
-    except RedisError as exc:
-        log.warning("status store unavailable: %s", type(exc).__name__)
-        raise Unavailable("the status store is unavailable") from None
-    try:
-        publish(svc.celery, job.email_id)
-    except Exception as exc:
-        log.warning("publish failed for %s: %s", job.email_id, type(exc).__name__)
-        try:
-            svc.store.mark_failed(job.email_id, 0, "not queued: the broker was unavailable")
-        except RedisError:
-            log.error("could not mark %s unqueued", job.email_id)
-        raise Unavailable("the broker is unavailable") from None
-    log.info(
-        "accepted %s from %s for %d recipient(s)", job.email_id, account.name, len(job.recipients)
-    )
-    return [("EmailId", job.email_id)]
+    key = params.get("idempotencykey", "")
+    if len(key) > 200 or any(ch in key for ch in "\r\n\x00"):
+        raise InvalidParameter("IdempotencyKey", "at most 200 characters, no control characters",
+                               "SendEmail")  # fmt: skip
+    return [("EmailId", accept(svc, account, request, key).email_id)]
 
 
 def get_email_status(params: dict[str, str], account: Account, svc: Services) -> Fields:
@@ -69,14 +30,7 @@ def get_email_status(params: dict[str, str], account: Account, svc: Services) ->
     email_id = params.get("emailid", "").strip()
     if not email_id:
         raise InvalidParameter("EmailId", "the EmailId is required", "GetEmailStatus")
-    if len(email_id) > 64:
-        raise NotFound()
-    try:
-        record = svc.store.get(email_id)
-    except RedisError:
-        raise Unavailable("the status store is unavailable") from None
-    if record is None or record.owner != account.name:
-        raise NotFound()
+    record, history = status_of(svc, account, email_id)
     fields: Fields = [
         ("EmailId", record.email_id),
         ("Status", record.status.value),
@@ -91,13 +45,13 @@ def get_email_status(params: dict[str, str], account: Account, svc: Services) ->
         ("SmtpResponse", record.smtp_response),
     ]
     fields += [(name, value) for name, value in optional if value]
-    history: list[Field] = [
+    attempts: list[Field] = [
         ("Attempt", [("Number", str(log.attempt)), ("At", iso(log.at)),
                      ("Outcome", log.outcome.value), ("Detail", log.detail)])
-        for log in svc.store.history(email_id)
+        for log in history
     ]  # fmt: skip
-    if history:
-        fields.append(("History", history))
+    if attempts:
+        fields.append(("History", attempts))
     return fields
 
 

@@ -112,6 +112,12 @@ class Settings:
     worker_concurrency: int = 8
     message_id_host: str = "mailgate.local"
     """The right-hand side of every Message-ID: ``<EmailId@message_id_host>``."""
+    callback_allowed: tuple[str, ...] = ()
+    """Host globs delivery reports may be sent to (SSRF guard); empty: no callbacks."""
+    callback_secret: str = field(default="", repr=False)
+    """Key of the HMAC-SHA256 signature on every delivery report."""
+    idempotency_seconds: int = 86400
+    """How long an IdempotencyKey keeps answering with its first EmailId."""
     trusted_proxies: tuple[str, ...] = ()
     """Networks whose X-Forwarded-For is believed; anyone else's is ignored."""
     login_failures_per_client: str = "5/minute"
@@ -159,6 +165,11 @@ class Settings:
             auth_cache_seconds=env.number("MAILGATE_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             worker_concurrency=env.integer("MAILGATE_WORKER_CONCURRENCY", cls.worker_concurrency),
             message_id_host=env.get("MAILGATE_MESSAGE_ID_HOST", cls.message_id_host, _hostname),
+            callback_allowed=env.get("MAILGATE_CALLBACK_ALLOWED", (), _hosts),
+            callback_secret=env.raw("MAILGATE_CALLBACK_SECRET"),
+            idempotency_seconds=env.integer(
+                "MAILGATE_IDEMPOTENCY_SECONDS", cls.idempotency_seconds
+            ),
             trusted_proxies=env.get("MAILGATE_TRUSTED_PROXIES", (), _networks),
             login_failures_per_client=env.get(
                 "MAILGATE_LOGIN_FAILURES_PER_CLIENT", cls.login_failures_per_client, _rate
@@ -265,6 +276,14 @@ def _networks(value: str) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"{part!r} is not a network (use CIDR, e.g. 10.0.0.0/8)") from None
     return tuple(networks)
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    hosts = tuple(part.lower() for part in value.replace(",", " ").split())
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9*.:\[\]-]+", host):
+            raise ValueError(f"{host!r} is not a host name or pattern")
+    return hosts
 
 
 def _rate(value: str) -> str:

@@ -7,6 +7,7 @@ from the record, so no address, body or password ever travels in a task message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,6 +40,18 @@ class EmailJob:
     subject: str = ""
     attachments: tuple[Attachment, ...] = ()
     api_extension: str = ""
+    callback_url: str = ""
+    """Where to POST the delivery report when the e-mail ends Sent or Failed ("" for none)."""
+
+    def fingerprint(self) -> str:
+        """A digest of what the caller asked for, to tell a true repeat from a reused key."""
+        content = {
+            "sender": self.sender, "recipients": self.recipients, "subject": self.subject,
+            "message": self.message, "attachments": [a.path for a in self.attachments],
+            "callback_url": self.callback_url,
+        }  # fmt: skip
+        canonical = json.dumps(content, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> str:
         """Serialize for the status record."""

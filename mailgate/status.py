@@ -9,10 +9,13 @@ Key names (all of them live here):
                                    if still not final. Invariant: every e-mail that is not
                                    Sent or Failed has an entry, so none can stall for good.
 - ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
+- ``mailgate:idem:<owner>:<sha256 of key>``  JSON {email_id, fingerprint}: an idempotency key's
+                                   first answer, kept for MAILGATE_IDEMPOTENCY_SECONDS
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -36,6 +39,12 @@ def email_key(email_id: str) -> str:
 def history_key(email_id: str) -> str:
     """The list of one e-mail's attempt outcomes."""
     return f"mailgate:email:{email_id}:history"
+
+
+def idempotency_key(owner: str, key: str) -> str:
+    """Where an account's idempotency key remembers its first EmailId."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"mailgate:idem:{owner}:{digest}"
 
 
 def claim_key(email_id: str) -> str:
@@ -232,6 +241,24 @@ class StatusStore:
             state, updated = self.redis.hmget(key, "status", "updated_at")
             if state == status.value and updated and since <= float(updated) <= until:
                 yield key.removeprefix("mailgate:email:")
+
+    def remember_key(
+        self, owner: str, key: str, email_id: str, fingerprint: str, ttl: int
+    ) -> tuple[str, str] | None:
+        """Bind an idempotency key to a new EmailId; the earlier (id, fingerprint) if bound."""
+        name = idempotency_key(owner, key)
+        value = json.dumps({"email_id": email_id, "fingerprint": fingerprint})
+        if self.redis.set(name, value, nx=True, ex=ttl):
+            return None
+        found = self.redis.get(name)
+        if found is None:  # expired between the two calls: try once more
+            return self.remember_key(owner, key, email_id, fingerprint, ttl)
+        data = json.loads(str(found))
+        return str(data["email_id"]), str(data["fingerprint"])
+
+    def forget_key(self, owner: str, key: str) -> None:
+        """Release an idempotency key whose e-mail was not accepted after all."""
+        self.redis.delete(idempotency_key(owner, key))
 
     def take_due(self, now: float, limit: int, lease_seconds: float) -> list[str]:
         """Ids whose time has come, each leased for ``lease_seconds`` against a second taker."""

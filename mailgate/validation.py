@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -28,6 +30,7 @@ class SendRequest:
     subject: str
     attachments: tuple[Attachment, ...]
     api_extension: str
+    callback_url: str = ""
 
 
 def validate_send(params: Mapping[str, str], settings: Settings) -> SendRequest:
@@ -52,6 +55,9 @@ def validate_send(params: Mapping[str, str], settings: Settings) -> SendRequest:
     if _HEADER_BREAKERS.search(api_extension) or len(api_extension) > 256:
         raise _invalid("ApiExtension", "control character or longer than 256 characters")
     attachments = parse_attachments(params.get("attachments", ""), settings)
+    callback_url = params.get("deliveryreporturl", "")
+    if callback_url:
+        callback_url = check_callback_url(callback_url, settings.callback_allowed)
     return SendRequest(
         sender=sender or None,
         recipients=recipients,
@@ -59,6 +65,7 @@ def validate_send(params: Mapping[str, str], settings: Settings) -> SendRequest:
         subject=subject,
         attachments=attachments,
         api_extension=api_extension,
+        callback_url=callback_url,
     )
 
 
@@ -107,6 +114,21 @@ def parse_attachments(raw: str, settings: Settings) -> tuple[Attachment, ...]:
     if sum(a.size for a in found) > settings.max_attachment_bytes:
         raise _invalid("Attachments", f"over {settings.max_attachment_bytes} bytes in total")
     return tuple(found)
+
+
+def check_callback_url(raw: str, allowed: tuple[str, ...]) -> str:
+    """An http(s) URL whose host is on the operator's allow list (no SSRF to anything else)."""
+    if _HEADER_BREAKERS.search(raw) or len(raw) > 2000:
+        raise _invalid("DeliveryReportURL", "control character or too long")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _invalid("DeliveryReportURL", "must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise _invalid("DeliveryReportURL", "must not carry credentials")
+    host = parts.hostname.lower()
+    if not any(fnmatchcase(host, pattern) for pattern in allowed):
+        raise _invalid("DeliveryReportURL", "host not in MAILGATE_CALLBACK_ALLOWED")
+    return raw
 
 
 def _invalid(name: str, reason: str) -> InvalidParameter:

@@ -223,3 +223,49 @@ def test_other_methods_still_get_xml(client: FlaskClient) -> None:
     response = client.put("/api")
     assert response.status_code == 200
     assert parse(response.data)["Code"] == "300"
+
+
+def test_idempotency_key_returns_the_first_email_id_and_queues_nothing_more(
+    client: FlaskClient, redis_server: RedisServer
+) -> None:
+    key = f"order-{os.urandom(4).hex()}"
+    first = parse(client.get("/api", query_string=send(IdempotencyKey=key, **SEED)).data)
+    before = records(redis_server)
+    again = parse(client.get("/api", query_string=send(IdempotencyKey=key, **SEED)).data)
+    assert (again["Code"], again["EmailId"]) == ("200", first["EmailId"])
+    assert records(redis_server) == before
+    other = parse(client.get("/api", query_string=send(IdempotencyKey=key, **{
+        "Username": OTHER_USER, "Password": OTHER_PASSWORD})).data)  # fmt: skip
+    assert other["EmailId"] != first["EmailId"]  # keys belong to one account
+
+
+def test_idempotency_key_with_different_content_is_302(client: FlaskClient) -> None:
+    key = f"order-{os.urandom(4).hex()}"
+    client.get("/api", query_string=send(IdempotencyKey=key, **SEED))
+    body = parse(
+        client.get("/api", query_string=send(IdempotencyKey=key, Message="other", **SEED)).data
+    )
+    assert body["Code"] == "302"
+    assert (
+        body["Message"] == "Missing or invalid parameter 'IdempotencyKey' for command 'SendEmail'"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://evil.example/hook", "ftp://hooks.pbx.example/x", "http://u:p@hooks.pbx.example/",
+     "not a url", "http://127.0.0.1:6379/"],
+    ids=["host-not-allowed", "scheme", "credentials", "garbage", "internal"],
+)  # fmt: skip
+def test_delivery_report_url_must_be_allowed(
+    settings: Settings, users: UserStore, redis_server: RedisServer, url: str
+) -> None:
+    allowed = replace(settings, callback_allowed=("hooks.pbx.example",))
+    app_client = create_app(allowed).test_client()
+    before = records(redis_server)
+    body = parse(app_client.get("/api", query_string=send(DeliveryReportURL=url, **SEED)).data)
+    assert body["Code"] == "302"
+    assert "DeliveryReportURL" in body["Message"]
+    assert records(redis_server) == before
+    ok = send(DeliveryReportURL="https://hooks.pbx.example/mail", **SEED)
+    assert parse(app_client.get("/api", query_string=ok).data)["Code"] == "200"

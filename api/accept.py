@@ -1,0 +1,124 @@
+"""Accepting an e-mail and reading its status: the logic both API styles (Ozeki, REST) share."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from api.services import Services
+from mailgate.broker import publish
+from mailgate.errors import (
+    ApiError,
+    InvalidParameter,
+    NotFound,
+    SenderNotAllowed,
+    Unavailable,
+)
+from mailgate.jobs import EmailJob
+from mailgate.status import AttemptLog, Record
+from mailgate.users import Account
+from mailgate.validation import SendRequest
+
+log = logging.getLogger(__name__)
+
+
+class IdempotencyMismatch(InvalidParameter):
+    """An idempotency key reused with different content (302 on Ozeki, 409 on REST)."""
+
+    def __init__(self, command: str = "SendEmail") -> None:
+        super().__init__("IdempotencyKey", "already used with different content", command)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The caller's receipt; ``repeat`` when an idempotency key answered an earlier e-mail."""
+
+    email_id: str
+    repeat: bool = False
+
+
+def accept(
+    svc: Services, account: Account, request: SendRequest, idempotency_key: str = ""
+) -> Accepted:
+    """Check the sender and rate, record as Queued, publish. Nothing is queued on any error."""
+    sender = request.sender or svc.settings.default_sender
+    if not account.may_send_as(sender, svc.settings.default_sender):
+        raise SenderNotAllowed(f"{account.name} may not send as {sender}")
+    job = EmailJob(
+        email_id=str(uuid.uuid4()),
+        owner=account.name,
+        sender=sender,
+        recipients=request.recipients,
+        message=request.message,
+        subject=request.subject,
+        attachments=request.attachments,
+        api_extension=request.api_extension,
+        callback_url=request.callback_url,
+    )
+    if idempotency_key:
+        try:
+            earlier = svc.store.remember_key(
+                account.name, idempotency_key, job.email_id, job.fingerprint(),
+                svc.settings.idempotency_seconds,
+            )  # fmt: skip
+        except RedisError:
+            raise Unavailable("the status store is unavailable") from None
+        if earlier is not None:
+            if earlier[1] != job.fingerprint():
+                raise IdempotencyMismatch()
+            return Accepted(earlier[0], repeat=True)
+    try:
+        try:
+            svc.limits.check_send(account)
+        except RedisError:
+            raise Unavailable("the rate limiter is unavailable") from None
+        _record_and_publish(svc, job)
+    except ApiError:
+        if idempotency_key:  # not accepted after all: a retry with the same key may go ahead
+            _release(svc, account, idempotency_key)
+        raise
+    log.info("accepted %s from %s for %d recipient(s)", job.email_id, account.name,
+             len(job.recipients))  # fmt: skip
+    return Accepted(job.email_id)
+
+
+def _record_and_publish(svc: Services, job: EmailJob) -> None:
+    # The record comes first: once the task is published a worker may look for it at once.
+    try:
+        svc.store.create(job, watchdog_at=time.time() + svc.settings.redelivery_seconds)
+    except RedisError as exc:
+        log.warning("status store unavailable: %s", type(exc).__name__)
+        raise Unavailable("the status store is unavailable") from None
+    try:
+        publish(svc.celery, job.email_id)
+    except Exception as exc:
+        log.warning("publish failed for %s: %s", job.email_id, type(exc).__name__)
+        try:
+            svc.store.mark_failed(job.email_id, 0, "not queued: the broker was unavailable")
+        except RedisError:
+            log.error("could not mark %s unqueued", job.email_id)
+        raise Unavailable("the broker is unavailable") from None
+
+
+def _release(svc: Services, account: Account, key: str) -> None:
+    try:
+        svc.store.forget_key(account.name, key)
+    except RedisError:
+        log.warning("could not release an idempotency key of %s", account.name)
+
+
+def status_of(svc: Services, account: Account, email_id: str) -> tuple[Record, list[AttemptLog]]:
+    """The caller's own e-mail and its attempt history; 404 for any other id."""
+    if not email_id or len(email_id) > 64:
+        raise NotFound()
+    try:
+        record = svc.store.get(email_id)
+        if record is None or record.owner != account.name:
+            raise NotFound()
+        return record, svc.store.history(email_id)
+    except RedisError:
+        raise Unavailable("the status store is unavailable") from None
