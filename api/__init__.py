@@ -12,13 +12,14 @@ from mailgate.logs import configure_logging
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; tests pass their own settings, servers read the environment."""
-    from api import views, xml
+    from api import metrics, views, xml
     from api.services import Services
 
     configure_logging()
     app = Flask(__name__)
     app.extensions["mailgate"] = Services.build(settings or Settings.from_env())
     app.register_blueprint(views.bp)
+    app.register_blueprint(metrics.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response | HTTPException:

@@ -61,6 +61,9 @@ def iso(timestamp: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+LABELS = {"sendemail": "SendEmail", "getemailstatus": "GetEmailStatus"}
+"""Each command's canonical name, for metrics."""
+
 COMMANDS: dict[str, Callable[[dict[str, str], Account, Services], Fields]] = {
     "sendemail": send_email,
     "getemailstatus": get_email_status,

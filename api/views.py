@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, Response, request
 from redis.exceptions import RedisError
 
 from api import xml
 from api.auth import authenticate, client_address
-from api.commands import COMMANDS
+from api.commands import COMMANDS, LABELS
+from api.metrics import ACCEPT_SECONDS, REQUESTS
 from api.params import read_params
 from api.services import services
 from mailgate.errors import ApiError, InvalidParameter, Unavailable, UnknownCommand
@@ -21,8 +23,10 @@ bp = Blueprint("api", __name__)
 @bp.route("/api", methods=["GET", "POST"])
 def api() -> Response:
     """Parse, pick the command, authenticate, run it; every outcome is an XML document."""
-    svc = services()
+    started = time.perf_counter()
+    label = "other"
     try:
+        svc = services()
         params = read_params(request, svc.settings.max_request_bytes)
         command = params.get("command", "")
         if not command:
@@ -30,17 +34,22 @@ def api() -> Response:
         handler = COMMANDS.get(command.lower())
         if handler is None:
             raise UnknownCommand(xml.echo(command))
+        label = LABELS[command.lower()]
         address = client_address(request, svc.settings.trusted_proxies)
         account = authenticate(request, params, svc.users, svc.limits, address)
-        return xml.success(handler(params, account, svc))
+        code, response = 200, xml.success(handler(params, account, svc))
     except ApiError as exc:
-        return xml.error(exc)
+        code, response = exc.code, xml.error(exc)
     except RedisError:
-        return xml.error(Unavailable("Redis is unavailable"))
+        code, response = 503, xml.error(Unavailable("Redis is unavailable"))
     except Exception:
         # Never a 5xx page: log the fault (no locals, so no password) and answer in XML.
         log.exception("unexpected error in /api")
-        return xml.error(Unavailable("internal error"))
+        code, response = 503, xml.error(Unavailable("internal error"))
+    REQUESTS.labels(label, str(code)).inc()
+    if label == "SendEmail":
+        ACCEPT_SECONDS.observe(time.perf_counter() - started)
+    return response
 
 
 @bp.route("/healthz")

@@ -20,7 +20,8 @@ def make_celery(settings: Settings) -> Celery:
     # short visibility timeout cannot cause the repeated redelivery of long countdowns.
     interval = max(1, min(10, int(settings.redelivery_seconds / 10)))
     visibility = max(2, int(settings.redelivery_seconds) - 2 * interval)
-    app = Celery("mailgate", broker=settings.redis_url, set_as_current=False)
+    app = Celery("mailgate", broker=settings.broker_url, set_as_current=False)
+    redis_broker = settings.broker_url.startswith(("redis", "rediss", "unix"))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -32,6 +33,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
+        # RabbitMQ redelivers a dead consumer's unacked messages at once; these options are
+        # the Redis transport's emulation of that.
         broker_transport_options={
             "visibility_timeout": visibility,
             "unacked_restore_interval": interval,
@@ -40,7 +43,9 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": 10,
             "socket_connect_timeout": 3,
             "health_check_interval": 15,
-        },
+        }
+        if redis_broker
+        else {"confirm_publish": True},
         enable_utc=True,
     )
     return app

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -84,6 +84,8 @@ class Settings:
     """Everything configurable, with its default. Built by :meth:`from_env`."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = ""
+    """The Celery broker: MAILGATE_BROKER_URL (amqp:// for RabbitMQ), else the Redis URL."""
     smtp: SmtpTarget = field(default_factory=lambda: SmtpTarget.parse(DEFAULT_SMTP_URL))
     users_file: Path = Path("var/users.toml")
     attachment_roots: tuple[Path, ...] = ()
@@ -135,6 +137,7 @@ class Settings:
         env = _Reader(environment() if environ is None else environ)
         settings = cls(
             redis_url=env.get("MAILGATE_REDIS_URL", DEFAULT_REDIS_URL, _redis_url),
+            broker_url=env.get("MAILGATE_BROKER_URL", "", _broker_url),
             smtp=SmtpTarget.parse(env.raw("MAILGATE_SMTP_URL") or DEFAULT_SMTP_URL),
             users_file=Path(env.raw("MAILGATE_USERS_FILE") or "var/users.toml"),
             attachment_roots=env.get("MAILGATE_ATTACHMENT_ROOTS", (), _roots),
@@ -184,6 +187,8 @@ class Settings:
                 "MAILGATE_REDIS_APPENDFSYNC", cls.redis_appendfsync, _appendfsync
             ),
         )
+        if not settings.broker_url:
+            settings = replace(settings, broker_url=settings.redis_url)
         if settings.status_ttl_seconds < settings.retry_deadline_seconds + 3600:
             raise ConfigError(
                 "MAILGATE_STATUS_TTL_SECONDS",
@@ -253,6 +258,12 @@ def _port(value: str) -> int:
 def _redis_url(value: str) -> str:
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _broker_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp"):
+        raise ValueError("must start with redis://, rediss://, amqp:// or amqps://")
     return value
 
 

@@ -1,17 +1,23 @@
-"""Logging set-up shared by every process, with a last-line filter against leaked secrets.
+"""Logging shared by every process: one JSON line per event, secrets masked.
 
-mailgate never logs a password, a body or a query string on purpose; the filter masks
-``password=...`` and the local part of e-mail addresses in any record (an SMTP reply that names
-the recipient, a library's message) as a second line of defence.
+mailgate never logs a password, a body or a query string on purpose; the redacting filter
+masks ``password=...`` and the local part of e-mail addresses in any record (an SMTP reply
+that names the recipient, a library's message) as a second line of defence. Each line carries
+the EmailId it is about (from ``extra={"email_id": ...}`` or the first UUID in the message,
+which also catches Celery's ``Task mailgate.deliver[<EmailId>]`` lines).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+from datetime import UTC, datetime
 
 _SECRET = re.compile(r"(?i)(password[\"']?\s*[=:]\s*[\"']?)([^&\s\"',;]+)")
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@(?=[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def redact(text: str) -> str:
@@ -30,11 +36,40 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, email_id, and exc if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = redact(record.getMessage())
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        email_id = getattr(record, "email_id", None)
+        if email_id is None:
+            found = _UUID.search(message)
+            email_id = found.group(0) if found else None
+        if email_id:
+            entry["email_id"] = email_id
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def json_logs() -> bool:
+    """JSON unless MAILGATE_LOG_FORMAT=text (handier when reading a terminal)."""
+    return os.environ.get("MAILGATE_LOG_FORMAT", "json").strip().lower() != "text"
+
+
 def configure_logging(level: int = logging.INFO) -> None:
-    """Install the redacting filter on the root handlers (once)."""
+    """Give every root handler the redacting filter and, by default, the JSON format."""
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in root.handlers:
+        if json_logs():
+            handler.setFormatter(JsonFormatter())
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())

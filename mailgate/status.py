@@ -265,6 +265,18 @@ class StatusStore:
         ids = self._take_due(keys=[DUE_KEY], args=[now, limit, now + lease_seconds])
         return [str(i) for i in ids]
 
+    def due_counts(self) -> tuple[int, int]:
+        """E-mails not yet final, and those of them whose due time has passed."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(DUE_KEY)
+        pipe.zcount(DUE_KEY, "-inf", time.time())
+        total, overdue = pipe.execute()
+        return int(total), int(overdue)
+
+    def queue_depth(self, queue: str) -> int:
+        """Messages waiting in a Redis-broker queue (kombu keeps each queue as a list)."""
+        return int(self.redis.llen(queue))
+
     def forget_due(self, email_id: str) -> None:
         """Drop an id from the due set (its record is gone)."""
         self.redis.zrem(DUE_KEY, email_id)

@@ -200,3 +200,37 @@ def test_no_password_in_any_log_line_or_record(
         assert secret not in text
     assert "secret body text 7731" not in text
     assert "logs@shop.example" not in text
+
+
+def test_metrics_count_requests_and_show_the_queue(api_url: str) -> None:
+    send(api_url, Recipient="metrics@shop.example", Message="m")
+    with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counted = [line for line in text.splitlines()
+               if line.startswith('mailgate_api_requests_total{code="200",command="SendEmail"}')]  # fmt: skip
+    assert counted and float(counted[0].split()[-1]) >= 1
+    assert "mailgate_accept_seconds_bucket" in text
+    assert "mailgate_redis_up 1.0" in text
+    assert "mailgate_pending_emails" in text
+
+
+def test_log_lines_are_json_with_the_email_id(api_url: str, logs: list[Path]) -> None:
+    email_id = send(api_url, Recipient="jsonlog@shop.example", Message="m")
+    final_status(api_url, email_id)
+
+    def lines_about() -> list[dict[str, object]]:
+        found = []
+        for path in logs:
+            for line in path.read_text(errors="replace").splitlines():
+                if email_id in line and line.startswith("{"):
+                    found.append(json.loads(line))
+        return found
+
+    entries = wait_for(
+        lambda: any(e["logger"] == "worker.delivery" for e in lines_about()) and lines_about(),
+        10,
+        "the worker's JSON line about the e-mail",
+    )
+    assert any(e["logger"] == "api.accept" for e in entries)
+    assert all(entry["email_id"] == email_id for entry in entries)
+    assert {"ts", "level", "logger", "message"} <= set(entries[0])

@@ -1,0 +1,88 @@
+"""Prometheus metrics at ``GET /metrics``, safe under gunicorn's several processes.
+
+Request counters and the accept-latency histogram live in each API process (multiprocess
+mode when gunicorn sets PROMETHEUS_MULTIPROC_DIR, see api.gunicorn_conf); queue depth and the
+workers' delivery counters are read from Redis at scrape time, so one scrape of any API
+process shows the whole deployment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from flask import Blueprint, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from redis.exceptions import RedisError
+
+from api.services import services
+from mailgate.jobs import QUEUE
+from mailgate.status import StatusStore
+
+REQUESTS = Counter(
+    "mailgate_api_requests", "API requests by command and Ozeki code", ["command", "code"]
+)
+ACCEPT_SECONDS = Histogram(
+    "mailgate_accept_seconds",
+    "Time to answer a SendEmail request (parse, auth, validation, record, publish)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+
+bp = Blueprint("metrics", __name__)
+
+
+class QueueCollector:
+    """Queue depth and due-set size, read from Redis when scraped."""
+
+    def __init__(self, store: StatusStore, redis_broker: bool) -> None:
+        self.store = store
+        self.redis_broker = redis_broker
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("mailgate_redis_up", "1 when Redis answered this scrape")
+        try:
+            depth = self.store.queue_depth(QUEUE) if self.redis_broker else None
+            due, overdue = self.store.due_counts()
+        except RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        if depth is not None:
+            yield GaugeMetricFamily(
+                "mailgate_queue_depth", "Delivery tasks waiting in the broker queue", value=depth
+            )
+        yield GaugeMetricFamily(
+            "mailgate_pending_emails", "E-mails not yet Sent or Failed (due-set size)", value=due
+        )
+        yield GaugeMetricFamily(
+            "mailgate_overdue_emails",
+            "E-mails whose retry or watchdog time has passed but no worker has published yet",
+            value=overdue,
+        )
+
+
+@bp.route("/metrics")
+def metrics() -> Response:
+    """The Prometheus exposition of this deployment."""
+    svc = services()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        local = CollectorRegistry()
+        MultiProcessCollector(local)  # type: ignore[no-untyped-call]
+    else:
+        local = REGISTRY
+    shared = CollectorRegistry()
+    redis_broker = svc.settings.broker_url.startswith(("redis", "rediss", "unix"))
+    shared.register(QueueCollector(svc.store, redis_broker))
+    body = generate_latest(local) + generate_latest(shared)
+    return Response(body, 200, content_type=CONTENT_TYPE_LATEST)
