@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check fmt bench clean constraints
+.PHONY: run test check fmt bench clean constraints browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,18 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/mailgate run
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The Flower browser test drives Debian's chromium with Playwright; install it when missing
+# (as root, with apt). Without it that one test is skipped, with its reason printed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser test"; \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	      echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium missing and not root: the browser test will be skipped"; fi; }
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -1,0 +1,122 @@
+"""Flower, a real process on the real worker's events: through its HTTP API and in a browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailgate.embedded import free_port
+from tests.conftest import SEED_PASSWORD, SEED_USER
+from tests.support import VENV_BIN, Service, wait_for
+
+FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-browser-pw"
+BODY = "Flower must not show this body 4471"
+RECIPIENT = "flower-recipient@shop.example"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def fetch(url: str) -> bytes:
+    token = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return bytes(response.read())
+
+
+def answers(url: str) -> bool:
+    try:
+        return bool(json.loads(fetch(url)))
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def flower(
+    env: dict[str, str], worker: Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = free_port()
+    log = Path(tmp_path_factory.mktemp("flower")) / "flower.log"
+    flower_env = {**env, "MAILGATE_FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
+    args = [str(VENV_BIN / "celery"), "-A", "worker.app", "flower", "--address=127.0.0.1",
+            f"--port={port}"]  # fmt: skip
+    service = Service("flower", args, flower_env, log).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: answers(f"{url}/api/workers"), 60, "Flower to see the worker")
+    yield url
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def delivered(flower: str, api_url: str) -> str:
+    """An e-mail sent after Flower started, so Flower saw its task's events."""
+    query = urllib.parse.urlencode({
+        "command": "SendEmail", "Recipient": RECIPIENT, "Message": BODY, "Subject": "flower",
+        "Username": SEED_USER, "Password": SEED_PASSWORD,
+    })  # fmt: skip
+    with urllib.request.urlopen(f"{api_url}/api?{query}", timeout=10) as response:
+        text = response.read().decode()
+    email_id = text.split("<EmailId>")[1].split("</EmailId>")[0]
+
+    def succeeded() -> bool:
+        task = json.loads(fetch(f"{flower}/api/tasks")).get(email_id)
+        return bool(task and task.get("state") == "SUCCESS")
+
+    wait_for(succeeded, 30, "Flower to list the task as SUCCESS")
+    return email_id
+
+
+def test_flower_requires_its_login(flower: str) -> None:
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{flower}/api/tasks", timeout=5)
+    assert caught.value.code == 401
+
+
+def test_flower_api_lists_the_task_without_secrets(flower: str, delivered: str) -> None:
+    task = json.loads(fetch(f"{flower}/api/tasks"))[delivered]
+    assert task["name"] == "mailgate.deliver"
+    assert task["state"] == "SUCCESS"
+    shown = json.dumps(task) + fetch(f"{flower}/task/{delivered}").decode()
+    for secret in (BODY, RECIPIENT, SEED_PASSWORD):
+        assert secret not in shown
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
+)
+def test_a_person_sees_the_task_page_without_secrets(
+    flower: str, delivered: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            context = browser.new_context(
+                http_credentials={"username": FLOWER_USER, "password": FLOWER_PASSWORD}
+            )
+            page = context.new_page()
+            page.goto(f"{flower}/task/{delivered}")
+            page.wait_for_selector("text=SUCCESS", timeout=15_000)
+            text = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "flower-task.png"), full_page=True)
+            page.goto(f"{flower}/tasks")
+            page.wait_for_selector(f"text={delivered}", timeout=15_000)
+            listing = page.inner_text("body")
+        finally:
+            browser.close()
+    assert "mailgate.deliver" in text
+    assert delivered in text
+    assert "SUCCESS" in text
+    for secret in (BODY, RECIPIENT, SEED_PASSWORD):
+        assert secret not in text
+        assert secret not in listing
