@@ -22,8 +22,8 @@ RUN rm -rf /src \
     && groupadd --system --gid 10001 mailgate \
     && useradd --system --uid 10001 --gid mailgate --home-dir /app \
         --shell /usr/sbin/nologin mailgate \
-    && mkdir -p /data \
-    && chown mailgate:mailgate /app /data
+    && mkdir -p /data /flower \
+    && chown mailgate:mailgate /app /data /flower
 
 USER mailgate
 EXPOSE 9509 5555
