@@ -103,6 +103,15 @@ class ScriptedHandler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0
     """Seconds to wait before answering DATA: keeps messages in flight for fault tests."""
+    sessions: int = 0
+    """SMTP sessions opened (EHLO/HELO greetings seen)."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -152,6 +161,14 @@ class ScriptedHandler:
 
 class SmtpServer:
     """aiosmtpd on a free loopback port with a :class:`ScriptedHandler`."""
+
+    @classmethod
+    def on_port(cls, port: int) -> SmtpServer:
+        server = cls()
+        server.port = port
+        server.controller.port = port
+        server.url = f"smtp://127.0.0.1:{port}"
+        return server
 
     def __init__(self) -> None:
         self.handler = ScriptedHandler()
@@ -247,6 +264,7 @@ class Gate:
         self.mode = "open"
         self._listener: socket.socket | None = None
         self._held: list[socket.socket] = []
+        self._forwarded: list[socket.socket] = []
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._listen()
@@ -254,6 +272,13 @@ class Gate:
         self._thread.start()
 
     def set(self, mode: str) -> None:
+        if mode != "open":
+            # An outage ends the sessions under way too, as a relay going down would.
+            for sock in self._forwarded:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._forwarded.clear()
         if mode == "refuse" and self._listener is not None:
             # The accept thread closes the socket itself, so no accept() is still running on
             # it: a listener closed under a blocked accept() keeps queueing connections.
@@ -312,6 +337,7 @@ class Gate:
             return
         conn.settimeout(None)
         upstream.settimeout(None)
+        self._forwarded += [conn, upstream]
         threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
         _pump(conn, upstream)
 

@@ -113,3 +113,25 @@ def test_a_silent_server_times_out_as_transient(silent_server: int) -> None:
             message("a@x.example"), "s@x.example", ["a@x.example"]
         )
     assert time.monotonic() - started < 10
+
+
+def test_a_thread_reuses_its_session_and_survives_the_server_closing_it() -> None:
+    server = SmtpServer()
+    server.start()
+    try:
+        sender = SmtpTransport(SmtpTarget("127.0.0.1", server.port), timeout=2, max_per_session=3)
+        for i in range(5):
+            reply = sender.send(message(f"r{i}@x.example"), "s@x.example", [f"r{i}@x.example"])
+            assert reply.startswith("250")
+        assert server.handler.sessions == 2  # 3 messages, then a fresh session for the rest
+        # The server goes away and comes back: the kept session is dead, the next send opens
+        # a new one instead of failing the e-mail.
+        server.stop()
+        server = SmtpServer.on_port(server.port)
+        server.start()
+        assert sender.send(
+            message("after@x.example"), "s@x.example", ["after@x.example"]
+        ).startswith("250")
+        assert len(server.handler.received) == 1
+    finally:
+        server.stop()

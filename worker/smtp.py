@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import threading
+import time
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from typing import Protocol
@@ -38,43 +41,134 @@ def classify(code: int, text: bytes | str, what: str) -> TransientDelivery | Per
     return TransientDelivery(f"{what} deferred: {reply}", reply)
 
 
+class _StaleSession(Exception):
+    """The server had closed the session before MAIL: the message was not sent at all."""
+
+    def __init__(self, disconnected: smtplib.SMTPServerDisconnected) -> None:
+        super().__init__(str(disconnected))
+        self.disconnected = disconnected
+
+
+@dataclass
+class _Session:
+    client: smtplib.SMTP
+    sent: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
 class SmtpTransport:
-    """smtplib over plain SMTP, STARTTLS or SMTPS, with optional AUTH; one session a message."""
+    """smtplib over plain SMTP, STARTTLS or SMTPS, with optional AUTH.
+
+    Each worker thread keeps its SMTP session open for the next message (connect, TLS and AUTH
+    cost more than the message itself on a busy relay), up to ``max_per_session`` messages.
+    A session idle for ``idle_check_seconds`` is probed with NOOP first; one the server closed
+    meanwhile is replaced before MAIL, so a stale session never turns into a failed e-mail.
+    After any error the session is dropped, never reused.
+    """
 
     def __init__(
-        self, target: SmtpTarget, timeout: float, local_hostname: str | None = None
+        self,
+        target: SmtpTarget,
+        timeout: float,
+        local_hostname: str | None = None,
+        max_per_session: int = 100,
+        idle_check_seconds: float = 5.0,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self.local_hostname = local_hostname
+        self.max_per_session = max_per_session
+        self.idle_check_seconds = idle_check_seconds
+        self._local = threading.local()
 
     def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> str:
         """Deliver one message; return the server's reply to DATA."""
         try:
-            client = self._connect()
+            session = self._session()
             try:
-                if self.target.username:
-                    client.login(self.target.username, self.target.password or "")
-                return _transaction(client, message, sender, recipients)
-            finally:
+                reply = _transaction(session.client, message, sender, recipients)
+            except _StaleSession as stale:
+                self._drop()
+                if session.sent == 0:
+                    raise stale.disconnected from None
+                # The server closed a kept session before MAIL: nothing of this message was
+                # sent, so one fresh session may try again.
+                session = self._session()
                 try:
-                    client.quit()
-                except (smtplib.SMTPException, OSError):
-                    client.close()
+                    reply = _transaction(session.client, message, sender, recipients)
+                except _StaleSession as again:
+                    raise again.disconnected from None
         except smtplib.SMTPResponseException as exc:
+            self._drop()
             raise classify(exc.smtp_code, exc.smtp_error, "message") from None
         except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
             raise TransientDelivery(f"connection closed: {exc}") from None
         except TimeoutError:
+            self._drop()
             raise TransientDelivery("timed out talking to the SMTP server") from None
         except ssl.SSLError as exc:
+            self._drop()
             raise TransientDelivery(f"TLS error: {exc.reason or exc}") from None
         except smtplib.SMTPException as exc:
+            self._drop()
             raise TransientDelivery(f"SMTP error: {type(exc).__name__}") from None
         except OSError as exc:
+            self._drop()
             raise TransientDelivery(
                 f"cannot reach the SMTP server: {exc.strerror or type(exc).__name__}"
             ) from None
+        except BaseException:
+            self._drop()
+            raise
+        session.sent += 1
+        session.last_used = time.monotonic()
+        if session.sent >= self.max_per_session:
+            self._drop(polite=True)
+        return reply
+
+    def close(self) -> None:
+        """End this thread's session (QUIT)."""
+        self._drop(polite=True)
+
+    def _session(self) -> _Session:
+        """This thread's open session, checked if it sat idle, or a new one."""
+        session: _Session | None = getattr(self._local, "session", None)
+        if session is not None and time.monotonic() - session.last_used > self.idle_check_seconds:
+            try:
+                code, _ = session.client.noop()
+            except (smtplib.SMTPException, OSError):
+                code = 0
+            if code != 250:
+                self._drop()
+                session = None
+        if session is None:
+            session = _Session(self._open())
+            self._local.session = session
+        return session
+
+    def _drop(self, polite: bool = False) -> None:
+        session: _Session | None = getattr(self._local, "session", None)
+        self._local.session = None
+        if session is None:
+            return
+        try:
+            if polite:
+                session.client.quit()
+            else:
+                session.client.close()
+        except (smtplib.SMTPException, OSError):
+            session.client.close()
+
+    def _open(self) -> smtplib.SMTP:
+        client = self._connect()
+        try:
+            if self.target.username:
+                client.login(self.target.username, self.target.password or "")
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     def _context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -99,16 +193,21 @@ def _transaction(
     client: smtplib.SMTP, message: EmailMessage, sender: str, recipients: list[str]
 ) -> str:
     """MAIL, RCPT for each recipient, DATA: the reply to DATA, with any refused recipients."""
-    client.ehlo_or_helo_if_needed()
+    try:
+        client.ehlo_or_helo_if_needed()
+    except smtplib.SMTPServerDisconnected as exc:
+        raise _StaleSession(exc) from exc
     international = not all(a.isascii() for a in [sender, *recipients])
     options: list[str] = []
     if international:
         if not client.has_extn("smtputf8"):
             raise PermanentDelivery("the SMTP server cannot take international addresses")
         options = ["SMTPUTF8", "BODY=8BITMIME"]
-    code, text = client.mail(sender, options)
+    try:
+        code, text = client.mail(sender, options)
+    except smtplib.SMTPServerDisconnected as exc:
+        raise _StaleSession(exc) from exc
     if code != 250:
-        client.rset()
         raise classify(code, text, "sender")
     refused: dict[str, tuple[int, bytes]] = {}
     for address in recipients:
@@ -116,7 +215,6 @@ def _transaction(
         if code not in (250, 251):
             refused[address] = (code, text)
     if len(refused) == len(recipients):
-        client.rset()
         lowest = min(refused.values(), key=lambda r: r[0])  # any 4xx makes a retry worth it
         raise classify(*lowest, "all recipients")
     policy = SMTPUTF8 if international else SMTP
