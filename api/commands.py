@@ -43,6 +43,7 @@ def get_email_status(params: dict[str, str], account: Account, svc: Services) ->
         ("NextAttemptAt", iso(record.next_attempt_at) if record.next_attempt_at else None),
         ("LastError", record.last_error),
         ("SmtpResponse", record.smtp_response),
+        ("DeliveryReport", record.report_status.value if record.report_status else None),
     ]
     fields += [(name, value) for name, value in optional if value]
     attempts: list[Field] = [

@@ -137,6 +137,7 @@ def status(email_id: str) -> None:
         ("NextAttemptAt", _iso(record.next_attempt_at)),
         ("LastError", record.last_error or ""),
         ("SmtpResponse", record.smtp_response or ""),
+        ("DeliveryReport", record.report_status.value if record.report_status else ""),
     ]
     for name, value in rows:
         if value:

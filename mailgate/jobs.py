@@ -15,6 +15,12 @@ from typing import Any
 TASK_NAME = "mailgate.deliver"
 """The Celery task name both sides agree on; the API publishes by name only."""
 
+REPORT_TASK_NAME = "mailgate.report"
+"""The worker's own follow-up task: POST the delivery report of a Sent or Failed e-mail.
+
+Like the delivery task, its only argument is the EmailId; the URL is read from the record.
+"""
+
 QUEUE = "mailgate"
 """The broker queue the API publishes to and the worker consumes."""
 

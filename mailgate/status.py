@@ -3,7 +3,8 @@
 Key names (all of them live here):
 
 - ``mailgate:email:<id>``          hash: owner, status, attempts, times, last error, SMTP
-                                   reply, and the job itself until it is sent
+                                   reply, the job itself until it is sent, the delivery
+                                   report URL and the report's outcome (``report_*``)
 - ``mailgate:email:<id>:history``  list: one JSON entry per attempt outcome (newest last)
 - ``mailgate:due``                 sorted set: EmailId -> when it must be published (again)
                                    if still not final. Invariant: every e-mail that is not
@@ -66,6 +67,18 @@ class Status(StrEnum):
         return self in (Status.SENT, Status.FAILED)
 
 
+class ReportStatus(StrEnum):
+    """Where the delivery report (the POST to the job's callback URL) stands."""
+
+    RETRYING = "Retrying"
+    DELIVERED = "Delivered"
+    FAILED = "Failed"
+
+    @property
+    def final(self) -> bool:
+        return self is not ReportStatus.RETRYING
+
+
 @dataclass(frozen=True)
 class AttemptLog:
     """One attempt's outcome, for the history in GetEmailStatus."""
@@ -93,6 +106,11 @@ class Record:
     last_error: str | None = None
     smtp_response: str | None = None
     job: EmailJob | None = None
+    callback_url: str = ""
+    """Kept apart from the job, which is dropped once the e-mail is sent."""
+    report_status: ReportStatus | None = None
+    report_attempts: int = 0
+    report_error: str | None = None
 
 
 # Take up to ARGV[2] due ids and push each one's due time to ARGV[3] (a lease), atomically, so
@@ -115,9 +133,18 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'Failed' then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'job') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'Queued', 'attempts', 0, 'since', ARGV[1],
            'updated_at', ARGV[1])
-redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('HDEL', KEYS[1], 'next_attempt_at', 'report_status', 'report_attempts', 'report_error')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"""
+
+# Write the report's outcome only onto a record that still exists: an expired one must not come
+# back as a stray hash without a TTL. updated_at is left alone; it dates the e-mail's own state.
+_REPORT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2],
+           'report_error', ARGV[3])
 return 1
 """
 
@@ -131,6 +158,7 @@ class StatusStore:
         self._take_due = client.register_script(_TAKE_DUE)
         self._release = client.register_script(_RELEASE)
         self._requeue = client.register_script(_REQUEUE)
+        self._report = client.register_script(_REPORT)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int) -> StatusStore:
@@ -149,6 +177,7 @@ class StatusStore:
         pipe.hset(key, mapping={
             "owner": job.owner, "status": Status.QUEUED.value, "attempts": 0,
             "created_at": now, "updated_at": now, "since": now, "job": job.to_json(),
+            "callback_url": job.callback_url,
         })  # fmt: skip
         pipe.expire(key, self.ttl)
         pipe.zadd(DUE_KEY, {job.email_id: watchdog_at})
@@ -159,6 +188,7 @@ class StatusStore:
         data = cast(dict[str, str], self.redis.hgetall(email_key(email_id)))
         if not data or "status" not in data or "created_at" not in data:
             return None
+        job = EmailJob.from_json(data["job"]) if data.get("job") else None
         return Record(
             email_id=email_id,
             owner=data.get("owner", ""),
@@ -171,7 +201,13 @@ class StatusStore:
             next_attempt_at=_float(data.get("next_attempt_at")),
             last_error=data.get("last_error") or None,
             smtp_response=data.get("smtp_response") or None,
-            job=EmailJob.from_json(data["job"]) if data.get("job") else None,
+            job=job,
+            callback_url=data.get("callback_url") or (job.callback_url if job else ""),
+            report_status=ReportStatus(data["report_status"])
+            if data.get("report_status")
+            else None,
+            report_attempts=int(data.get("report_attempts", 0)),
+            report_error=data.get("report_error") or None,
         )
 
     def history(self, email_id: str) -> list[AttemptLog]:
@@ -227,6 +263,13 @@ class StatusStore:
         if smtp_response:
             fields["smtp_response"] = smtp_response
         self._update(email_id, attempt, fields, error, drop=("next_attempt_at",))
+
+    def record_report(
+        self, email_id: str, status: ReportStatus, attempts: int, error: str = ""
+    ) -> bool:
+        """Record the delivery report's outcome; False when the record is gone."""
+        args = [status.value, attempts, error]
+        return bool(self._report(keys=[email_key(email_id)], args=args))
 
     def requeue(self, email_id: str, watchdog_at: float) -> bool:
         """Make a Failed e-mail Queued again (fresh attempts and deadline); False if not Failed."""

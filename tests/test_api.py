@@ -24,7 +24,7 @@ from tests.conftest import (
     SEED_PASSWORD,
     SEED_USER,
 )
-from tests.support import RedisServer
+from tests.support import RedisServer, count_records
 
 SEED = {"Username": SEED_USER, "Password": SEED_PASSWORD}
 
@@ -42,7 +42,7 @@ def parse(body: bytes) -> dict[str, str]:
 
 
 def records(redis_server: RedisServer) -> int:
-    return sum(1 for _ in redis_server.client().scan_iter("mailgate:email:*"))
+    return count_records(redis_server.client())
 
 
 def send(**params: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from api import create_app
 from mailgate.config import Settings
 from mailgate.users import UserStore
-from tests.support import RedisServer
+from tests.support import RedisServer, count_records
 
 KNOWN = {"200", "300", "301", "302", "304", "305", "306", "307", "404", "413", "429", "503"}
 NAMES = ["command", "Command", "COMMAND", "Recipient", "Message", "Sender", "Subject",
@@ -49,7 +49,7 @@ def client(settings: Settings, users: UserStore) -> FlaskClient:
 
 
 def records(redis_server: RedisServer) -> int:
-    return sum(1 for _ in redis_server.client().scan_iter("mailgate:email:*", count=1000))
+    return count_records(redis_server.client())
 
 
 def check(response_status: int, content_type: str, body: bytes) -> None:

@@ -17,9 +17,10 @@ from mailgate.logs import configure_logging
 from mailgate.status import StatusStore
 from worker.delivery import Delivery
 from worker.flower import guard_flower
+from worker.reports import Reporter
 from worker.scheduler import Scheduler
 from worker.smtp import SmtpTransport
-from worker.tasks import register_tasks
+from worker.tasks import publish_report, register_tasks
 
 try:
     settings = Settings.from_env()
@@ -33,8 +34,9 @@ delivery = Delivery(
     store=store,
     transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),
     settings=settings,
+    report=lambda email_id: publish_report(app, email_id),
 )
-register_tasks(app, delivery)
+register_tasks(app, delivery, Reporter(store=store, settings=settings))
 scheduler = Scheduler(store, lambda email_id: publish(app, email_id), settings.redelivery_seconds)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -19,6 +20,7 @@ from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
 from mailgate.status import StatusStore
 from worker.message import build_message
+from worker.reports import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
 
@@ -43,6 +45,8 @@ class Delivery:
     store: StatusStore
     transport: Transport
     settings: Settings
+    report: Callable[[str], None] | None = None
+    """Publishes the delivery report task of an e-mail that has just become final."""
 
     @property
     def lease_seconds(self) -> float:
@@ -62,9 +66,12 @@ class Delivery:
         if not self.store.claim(email_id, token, self.lease_seconds):
             return Outcome.BUSY
         try:
-            return self._attempt(email_id)
+            outcome = self._attempt(email_id)
         finally:
             self.store.release(email_id, token)
+        if outcome in (Outcome.SENT, Outcome.FAILED) and record.callback_url:
+            self._report(email_id, record.callback_url)
+        return outcome
 
     def _attempt(self, email_id: str) -> Outcome:
         record = self.store.get(email_id)  # again, now that we hold the claim
@@ -110,6 +117,17 @@ class Delivery:
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
         return self.transport.send(message, job.sender, list(job.recipients))
+
+    def _report(self, email_id: str, url: str) -> None:
+        # The e-mail's own outcome is recorded already: a broker hiccup here costs the report
+        # (logged), never the e-mail, and it must not fail or repeat the delivery task.
+        if self.report is None:
+            return
+        try:
+            self.report(email_id)
+        except Exception as exc:
+            log.warning("could not queue the delivery report of %s to %s: %s", email_id,
+                        safe_url(url), type(exc).__name__)  # fmt: skip
 
     def _fail(
         self, email_id: str, attempt: int, reason: str, smtp_response: str | None = None

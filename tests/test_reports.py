@@ -1,0 +1,513 @@
+"""Delivery reports: a real HTTP endpoint receives them from a real worker, signed and retried.
+
+This module runs its own Redis, SMTP server, callback server and worker process, because the
+session's worker has no MAILGATE_CALLBACK_ALLOWED or MAILGATE_CALLBACK_SECRET.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+from xml.etree import ElementTree as ET
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from api import create_app
+from mailgate import __version__
+from mailgate.broker import make_celery
+from mailgate.config import Settings
+from mailgate.embedded import free_port
+from mailgate.errors import InvalidParameter
+from mailgate.jobs import REPORT_TASK_NAME, EmailJob
+from mailgate.status import Record, ReportStatus, Status, StatusStore
+from mailgate.users import UserStore
+from tests.support import RedisServer, Service, SmtpServer, wait_for, worker_args
+from worker.delivery import Delivery, Outcome
+from worker.reports import (
+    MAX_ATTEMPTS,
+    Answer,
+    Reporter,
+    Result,
+    Verdict,
+    classify,
+    form_body,
+    http_post,
+    iso_utc,
+    report_headers,
+    safe_url,
+    sign,
+    target,
+)
+from worker.tasks import publish_report
+
+USER, PASSWORD = "reports", "reports-test-pw"
+SECRET = "test-callback-secret"
+REDELIVERY = 10.0  # report POST timeout 2.5 s; countdowns capped at 1 s (the retry max delay)
+
+
+@dataclass
+class Hit:
+    """One request the callback server received."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class CallbackServer:
+    """A real HTTP endpoint on loopback that records every request.
+
+    ``fail_first[path] = N`` answers 500 to the first N requests of that path, then 200.
+    ``/never...`` always answers 500; ``/slow...`` holds each request until ``release`` is
+    set; ``/redirect...`` answers 302 to ``/landed``.
+    """
+
+    hits: list[Hit] = field(default_factory=list)
+    fail_first: dict[str, int] = field(default_factory=dict)
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def hits_for(self, path: str) -> list[Hit]:
+        with self.lock:
+            return [hit for hit in self.hits if hit.path.split("?")[0] == path]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _answer(self, path: str) -> int:
+        with self.lock:
+            seen = sum(hit.path.split("?")[0] == path for hit in self.hits)
+        if path.startswith("/never"):
+            return 500
+        if path.startswith("/slow"):
+            self.release.wait(30)
+        if path.startswith("/redirect"):
+            return 302
+        return 500 if seen <= self.fail_first.get(path, 0) else 200
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with server.lock:
+                    server.hits.append(Hit(self.path, dict(self.headers.items()), body))
+                status = server._answer(self.path.split("?")[0])
+                self.send_response(status)
+                if status == 302:
+                    self.send_header("Location", server.url("/landed"))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    workdir = tmp_path_factory.mktemp("reports")
+    redis_server = RedisServer(workdir / "redis")
+    redis_server.start()
+    smtp = SmtpServer()
+    smtp.start()
+    hooks = CallbackServer()
+    hooks.start()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
+    env = {
+        **base,
+        "MAILGATE_REDIS_URL": redis_server.url,
+        "MAILGATE_SMTP_URL": smtp.url,
+        "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
+        "MAILGATE_RETRY_BASE_SECONDS": "0.05",
+        "MAILGATE_RETRY_MAX_DELAY_SECONDS": "1",
+        "MAILGATE_MAX_ATTEMPTS": "4",
+        "MAILGATE_REDELIVERY_SECONDS": str(REDELIVERY),
+        "MAILGATE_SMTP_TIMEOUT_SECONDS": "3",
+        "MAILGATE_CALLBACK_ALLOWED": "127.0.0.1",
+        "MAILGATE_CALLBACK_SECRET": SECRET,
+        "MAILGATE_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    settings = Settings.from_env(env)
+    UserStore(settings.users_file).add(USER, PASSWORD)
+    worker = Service("worker", worker_args(), env, workdir / "worker.log").start()
+    worker.wait_output(r"ready\.", 60)
+    yield {"settings": settings, "smtp": smtp, "hooks": hooks, "redis": redis_server}
+    worker.stop()
+    hooks.stop()
+    smtp.stop()
+    redis_server.stop()
+
+
+@pytest.fixture(scope="module")
+def settings(parts: dict[str, object]) -> Settings:
+    settings = parts["settings"]
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def hooks(parts: dict[str, object]) -> CallbackServer:
+    hooks = parts["hooks"]
+    assert isinstance(hooks, CallbackServer)
+    return hooks
+
+
+@pytest.fixture(scope="module")
+def smtp(parts: dict[str, object]) -> SmtpServer:
+    smtp = parts["smtp"]
+    assert isinstance(smtp, SmtpServer)
+    return smtp
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> FlaskClient:
+    return create_app(settings).test_client()
+
+
+@pytest.fixture(scope="module")
+def store(settings: Settings) -> StatusStore:
+    return StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+
+
+def unique(prefix: str) -> str:
+    return f"/{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def accept(client: FlaskClient, report_url: str, recipient: str = "someone@reports.example") -> str:
+    """Accept one e-mail through the API with a DeliveryReportURL; its EmailId."""
+    response = client.post("/api", data={
+        "command": "SendEmail", "Recipient": recipient, "Message": "hello",
+        "DeliveryReportURL": report_url, "Username": USER, "Password": PASSWORD,
+    })  # fmt: skip
+    root = ET.fromstring(response.data)
+    assert root.findtext("Code") == "200", response.data
+    return str(root.findtext("EmailId"))
+
+
+def record_of(store: StatusStore, email_id: str) -> Record:
+    record = store.get(email_id)
+    assert record is not None
+    return record
+
+
+def report_settled(store: StatusStore, email_id: str, timeout: float = 30) -> Record:
+    def settled() -> Record | None:
+        record = store.get(email_id)
+        done = record is not None and record.report_status in (
+            ReportStatus.DELIVERED, ReportStatus.FAILED,
+        )  # fmt: skip
+        return record if done else None
+
+    return wait_for(settled, timeout, f"the report of {email_id} to settle")
+
+
+def new_job(callback_url: str) -> EmailJob:
+    return EmailJob(
+        email_id=str(uuid.uuid4()), owner=USER, sender="a@reports.example",
+        recipients=("b@reports.example",), message="m", callback_url=callback_url,
+    )  # fmt: skip
+
+
+def sent_record(store: StatusStore, callback_url: str) -> str:
+    """A record written straight to the store (no worker involved) and marked Sent."""
+    job = new_job(callback_url)
+    store.create(job, watchdog_at=time.time() + 3600)
+    store.mark_sent(job.email_id, 1, "250 ok")
+    return job.email_id
+
+
+def fields(hit: Hit) -> dict[str, str]:
+    parsed = parse_qs(hit.body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    assert all(len(values) == 1 for values in parsed.values()), parsed
+    return {name: values[0] for name, values in parsed.items()}
+
+
+def assert_signed(hit: Hit) -> None:
+    timestamp = hit.headers["X-Mailgate-Timestamp"]
+    assert abs(int(timestamp) - time.time()) < 60
+    signed = timestamp.encode() + b"." + hit.body
+    expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(hit.headers["X-Mailgate-Signature"], f"sha256={expected}")
+
+
+# --- end to end: API -> worker -> SMTP -> report to the callback server ------------------------
+
+
+def test_a_sent_email_is_reported_with_its_fields_and_a_valid_signature(
+    client: FlaskClient, store: StatusStore, hooks: CallbackServer
+) -> None:
+    path = unique("sent")
+    email_id = accept(client, hooks.url(path) + "?token=abc")
+    [hit] = wait_for(lambda: hooks.hits_for(path), 30, "the report")
+    record = record_of(store, email_id)
+    assert record.status is Status.SENT and record.sent_at is not None
+    assert hit.path == f"{path}?token=abc"
+    assert fields(hit) == {
+        "NotificationName": "EmailDeliveryReport", "EmailId": email_id, "Status": "Sent",
+        "Attempts": "1", "Time": iso_utc(record.sent_at), "Reason": "",
+        "SmtpResponse": record.smtp_response,
+    }  # fmt: skip
+    assert fields(hit)["Time"].endswith("Z") and fields(hit)["SmtpResponse"].startswith("250")
+    assert hit.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert hit.headers["User-Agent"] == f"mailgate/{__version__}"
+    assert_signed(hit)
+    record = report_settled(store, email_id)
+    assert (record.report_status, record.report_attempts) == (ReportStatus.DELIVERED, 1)
+
+
+def test_a_failed_email_is_reported_with_its_reason(
+    client: FlaskClient, store: StatusStore, hooks: CallbackServer
+) -> None:
+    path = unique("failed")
+    email_id = accept(client, hooks.url(path), recipient="reject-x@reports.example")
+    [hit] = wait_for(lambda: hooks.hits_for(path), 30, "the report")
+    record = record_of(store, email_id)
+    assert record.status is Status.FAILED
+    report = fields(hit)
+    assert (report["EmailId"], report["Status"], report["Attempts"]) == (email_id, "Failed", "1")
+    assert "550" in report["Reason"] and report["Reason"] == record.last_error
+    assert report["SmtpResponse"].startswith("550")
+    assert report["Time"] == iso_utc(record.updated_at)
+    assert_signed(hit)
+    assert report_settled(store, email_id).report_status is ReportStatus.DELIVERED
+
+
+def test_a_report_answered_500_twice_is_delivered_on_the_third_try(
+    client: FlaskClient, store: StatusStore, hooks: CallbackServer
+) -> None:
+    path = unique("flaky")
+    hooks.fail_first[path] = 2
+    email_id = accept(client, hooks.url(path))
+    record = report_settled(store, email_id)
+    assert (record.report_status, record.report_attempts) == (ReportStatus.DELIVERED, 3)
+    hits = hooks.hits_for(path)
+    assert len(hits) == 3
+    assert len({hit.body for hit in hits}) == 1, "every try reports the same outcome"
+    for hit in hits:
+        assert_signed(hit)  # each try signed with its own timestamp
+
+
+def test_an_endpoint_that_never_answers_2xx_leaves_the_email_sent(
+    client: FlaskClient, store: StatusStore, hooks: CallbackServer, smtp: SmtpServer
+) -> None:
+    path = unique("never")
+    email_id = accept(client, hooks.url(path))
+    sent = wait_for(lambda: record_of(store, email_id).status is Status.SENT, 30, "Sent")
+    sent = record_of(store, email_id)
+    record = report_settled(store, email_id)
+    assert (record.report_status, record.report_attempts) == (ReportStatus.FAILED, MAX_ATTEMPTS)
+    assert record.report_error == "HTTP 500"
+    assert len(hooks.hits_for(path)) == MAX_ATTEMPTS
+    # The e-mail itself is untouched: still Sent once, same attempt count and times.
+    assert (record.status, record.attempts) == (Status.SENT, 1)
+    assert (record.sent_at, record.updated_at) == (sent.sent_at, sent.updated_at)
+    assert [log.outcome for log in store.history(email_id)] == [Status.SENT]
+    assert smtp.handler.count(email_id) == 1
+
+
+def test_a_hanging_endpoint_does_not_hold_the_email_back(
+    client: FlaskClient, store: StatusStore, hooks: CallbackServer, smtp: SmtpServer
+) -> None:
+    path = unique("slow")
+    hooks.release.clear()
+    try:
+        email_id = accept(client, hooks.url(path))
+        wait_for(lambda: hooks.hits_for(path), 30, "the report to reach the endpoint")
+        # The endpoint has not answered yet, and the e-mail is already Sent and delivered.
+        record = record_of(store, email_id)
+        assert record.status is Status.SENT and record.report_status is None
+        assert smtp.handler.count(email_id) == 1
+    finally:
+        hooks.release.set()
+    assert report_settled(store, email_id).report_status is ReportStatus.DELIVERED
+
+
+def test_the_report_task_carries_only_the_email_id(settings: Settings) -> None:
+    # Publish to a database no worker reads, then look at the raw message (what Flower shows).
+    url = settings.redis_url.rsplit("/", 1)[0] + "/3"
+    app = make_celery(replace(settings, redis_url=url, broker_url=url))
+    email_id = str(uuid.uuid4())
+    publish_report(app, email_id)
+    [message] = [json.loads(m) for m in redis.Redis.from_url(url).lrange("mailgate", 0, -1)]
+    assert message["headers"]["task"] == REPORT_TASK_NAME
+    assert message["headers"]["argsrepr"] == repr([email_id])
+    assert message["headers"]["id"] == f"report-{email_id}"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([email_id], {})
+
+
+# --- the logic as plain functions -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (200, Verdict.DELIVERED), (204, Verdict.DELIVERED), (299, Verdict.DELIVERED),
+        (None, Verdict.RETRY), (408, Verdict.RETRY), (429, Verdict.RETRY),
+        (500, Verdict.RETRY), (502, Verdict.RETRY), (503, Verdict.RETRY),
+        (301, Verdict.GIVE_UP), (302, Verdict.GIVE_UP), (400, Verdict.GIVE_UP),
+        (401, Verdict.GIVE_UP), (404, Verdict.GIVE_UP), (410, Verdict.GIVE_UP),
+    ],
+    ids=lambda v: str(v),
+)  # fmt: skip
+def test_outcome_classification(status: int | None, verdict: Verdict) -> None:
+    assert classify(status) is verdict
+
+
+def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+    body = b"NotificationName=EmailDeliveryReport&EmailId=x"
+    expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign("k", 1700000000, body) == f"sha256={expected}"
+    # Any change to the timestamp, the body or the key changes the signature.
+    others = {
+        sign("k", 1700000001, body), sign("k", 1700000000, body + b"&"), sign("j", 1700000000, body)
+    }  # fmt: skip
+    assert sign("k", 1700000000, body) not in others and len(others) == 3
+
+
+def test_without_a_secret_there_is_no_signature_header() -> None:
+    headers = report_headers(b"a=b", "", 1700000000)
+    assert "X-Mailgate-Signature" not in headers
+    assert headers["X-Mailgate-Timestamp"] == "1700000000"
+    assert report_headers(b"a=b", "k", 1700000000)["X-Mailgate-Signature"].startswith("sha256=")
+
+
+def test_a_sent_record_reports_no_reason_even_after_earlier_errors() -> None:
+    record = Record(
+        email_id="id-1", owner="u", status=Status.SENT, attempts=2, created_at=1.0,
+        updated_at=1700000002.5, since=1.0, sent_at=1700000002.5,
+        last_error="451 try later", smtp_response="250 ok & done",
+    )  # fmt: skip
+    assert form_body(record) == (
+        b"NotificationName=EmailDeliveryReport&EmailId=id-1&Status=Sent&Attempts=2"
+        b"&Time=2023-11-14T22%3A13%3A22.500Z&Reason=&SmtpResponse=250+ok+%26+done"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:p@h.example:8080/x/y?token=s3cret#f", "http://h.example:8080/x/y"),
+        ("https://h.example:99999/p?q=1", "https://h.example:99999/p"),
+    ],
+    ids=["credentials-query-fragment", "bad-port"],
+)
+def test_logged_urls_lose_credentials_and_query(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://10.0.0.1/hook", "http://127.0.0.1:99999/hook", "http://127.0.0.1:0/hook"],
+    ids=["host-not-allowed", "port-out-of-range", "port-zero"],
+)
+def test_a_url_is_checked_again_before_sending(url: str) -> None:
+    with pytest.raises(InvalidParameter):
+        target(url, ("127.0.0.1",))
+
+
+def test_redirects_are_not_followed(hooks: CallbackServer) -> None:
+    path = unique("redirect")
+    before = len(hooks.hits_for("/landed"))
+    answer = http_post(hooks.url(path), b"a=b", {}, 5)
+    assert answer == Answer(302, "HTTP 302")
+    assert len(hooks.hits_for(path)) == 1 and len(hooks.hits_for("/landed")) == before
+
+
+def test_a_slow_endpoint_times_out_and_a_closed_port_is_no_answer(hooks: CallbackServer) -> None:
+    hooks.release.clear()
+    try:
+        answer = http_post(hooks.url(unique("slow")), b"a=b", {}, 0.3)
+    finally:
+        hooks.release.set()
+    assert answer.status is None and "timed out" in answer.error
+    answer = http_post(f"http://127.0.0.1:{free_port()}/", b"a=b", {}, 2)
+    assert answer.status is None and answer.error.startswith("no answer")
+
+
+def test_a_host_no_longer_allowed_gets_no_report(
+    settings: Settings, store: StatusStore, hooks: CallbackServer
+) -> None:
+    path = unique("disallowed")
+    email_id = sent_record(store, hooks.url(path))
+    reporter = Reporter(store, replace(settings, callback_allowed=("hooks.example",)))
+    assert reporter.report(email_id, 1).result is Result.REFUSED
+    assert reporter.report(email_id, 2).result is Result.SKIPPED  # settled: not tried again
+    record = record_of(store, email_id)
+    assert (record.report_status, record.report_attempts) == (ReportStatus.FAILED, 0)
+    assert record.report_error == "host not in MAILGATE_CALLBACK_ALLOWED"
+    assert hooks.hits_for(path) == []
+
+
+@pytest.mark.parametrize("redelivery", [10, 15, 60, 300, 3600])
+def test_a_retry_countdown_and_its_post_fit_in_the_visibility_timeout(
+    settings: Settings, store: StatusStore, redelivery: float
+) -> None:
+    slow = replace(settings, retry_base_seconds=30, retry_max_delay_seconds=86400,
+                   redelivery_seconds=redelivery)  # fmt: skip
+    reporter = Reporter(store, slow)
+    delays = [reporter.retry_delay(attempt) for attempt in range(1, MAX_ATTEMPTS)]
+    assert max(delays) <= redelivery / 2
+    visibility = make_celery(slow).conf.broker_transport_options["visibility_timeout"]
+    assert redelivery / 2 + reporter.timeout < visibility
+
+
+class Accepts:
+    """A transport that takes every message (the logic under test is after the send)."""
+
+    def send(self, message: object, sender: str, recipients: list[str]) -> str:
+        return "250 ok"
+
+
+def test_a_failed_report_publish_does_not_fail_the_delivery(
+    settings: Settings, store: StatusStore
+) -> None:
+    def broken(email_id: str) -> None:
+        raise ConnectionError("broker away")
+
+    job = new_job("http://127.0.0.1:1/hook?token=s3cret")
+    store.create(job, watchdog_at=time.time() + 3600)
+    delivery = Delivery(store, Accepts(), settings, report=broken)
+    assert delivery.deliver(job.email_id) is Outcome.SENT
+    assert record_of(store, job.email_id).status is Status.SENT
+
+
+def test_an_already_settled_report_is_not_sent_again(
+    settings: Settings, store: StatusStore, hooks: CallbackServer
+) -> None:
+    path = unique("settled")
+    email_id = sent_record(store, hooks.url(path))
+    reporter = Reporter(store, settings)
+    assert reporter.report(email_id, 1).result is Result.DELIVERED
+    assert reporter.report(email_id, 1).result is Result.SKIPPED  # a redelivered task
+    assert len(hooks.hits_for(path)) == 1
