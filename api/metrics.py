@@ -20,13 +20,18 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
 from api.services import services
 from mailgate.jobs import QUEUE
-from mailgate.status import StatusStore
+from mailgate.status import LATENCY_BUCKETS, StatusStore
 
 REQUESTS = Counter(
     "mailgate_api_requests", "API requests by command and Ozeki code", ["command", "code"]
@@ -70,6 +75,35 @@ class QueueCollector:
             "E-mails whose retry or watchdog time has passed but no worker has published yet",
             value=overdue,
         )
+        yield from delivery_metrics(self.store.metrics())
+
+
+def delivery_metrics(counters: dict[str, float]) -> Iterator[Metric]:
+    """The workers' counters (kept in Redis by the status store) as Prometheus families."""
+    outcomes = CounterMetricFamily(
+        "mailgate_emails", "Delivery attempt outcomes across all workers", labels=["outcome"]
+    )
+    replies = CounterMetricFamily(
+        "mailgate_smtp_replies", "Final SMTP reply class of each attempt", labels=["class"]
+    )
+    for name, value in sorted(counters.items()):
+        kind, _, label = name.partition(":")
+        if kind == "outcome":
+            outcomes.add_metric([label], value)
+        elif kind == "reply":
+            replies.add_metric([label], value)
+    yield outcomes
+    yield replies
+    cumulative, buckets = 0.0, []
+    for bound in (*LATENCY_BUCKETS, float("inf")):
+        cumulative += counters.get(f"latency:{bound}", 0.0)
+        buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+    yield HistogramMetricFamily(
+        "mailgate_delivery_seconds",
+        "Time from acceptance to the SMTP server's 250",
+        buckets=buckets,
+        sum_value=counters.get("latency_sum", 0.0),
+    )
 
 
 @bp.route("/metrics")

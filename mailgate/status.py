@@ -10,6 +10,8 @@ Key names (all of them live here):
                                    if still not final. Invariant: every e-mail that is not
                                    Sent or Failed has an entry, so none can stall for good.
 - ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
+- ``mailgate:metrics``             hash of delivery counters (outcomes, SMTP reply classes,
+                                   a delivery-latency histogram) that /metrics exposes
 - ``mailgate:idem:<owner>:<sha256 of key>``  JSON {email_id, fingerprint}: an idempotency key's
                                    first answer, kept for MAILGATE_IDEMPOTENCY_SECONDS
 """
@@ -29,6 +31,9 @@ import redis
 from mailgate.jobs import EmailJob
 
 DUE_KEY = "mailgate:due"
+METRICS_KEY = "mailgate:metrics"
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
+"""Upper bounds (seconds) of the accept-to-250 latency histogram."""
 HISTORY_LIMIT = 50
 
 
@@ -121,6 +126,20 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
 return ids
 """
 
+# One round trip before SMTP: unless the e-mail is final or claimed by another worker, take the
+# claim, count the attempt, mark it Sending, move its watchdog, and return the record.
+_START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status == 'Sent' or status == 'Failed' then return {'final'} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'Sending', 'updated_at', ARGV[4])
+redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+return {'go', redis.call('HGETALL', KEYS[1])}
+"""
+
 # Give the claim back only if this worker still holds it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -158,6 +177,7 @@ class StatusStore:
         self._take_due = client.register_script(_TAKE_DUE)
         self._release = client.register_script(_RELEASE)
         self._requeue = client.register_script(_REQUEUE)
+        self._start = client.register_script(_START)
         self._report = client.register_script(_REPORT)
 
     @classmethod
@@ -186,29 +206,25 @@ class StatusStore:
     def get(self, email_id: str) -> Record | None:
         """The record, or None when there is none (never sent, or expired)."""
         data = cast(dict[str, str], self.redis.hgetall(email_key(email_id)))
-        if not data or "status" not in data or "created_at" not in data:
-            return None
-        job = EmailJob.from_json(data["job"]) if data.get("job") else None
-        return Record(
-            email_id=email_id,
-            owner=data.get("owner", ""),
-            status=Status(data["status"]),
-            attempts=int(data.get("attempts", 0)),
-            created_at=float(data["created_at"]),
-            updated_at=float(data["updated_at"]),
-            since=float(data.get("since") or data["created_at"]),
-            sent_at=_float(data.get("sent_at")),
-            next_attempt_at=_float(data.get("next_attempt_at")),
-            last_error=data.get("last_error") or None,
-            smtp_response=data.get("smtp_response") or None,
-            job=job,
-            callback_url=data.get("callback_url") or (job.callback_url if job else ""),
-            report_status=ReportStatus(data["report_status"])
-            if data.get("report_status")
-            else None,
-            report_attempts=int(data.get("report_attempts", 0)),
-            report_error=data.get("report_error") or None,
-        )
+        return _record(email_id, data)
+
+    def start_attempt(
+        self, email_id: str, token: str, lease_seconds: float, watchdog_at: float
+    ) -> tuple[str, Record | None]:
+        """Claim the e-mail and begin an attempt in one round trip.
+
+        ("go", the record with this attempt counted), or ("final" | "busy" | "missing", None).
+        """
+        keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
+        args: list[str | int | float] = [
+            token, int(lease_seconds * 1000), watchdog_at, time.time(), email_id,
+        ]  # fmt: skip
+        result = self._start(keys=keys, args=args)
+        verdict = str(result[0])
+        if verdict != "go":
+            return verdict, None
+        flat = [str(item) for item in result[1]]
+        return verdict, _record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def history(self, email_id: str) -> list[AttemptLog]:
         """Every recorded attempt outcome, oldest first."""
@@ -216,36 +232,37 @@ class StatusStore:
         logs = [json.loads(entry) for entry in entries]
         return [AttemptLog(e["attempt"], e["at"], Status(e["outcome"]), e["detail"]) for e in logs]
 
-    def claim(self, email_id: str, token: str, lease_seconds: float) -> bool:
-        """Take the right to send this e-mail now; False if another worker holds it."""
-        key = claim_key(email_id)
-        return bool(self.redis.set(key, token, nx=True, px=int(lease_seconds * 1000)))
-
     def release(self, email_id: str, token: str) -> None:
         """Give the claim back (only if it is still ours)."""
         self._release(keys=[claim_key(email_id)], args=[token])
 
-    def begin_attempt(self, email_id: str, watchdog_at: float) -> int:
-        """Count one more attempt, mark it Sending, and return the attempt number."""
-        key = email_key(email_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby(key, "attempts", 1)
-        pipe.hset(key, mapping={"status": Status.SENDING.value, "updated_at": time.time()})
-        pipe.hdel(key, "next_attempt_at")
-        pipe.zadd(DUE_KEY, {email_id: watchdog_at})
-        return int(pipe.execute()[0])
-
-    def mark_sent(self, email_id: str, attempt: int, smtp_response: str) -> None:
+    def mark_sent(
+        self,
+        email_id: str,
+        attempt: int,
+        smtp_response: str,
+        token: str | None = None,
+        latency: float | None = None,
+    ) -> None:
         """Record the server's 250; the job payload is dropped, it is no longer needed."""
         fields = {
             "status": Status.SENT.value,
             "sent_at": time.time(),
             "smtp_response": smtp_response,
         }
-        self._update(email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"))
+        self._update(
+            email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"),
+            token=token, latency=latency,
+        )  # fmt: skip
 
     def mark_retry(
-        self, email_id: str, attempt: int, error: str, smtp_response: str | None, next_at: float
+        self,
+        email_id: str,
+        attempt: int,
+        error: str,
+        smtp_response: str | None,
+        next_at: float,
+        token: str | None = None,
     ) -> None:
         """Record a transient failure and when the next attempt is due."""
         fields: dict[str, Any] = {
@@ -253,16 +270,21 @@ class StatusStore:
         }  # fmt: skip
         if smtp_response:
             fields["smtp_response"] = smtp_response
-        self._update(email_id, attempt, fields, error, due=next_at)
+        self._update(email_id, attempt, fields, error, due=next_at, token=token)
 
     def mark_failed(
-        self, email_id: str, attempt: int, error: str, smtp_response: str | None = None
+        self,
+        email_id: str,
+        attempt: int,
+        error: str,
+        smtp_response: str | None = None,
+        token: str | None = None,
     ) -> None:
         """Record a final failure; the job stays so an operator can requeue it."""
         fields: dict[str, Any] = {"status": Status.FAILED.value, "last_error": error}
         if smtp_response:
             fields["smtp_response"] = smtp_response
-        self._update(email_id, attempt, fields, error, drop=("next_attempt_at",))
+        self._update(email_id, attempt, fields, error, drop=("next_attempt_at",), token=token)
 
     def record_report(
         self, email_id: str, status: ReportStatus, attempts: int, error: str = ""
@@ -333,8 +355,11 @@ class StatusStore:
         *,
         drop: tuple[str, ...] = (),
         due: float | None = None,
+        token: str | None = None,
+        latency: float | None = None,
     ) -> None:
-        """Apply one outcome: fields, history entry, TTLs and the due set, atomically."""
+        """Apply one outcome atomically: fields, history, TTLs, the due set, the metrics
+        counters, and (with ``token``) the release of the worker's claim."""
         now = time.time()
         key, log = email_key(email_id), history_key(email_id)
         fields["updated_at"] = now
@@ -351,7 +376,56 @@ class StatusStore:
             pipe.zrem(DUE_KEY, email_id)
         else:
             pipe.zadd(DUE_KEY, {email_id: due})
+        _count(pipe, fields["status"], fields.get("smtp_response"), latency)
+        if token is not None:
+            self._release(keys=[claim_key(email_id)], args=[token], client=pipe)
         pipe.execute()
+
+    def metrics(self) -> dict[str, float]:
+        """The delivery counters (see :func:`_count`)."""
+        raw = cast(dict[str, str], self.redis.hgetall(METRICS_KEY))
+        return {name: float(value) for name, value in raw.items()}
+
+
+def _record(email_id: str, data: dict[str, str]) -> Record | None:
+    """A Record from a status hash, or None when there is no (complete) record."""
+    if not data or "status" not in data or "created_at" not in data:
+        return None
+    job = EmailJob.from_json(data["job"]) if data.get("job") else None
+    return Record(
+        email_id=email_id,
+        owner=data.get("owner", ""),
+        status=Status(data["status"]),
+        attempts=int(data.get("attempts", 0)),
+        created_at=float(data["created_at"]),
+        updated_at=float(data["updated_at"]),
+        since=float(data.get("since") or data["created_at"]),
+        sent_at=_float(data.get("sent_at")),
+        next_attempt_at=_float(data.get("next_attempt_at")),
+        last_error=data.get("last_error") or None,
+        smtp_response=data.get("smtp_response") or None,
+        job=job,
+        callback_url=data.get("callback_url") or (job.callback_url if job else ""),
+        report_status=ReportStatus(data["report_status"]) if data.get("report_status") else None,
+        report_attempts=int(data.get("report_attempts", 0)),
+        report_error=data.get("report_error") or None,
+    )
+
+
+_OUTCOMES = {"Sent": "sent", "Retrying": "retried", "Failed": "failed"}
+
+
+def _count(pipe: Any, status: str, smtp_response: str | None, latency: float | None) -> None:
+    """Add one outcome to the counters: ``outcome:<name>``, ``reply:<class>`` and, for Sent,
+    the ``latency:<le>`` bucket it falls in plus ``latency_sum`` and ``latency_count``."""
+    pipe.hincrby(METRICS_KEY, f"outcome:{_OUTCOMES.get(status, status.lower())}", 1)
+    reply = smtp_response[:1] + "xx" if smtp_response and smtp_response[:1].isdigit() else "none"
+    pipe.hincrby(METRICS_KEY, f"reply:{reply}", 1)
+    if latency is not None:
+        bucket = next((b for b in LATENCY_BUCKETS if latency <= b), float("inf"))
+        pipe.hincrby(METRICS_KEY, f"latency:{bucket}", 1)
+        pipe.hincrbyfloat(METRICS_KEY, "latency_sum", latency)
+        pipe.hincrby(METRICS_KEY, "latency_count", 1)
 
 
 def _float(value: str | None) -> float | None:

@@ -203,9 +203,21 @@ def test_no_password_in_any_log_line_or_record(
 
 
 def test_metrics_count_requests_and_show_the_queue(api_url: str) -> None:
-    send(api_url, Recipient="metrics@shop.example", Message="m")
+    email_id = send(api_url, Recipient="metrics@shop.example", Message="m")
+    assert final_status(api_url, email_id)["Status"] == "Sent"
     with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as response:
         text = response.read().decode()
+
+    def value(series: str) -> float:
+        found = [line for line in text.splitlines() if line.startswith(series + " ")]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    assert value('mailgate_emails_total{outcome="sent"}') >= 1
+    assert value('mailgate_smtp_replies_total{class="2xx"}') >= 1
+    assert value("mailgate_delivery_seconds_count") >= 1
+    assert value('mailgate_delivery_seconds_bucket{le="+Inf"}') == value(
+        "mailgate_delivery_seconds_count"
+    )
     series = 'mailgate_api_requests_total{code="200",command="SendEmail"}'
     counted = [line for line in text.splitlines() if line.startswith(series)]
     assert counted and float(counted[0].split()[-1]) >= 1

@@ -18,7 +18,7 @@ from mailgate.attachments import AttachmentRefused, read_checked
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
-from mailgate.status import StatusStore
+from mailgate.status import Record, StatusStore
 from worker.message import build_message
 from worker.reports import safe_url
 from worker.retry import backoff, give_up_reason
@@ -55,56 +55,59 @@ class Delivery:
 
     def deliver(self, email_id: str) -> Outcome:
         """Run one attempt for ``email_id`` unless it is final or being sent elsewhere."""
-        record = self.store.get(email_id)
-        if record is None:
+        token = uuid.uuid4().hex
+        now = time.time()
+        verdict, record = self.store.start_attempt(
+            email_id, token, self.lease_seconds, now + self.settings.redelivery_seconds
+        )
+        if verdict == "missing":
             log.warning("no status record for %s; dropping the task", email_id)
             self.store.forget_due(email_id)
             return Outcome.MISSING
-        if record.status.final:
+        if verdict == "final":
             return Outcome.ALREADY_FINAL
-        token = uuid.uuid4().hex
-        if not self.store.claim(email_id, token, self.lease_seconds):
+        if verdict == "busy" or record is None:
             return Outcome.BUSY
         try:
-            outcome = self._attempt(email_id)
-        finally:
+            outcome = self._attempt(record, token, now)
+        except BaseException:
+            # No outcome was recorded: give the claim back so the watchdog's next publish
+            # can try again at once rather than after the lease.
             self.store.release(email_id, token)
+            raise
         if outcome in (Outcome.SENT, Outcome.FAILED) and record.callback_url:
             self._report(email_id, record.callback_url)
         return outcome
 
-    def _attempt(self, email_id: str) -> Outcome:
-        record = self.store.get(email_id)  # again, now that we hold the claim
-        if record is None:
-            return Outcome.MISSING
-        if record.status.final:
-            return Outcome.ALREADY_FINAL
-        now = time.time()
-        attempt = self.store.begin_attempt(email_id, now + self.settings.redelivery_seconds)
+    def _attempt(self, record: Record, token: str, now: float) -> Outcome:
+        """Send once and record the outcome (which also releases the claim)."""
+        email_id, attempt, s = record.email_id, record.attempts, self.settings
         if record.job is None:
-            return self._fail(email_id, attempt, "the e-mail's content is missing")
-        if attempt > self.settings.max_attempts:
+            return self._fail(email_id, attempt, token, "the e-mail's content is missing")
+        if attempt > s.max_attempts:
             # Earlier attempts died with their worker: a poison message must end, not loop.
-            return self._fail(email_id, attempt, f"gave up after {attempt - 1} attempts")
-        if now > record.since + self.settings.retry_deadline_seconds:
-            return self._fail(email_id, attempt, "expired")
+            return self._fail(email_id, attempt, token, f"gave up after {attempt - 1} attempts")
+        if now > record.since + s.retry_deadline_seconds:
+            return self._fail(email_id, attempt, token, "expired")
         try:
             reply = self._send(record.job)
         except TransientDelivery as exc:
-            s = self.settings
             next_at = now + backoff(attempt, s.retry_base_seconds, s.retry_max_delay_seconds)
             reason = give_up_reason(
                 attempt, s.max_attempts, record.since, next_at, s.retry_deadline_seconds
             )
             if reason:
                 detail = f"{reason}; last error: {exc.reason}"
-                return self._fail(email_id, attempt, detail, exc.smtp_response)
-            self.store.mark_retry(email_id, attempt, exc.reason, exc.smtp_response, next_at)
+                return self._fail(email_id, attempt, token, detail, exc.smtp_response)
+            self.store.mark_retry(
+                email_id, attempt, exc.reason, exc.smtp_response, next_at, token=token
+            )
             log.info("attempt %d for %s deferred: %s", attempt, email_id, exc.reason)
             return Outcome.RETRYING
         except PermanentDelivery as exc:
-            return self._fail(email_id, attempt, exc.reason, exc.smtp_response)
-        self.store.mark_sent(email_id, attempt, reply)
+            return self._fail(email_id, attempt, token, exc.reason, exc.smtp_response)
+        latency = time.time() - record.created_at
+        self.store.mark_sent(email_id, attempt, reply, token=token, latency=latency)
         log.info("sent %s on attempt %d: %s", email_id, attempt, reply)
         return Outcome.SENT
 
@@ -130,8 +133,13 @@ class Delivery:
                         safe_url(url), type(exc).__name__)  # fmt: skip
 
     def _fail(
-        self, email_id: str, attempt: int, reason: str, smtp_response: str | None = None
+        self,
+        email_id: str,
+        attempt: int,
+        token: str,
+        reason: str,
+        smtp_response: str | None = None,
     ) -> Outcome:
-        self.store.mark_failed(email_id, attempt, reason, smtp_response)
+        self.store.mark_failed(email_id, attempt, reason, smtp_response, token=token)
         log.warning("failed %s: %s", email_id, reason)
         return Outcome.FAILED
