@@ -13,12 +13,14 @@ from mailgate.logs import configure_logging
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; tests pass their own settings, servers read the environment."""
     from api import metrics, views, xml
+    from api.rest import rest_bp
     from api.services import Services
 
     configure_logging()
     app = Flask(__name__)
     app.extensions["mailgate"] = Services.build(settings or Settings.from_env())
     app.register_blueprint(views.bp)
+    app.register_blueprint(rest_bp)
     app.register_blueprint(metrics.bp)
 
     @app.errorhandler(HTTPException)
@@ -34,4 +36,5 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _is_api_path() -> bool:
     from flask import request
 
-    return request.path.startswith("/api")
+    # Only the Ozeki endpoint answers in XML; /api/v1 has its own JSON errors.
+    return request.path == "/api"

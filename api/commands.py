@@ -10,7 +10,7 @@ from api.services import Services
 from api.xml import Field
 from mailgate.errors import InvalidParameter
 from mailgate.users import Account
-from mailgate.validation import validate_send
+from mailgate.validation import idempotency_key_ok, validate_send
 
 Fields = list[Field]
 
@@ -19,9 +19,9 @@ def send_email(params: dict[str, str], account: Account, svc: Services) -> Field
     """Validate, record as Queued, publish; the EmailId is the caller's receipt."""
     request = validate_send(params, svc.settings)
     key = params.get("idempotencykey", "")
-    if len(key) > 200 or any(ch in key for ch in "\r\n\x00"):
-        raise InvalidParameter("IdempotencyKey", "at most 200 characters, no control characters",
-                               "SendEmail")  # fmt: skip
+    if key and not idempotency_key_ok(key):
+        reason = "at most 200 characters, no control characters"
+        raise InvalidParameter("IdempotencyKey", reason, "SendEmail")
     return [("EmailId", accept(svc, account, request, key).email_id)]
 
 

@@ -116,6 +116,14 @@ def parse_attachments(raw: str, settings: Settings) -> tuple[Attachment, ...]:
     return tuple(found)
 
 
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def idempotency_key_ok(key: str) -> bool:
+    """1 to 200 characters, none of them CR, LF or NUL."""
+    return 0 < len(key) <= MAX_IDEMPOTENCY_KEY and not _HEADER_BREAKERS.search(key)
+
+
 def check_callback_url(raw: str, allowed: tuple[str, ...]) -> str:
     """An http(s) URL whose host is on the operator's allow list (no SSRF to anything else)."""
     if _HEADER_BREAKERS.search(raw) or len(raw) > 2000:

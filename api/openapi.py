@@ -1,0 +1,197 @@
+"""The OpenAPI 3.1 document of the REST API, built from the limits the running settings enforce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.rest_errors import CODES
+from api.rest_input import IDEMPOTENCY_HEADER, MAX_KEY_LENGTH
+from mailgate.config import Settings
+from mailgate.status import ReportStatus, Status
+
+Json = dict[str, Any]
+
+_ERRORS: dict[str, str] = {
+    "400": "The body is not JSON, or a field is invalid (`field` names it).",
+    "401": "Credentials missing or wrong (HTTP Basic).",
+    "403": "The account may not use this sender, or not call from this address.",
+    "404": "No such e-mail of this account.",
+    "409": "The idempotency key was used before with different content.",
+    "413": "The body or the text is over the size limit.",
+    "415": "The body is not `application/json`.",
+    "429": "Over the account's send rate, or too many failed logins: see `Retry-After`.",
+    "500": "An unexpected error; nothing was queued.",
+    "503": "Redis or the broker is unavailable; nothing was queued.",
+}
+_HEADERS: dict[str, Json] = {
+    "401": {"WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}},
+    "429": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
+}
+
+
+def document(settings: Settings) -> Json:
+    """The whole document; array limits come from ``settings`` so it never promises more."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mailgate REST API",
+            "version": "1",
+            "description": "Send e-mail through mailgate and follow its delivery. Every error "
+            "answers with the same JSON shape: `Error`.",
+        },
+        "security": [{"basicAuth": []}],
+        "paths": {
+            "/api/v1/emails": {"post": _send()},
+            "/api/v1/emails/{email_id}": {"get": _status()},
+            "/api/v1/openapi.json": {"get": _self()},
+        },
+        "components": {
+            "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
+            "schemas": _schemas(settings),
+            "responses": {
+                status: _json(text, "Error", _HEADERS.get(status))
+                for status, text in _ERRORS.items()
+            },
+            "headers": {
+                "Location": _header("Where the e-mail's status is read.", {"type": "string"}),
+                "WWW-Authenticate": _header('Always `Basic realm="mailgate"`.', {"type": "string"}),
+                "Retry-After": _header(
+                    "Seconds until a retry can succeed (an upper bound: the length of the "
+                    "rate window that was exceeded).", {"type": "integer", "minimum": 1},
+                ),
+            },
+        },
+    }  # fmt: skip
+
+
+def _send() -> Json:
+    located = {"Location": {"$ref": "#/components/headers/Location"}}
+    return {
+        "operationId": "sendEmail",
+        "summary": "Queue an e-mail for delivery",
+        "parameters": [{
+            "name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
+            "description": "Same as the `idempotency_key` field; both may be given if equal.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        }],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("SendRequest")}},
+        },
+        "responses": {
+            "202": _json("Queued; nothing is sent yet.", "Accepted", located),
+            "200": _json("A repeat of an idempotency key with the same content: nothing new was "
+                         "queued; the first e-mail's id and current status.", "Accepted", located),
+            **_refs("400", "401", "403", "409", "413", "415", "429", "500", "503"),
+            "404": _json("The e-mail a repeated idempotency key names has expired.", "Error"),
+        },
+    }  # fmt: skip
+
+
+def _status() -> Json:
+    return {
+        "operationId": "getEmailStatus",
+        "summary": "Read the status of one of the account's e-mails",
+        "parameters": [{"name": "email_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "minLength": 1}}],
+        "responses": {
+            "200": _json("The status record and its attempt history.", "EmailStatus"),
+            **_refs("401", "403", "404", "429", "500", "503"),
+        },
+    }  # fmt: skip
+
+
+def _self() -> Json:
+    return {
+        "operationId": "getOpenApi",
+        "summary": "This document",
+        "security": [],
+        "responses": {
+            "200": {"description": "The OpenAPI document.",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            **_refs("500"),
+        },
+    }  # fmt: skip
+
+
+def _schemas(settings: Settings) -> Json:
+    text = {"type": "string"}
+    when = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "Status": {"type": "string", "enum": [s.value for s in Status]},
+        "SendRequest": _object({
+            "sender": {**text, "format": "email",
+                       "description": "From; must match the account's allowed senders. "
+                       "Default: the gateway's default sender."},
+            "recipients": {"type": "array", "minItems": 1, "maxItems": settings.max_recipients,
+                           "items": {**text, "format": "email", "minLength": 1}},
+            "subject": {**text, "maxLength": 998},
+            "text": {**text, "minLength": 1, "description": "The UTF-8 text body, at most "
+                     f"{settings.max_message_bytes} bytes (else 413)."},
+            "attachments": {"type": "array", "maxItems": settings.max_attachments,
+                            "items": {**text, "pattern": "^/", "minLength": 1},
+                            "description": "Absolute paths inside MAILGATE_ATTACHMENT_ROOTS."},
+            "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            "callback_url": {**text, "format": "uri", "maxLength": 2000,
+                             "description": "Delivery report URL; its host must be allowed."},
+        }, required=["recipients", "text"]),
+        "Accepted": _object({
+            "id": {**text, "format": "uuid"},
+            "status": _ref("Status"),
+            "status_url": text,
+        }),
+        "EmailStatus": _object({
+            "id": {**text, "format": "uuid"},
+            "status": _ref("Status"),
+            "attempts": {"type": "integer", "minimum": 0},
+            "created_at": {**text, "format": "date-time"},
+            "updated_at": {**text, "format": "date-time"},
+            "sent_at": when,
+            "next_attempt_at": when,
+            "last_error": {"type": ["string", "null"]},
+            "smtp_response": {"type": ["string", "null"]},
+            "delivery_report": {"enum": [*(r.value for r in ReportStatus), None],
+                                "description": "The report POSTed to callback_url; null: none."},
+            "history": {"type": "array", "items": _ref("Attempt")},
+        }),
+        "Attempt": _object({
+            "attempt": {"type": "integer", "minimum": 0},
+            "at": {**text, "format": "date-time"},
+            "outcome": _ref("Status"),
+            "detail": text,
+        }),
+        "Error": _object({"error": _object({
+            "code": {**text, "enum": CODES},
+            "field": {"type": ["string", "null"],
+                      "description": "The JSON field at fault, for invalid_parameter."},
+            "message": text,
+        })}),
+    }  # fmt: skip
+
+
+def _object(properties: Json, required: list[str] | None = None) -> Json:
+    """A closed object; every property is required unless ``required`` says otherwise."""
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "required": list(properties) if required is None else required}  # fmt: skip
+
+
+def _json(description: str, schema: str, headers: Json | None = None) -> Json:
+    response: Json = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _ref(schema: str) -> Json:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _refs(*statuses: str) -> Json:
+    return {status: {"$ref": f"#/components/responses/{status}"} for status in statuses}
+
+
+def _header(description: str, schema: Json) -> Json:
+    return {"description": description, "schema": schema}

@@ -1,0 +1,150 @@
+"""The JSON REST API under ``/api/v1``: send an e-mail, read its status, the OpenAPI document.
+
+It shares the accept path, validation and authentication with the Ozeki ``/api`` endpoint;
+only the wire format differs: JSON bodies, real HTTP status codes, HTTP Basic credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request, url_for
+from flask.blueprints import BlueprintSetupState
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
+from werkzeug.routing import PathConverter
+
+from api.accept import accept, status_of
+from api.auth import authenticate, client_address
+from api.commands import iso
+from api.openapi import document
+from api.rest_errors import INTERNAL, error_response, http_status, json_response, retry_after
+from api.rest_input import check_declared_size, idempotency_key, read_json, send_params
+from api.services import Services, services
+from mailgate.errors import Unavailable
+from mailgate.status import AttemptLog, Record
+from mailgate.users import Account
+from mailgate.validation import validate_send
+
+log = logging.getLogger(__name__)
+rest_bp = Blueprint("rest", __name__, url_prefix="/api/v1")
+
+# Every rule of ours: no automatic OPTIONS and no slash-merging redirect, so that no request
+# under /api/v1 ends in a routing error, which the app would answer for the Ozeki endpoint.
+_RULE: dict[str, Any] = {"provide_automatic_options": False, "merge_slashes": False}
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
+class _AnyRest(PathConverter):
+    """Like ``path``, but also empty or starting with a slash (``/api/v1//emails``)."""
+
+    regex = ".*"
+    part_isolating = False  # it spans slashes; werkzeug would infer True from this regex
+
+
+@rest_bp.record_once
+def _add_converter(state: BlueprintSetupState) -> None:
+    # Runs before the rules below are added: the blueprint replays them in written order.
+    state.app.url_map.converters["anyrest"] = _AnyRest
+
+
+@rest_bp.post("/emails", **_RULE)
+def send_email() -> Response:
+    """Accept an e-mail: 202 with its id, or 200 with the first id for a repeated key."""
+    svc = services()
+    check_declared_size(request, svc.settings.max_request_bytes)
+    account = _caller(svc)
+    params = send_params(read_json(request, svc.settings.max_request_bytes))
+    key = idempotency_key(request, params)
+    accepted = accept(svc, account, validate_send(params, svc.settings), key)
+    location = url_for("rest.email_status", email_id=accepted.email_id)
+    status, code = "Queued", 202
+    if accepted.repeat:
+        # Nothing new was queued: report where the first e-mail stands now.
+        status, code = status_of(svc, account, accepted.email_id)[0].status.value, 200
+    body = {"id": accepted.email_id, "status": status, "status_url": location}
+    return json_response(body, code, {"Location": location})
+
+
+@rest_bp.get("/emails/<email_id>", **_RULE)
+def email_status(email_id: str) -> Response:
+    """The status of one of the caller's e-mails and its attempt history."""
+    svc = services()
+    record, history = status_of(svc, _caller(svc), email_id)
+    return json_response(_status_body(record, history), 200)
+
+
+@rest_bp.get("/openapi.json", **_RULE)
+def openapi_json() -> Response:
+    """The OpenAPI 3.1 document of this API (no credentials needed)."""
+    return json_response(document(services().settings), 200)
+
+
+@rest_bp.route("", methods=_ANY_METHOD, **_RULE)
+@rest_bp.route("/<anyrest:_rest>", methods=_ANY_METHOD, **_RULE)
+def fallback(_rest: str = "") -> Response:
+    """Whatever no route above took: 405 when the path exists for other methods, else 404."""
+    allowed = _allowed_methods()
+    if allowed:
+        raise MethodNotAllowed(allowed, f"use {', '.join(allowed)}")
+    raise NoRoute("no such resource")
+
+
+@rest_bp.errorhandler(Exception)
+def rest_error(exc: Exception) -> Response:
+    """Every failure under /api/v1 as a JSON error body; never an HTML page or a traceback."""
+    if isinstance(exc, RedisError):
+        exc = Unavailable("Redis is unavailable")
+    status, _ = http_status(type(exc))
+    if status == INTERNAL[0]:
+        log.error("unexpected error in %s %s", request.method, request.path, exc_info=exc)
+    wait = None
+    if status == 429:
+        account: Account | None = g.get("rest_account")
+        wait = retry_after(services().settings, account.rate if account else None)
+    return error_response(exc, wait)
+
+
+def _caller(svc: Services) -> Account:
+    """The account of the HTTP Basic credentials, checked as the Ozeki endpoint checks them."""
+    address = client_address(request, svc.settings.trusted_proxies)
+    account = authenticate(request, {}, svc.users, svc.limits, address)
+    g.rest_account = account  # a later 429 is then the account's send rate, not a login throttle
+    return account
+
+
+def _allowed_methods() -> list[str]:
+    """The methods some other route of the app takes for this path."""
+    adapter = current_app.create_url_adapter(request)
+    assert adapter is not None  # there is always one inside a request
+    allowed = []
+    for method in ("GET", "HEAD", "POST"):
+        try:
+            endpoint, _ = adapter.match(method=method)
+        except HTTPException:
+            continue
+        if endpoint != request.endpoint:
+            allowed.append(method)
+    return allowed
+
+
+def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:
+    """The JSON status record: every field present, null where not (yet) known."""
+    return {
+        "id": record.email_id,
+        "status": record.status.value,
+        "attempts": record.attempts,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+        "sent_at": iso(record.sent_at) if record.sent_at else None,
+        "next_attempt_at": iso(record.next_attempt_at) if record.next_attempt_at else None,
+        "last_error": record.last_error,
+        "smtp_response": record.smtp_response,
+        "delivery_report": record.report_status.value if record.report_status else None,
+        "history": [
+            {"attempt": h.attempt, "at": iso(h.at), "outcome": h.outcome.value, "detail": h.detail}
+            for h in history
+        ],
+    }

@@ -1,0 +1,135 @@
+"""Reading a REST request: a bounded JSON body, its shape, the parameters for ``validate_send``.
+
+The JSON fields are turned into the lower-cased Ozeki parameters, so both API styles share one
+validation; :data:`JSON_FIELDS` maps the Ozeki names in its errors back to the JSON names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Request
+
+from mailgate.errors import InvalidParameter, ParseError, TooLarge
+from mailgate.validation import MAX_IDEMPOTENCY_KEY, idempotency_key_ok
+
+JSON_TYPE = "application/json"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = MAX_IDEMPOTENCY_KEY
+
+JSON_FIELDS = {
+    "Recipient": "recipients",
+    "Message": "text",
+    "Sender": "sender",
+    "Subject": "subject",
+    "Attachments": "attachments",
+    "DeliveryReportURL": "callback_url",
+    "IdempotencyKey": "idempotency_key",
+}
+"""Ozeki parameter name -> the JSON field it came from."""
+
+_OZEKI = {json_name: name.lower() for name, json_name in JSON_FIELDS.items()}
+_STRINGS = ("sender", "subject", "text", "idempotency_key", "callback_url")
+_LISTS = {"recipients": ";,", "attachments": ";"}
+"""Array fields and the separators their items may not hold (validate_send splits on them)."""
+
+
+class InvalidField(InvalidParameter):
+    """A JSON field at fault, named as the caller wrote it (never mapped from an Ozeki name)."""
+
+
+class UnsupportedMediaType(ParseError):
+    """A body that is not ``application/json`` (Code 300 in Ozeki terms, 415 over REST)."""
+
+    def __init__(self, mimetype: str) -> None:
+        super().__init__(f"unsupported content type {mimetype[:100]!r}, use {JSON_TYPE}")
+
+
+def check_declared_size(request: Request, max_bytes: int) -> None:
+    """413 before anything else when the declared body is too large: it is never read."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise TooLarge("request body too large")
+
+
+def read_json(request: Request, max_bytes: int) -> object:
+    """The body as JSON: UTF-8, at most ``max_bytes``, no duplicate keys, no NaN."""
+    if request.mimetype != JSON_TYPE:
+        raise UnsupportedMediaType(request.mimetype or "none")
+    body = request.stream.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise TooLarge("request body too large")
+    try:
+        return json.loads(
+            body.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
+        )
+    except UnicodeDecodeError:
+        raise ParseError("the body is not valid UTF-8") from None
+    except RecursionError:
+        raise ParseError("the body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and the two hooks below
+        raise ParseError(f"the body is not valid JSON: {exc}") from None
+
+
+def send_params(data: object) -> dict[str, str]:
+    """The lower-cased parameters ``validate_send`` expects, after checking the JSON shape."""
+    if not isinstance(data, dict):
+        raise ParseError("the body must be a JSON object")
+    for name in data:
+        if name not in _STRINGS and name not in _LISTS:
+            raise InvalidField(name[:100], "unknown field")
+    params = {_OZEKI[name]: _string(name, data[name]) for name in _STRINGS if name in data}
+    for name, separators in _LISTS.items():
+        params[_OZEKI[name]] = ";".join(_string_list(name, data.get(name, []), separators))
+    return params
+
+
+def idempotency_key(request: Request, params: dict[str, str]) -> str:
+    """The key from the header or the body field ("" for none); they may not differ."""
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    field = params.get("idempotencykey")
+    if header is not None and field is not None and header != field:
+        raise InvalidField("idempotency_key", f"differs from the {IDEMPOTENCY_HEADER} header")
+    key = header if header is not None else field
+    if key is None:
+        return ""
+    if not idempotency_key_ok(key):
+        raise InvalidField(
+            "idempotency_key", f"1 to {MAX_KEY_LENGTH} characters, no control characters"
+        )
+    return key
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidField(name, "must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: no text can hold it
+        raise InvalidField(name, "not valid Unicode") from None
+    return value
+
+
+def _string_list(name: str, value: Any, separators: str) -> list[str]:
+    # Items are joined with ';' for validate_send, so an item must not carry a separator.
+    if not isinstance(value, list):
+        raise InvalidField(name, "must be an array of strings")
+    for item in value:
+        if not _string(name, item).strip() or any(sep in item for sep in separators):
+            shown = " or ".join(separators)
+            raise InvalidField(name, f"each item must be a non-empty string without {shown}")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A name given twice could mean either value: refuse, as the Ozeki endpoint does.
+    found: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in found:
+            raise ValueError(f"the key {name[:100]!r} is given more than once")
+        found[name] = value
+    return found
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
