@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from api.services import Services
-from mailgate.broker import publish
+from mailgate.broker import publish, redis_task_message, uses_redis_broker
 from mailgate.errors import (
     ApiError,
     InvalidParameter,
@@ -18,7 +18,7 @@ from mailgate.errors import (
     SenderNotAllowed,
     Unavailable,
 )
-from mailgate.jobs import EmailJob
+from mailgate.jobs import QUEUE, EmailJob
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
 from mailgate.validation import SendRequest
@@ -87,9 +87,19 @@ def accept(
 
 
 def _record_and_publish(svc: Services, job: EmailJob) -> None:
-    # The record comes first: once the task is published a worker may look for it at once.
+    watchdog_at = time.time() + svc.settings.redelivery_seconds
+    if uses_redis_broker(svc.settings):
+        # Record and task in one Redis transaction: both or neither, in one round trip.
+        task = (QUEUE, redis_task_message(svc.celery, job.email_id))
+        try:
+            svc.store.create(job, watchdog_at, task=task)
+        except RedisError as exc:
+            log.warning("Redis unavailable: %s", type(exc).__name__)
+            raise Unavailable("Redis is unavailable") from None
+        return
+    # Another broker: the record comes first, since a worker may look for it at once.
     try:
-        svc.store.create(job, watchdog_at=time.time() + svc.settings.redelivery_seconds)
+        svc.store.create(job, watchdog_at)
     except RedisError as exc:
         log.warning("status store unavailable: %s", type(exc).__name__)
         raise Unavailable("the status store is unavailable") from None

@@ -6,7 +6,12 @@ its boot steps on top. Neither imports the other.
 
 from __future__ import annotations
 
+import base64
+import uuid
+
 from celery import Celery
+from kombu import serialization
+from kombu.utils import json as kombu_json
 
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
@@ -31,7 +36,9 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=4,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        # No task-sent event: it costs a second broker write per accepted e-mail, and Flower
+        # learns of each task from the worker's received/started/succeeded events anyway.
+        task_send_sent_event=False,
         broker_connection_retry_on_startup=True,
         # RabbitMQ redelivers a dead consumer's unacked messages at once; these options are
         # the Redis transport's emulation of that.
@@ -64,3 +71,39 @@ def publish(app: Celery, email_id: str) -> None:
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
     )
+
+
+def uses_redis_broker(settings: Settings) -> bool:
+    """True when the broker is the status store's Redis, so both can share one transaction."""
+    return settings.broker_url == settings.redis_url
+
+
+def redis_task_message(app: Celery, email_id: str) -> str:
+    """The delivery task, serialized exactly as kombu's Redis transport would LPUSH it.
+
+    Celery builds the protocol-2 message; the envelope is the one kombu's virtual channel
+    adds (base64 body, delivery tag, routing to the queue). The API pushes it in the same
+    Redis transaction as the status record, so an e-mail is recorded and queued together or
+    not at all, in one round trip. tests/test_broker.py checks it against kombu's own output.
+    """
+    headers, properties, body, _ = app.amqp.as_task_v2(
+        email_id, TASK_NAME, args=[email_id], kwargs={}, root_id=email_id, ignore_result=None
+    )
+    content_type, content_encoding, data = serialization.dumps(body, serializer="json")  # type: ignore[no-untyped-call]
+    raw = data.encode(content_encoding) if isinstance(data, str) else data
+    envelope = {
+        "body": base64.b64encode(raw).decode("ascii"),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": headers,
+        "properties": {
+            **properties,
+            "reply_to": app.thread_oid,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return str(kombu_json.dumps(envelope))  # type: ignore[no-untyped-call]

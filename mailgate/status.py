@@ -189,8 +189,14 @@ class StatusStore:
         )  # fmt: skip
         return cls(client, ttl_seconds)
 
-    def create(self, job: EmailJob, watchdog_at: float) -> None:
-        """Write a new Queued record and its watchdog entry in one transaction."""
+    def create(
+        self, job: EmailJob, watchdog_at: float, task: tuple[str, str] | None = None
+    ) -> None:
+        """Write a new Queued record and its watchdog entry in one transaction.
+
+        ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
+        transaction, so the e-mail is recorded and queued together or not at all.
+        """
         now = time.time()
         key = email_key(job.email_id)
         pipe = self.redis.pipeline(transaction=True)
@@ -201,6 +207,8 @@ class StatusStore:
         })  # fmt: skip
         pipe.expire(key, self.ttl)
         pipe.zadd(DUE_KEY, {job.email_id: watchdog_at})
+        if task is not None:
+            pipe.lpush(*task)
         pipe.execute()
 
     def get(self, email_id: str) -> Record | None:
