@@ -37,8 +37,12 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Not part of `make test`: about 25 minutes on a quiet 2-core machine (see README).
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null 2>&1; } || \
+	  echo "wrk not installed: the Python load generator is used"
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Re-pin after changing dependencies in pyproject.toml.
 constraints: $(STAMP)

@@ -56,7 +56,7 @@ def authenticate(
     if account is None:
         limits.check_login(address, name)
         try:
-            account = users.authenticate(name, password)
+            account = users.verify(name, password)
         except AuthFailed:
             limits.login_failed(address, name)
             raise

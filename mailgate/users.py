@@ -30,6 +30,11 @@ from limits import parse as parse_rate
 
 from mailgate.errors import AuthFailed, UserError
 
+REFRESH_AHEAD = 0.2
+"""In the last fifth of an entry's life, one caller re-verifies it ahead of expiry."""
+FLIGHT_WAIT_SECONDS = 5.0
+"""How long identical requests wait for the one argon2 check under way."""
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -77,6 +82,8 @@ class UserStore:
         # holds a password or a plain fast hash of one.
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[bytes, tuple[float, str]] = {}
+        self._flights: dict[bytes, threading.Event] = {}
+        self._refreshing: set[bytes] = set()
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
     def accounts(self) -> dict[str, Account]:
@@ -99,22 +106,65 @@ class UserStore:
         return hmac.new(self._cache_key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
 
     def cached(self, name: str, password: str) -> Account | None:
-        """The account if these exact credentials were verified recently (no argon2 work)."""
+        """The account if these exact credentials were verified recently (no argon2 work).
+
+        Shortly before an entry expires, one caller gets None and re-verifies (see
+        :meth:`verify`) while everyone else keeps using the entry: the argon2 work of a busy
+        account is paid by one request a period, never by a crowd at the moment it expires.
+        """
         account = self.get(name)
-        entry = self._verified.get(self._digest(name, password))
-        if account and entry and entry[0] > time.monotonic() and entry[1] == account.password_hash:
-            return account
-        return None
+        if account is None:
+            return None
+        digest = self._digest(name, password)
+        entry = self._verified.get(digest)
+        now = time.monotonic()
+        if not entry or entry[0] <= now or entry[1] != account.password_hash:
+            return None
+        if entry[0] - now < self.cache_seconds * REFRESH_AHEAD:
+            with self._lock:
+                if digest not in self._refreshing:
+                    self._refreshing.add(digest)
+                    return None
+        return account
 
     def authenticate(self, name: str, password: str) -> Account:
         """Return the account for these credentials, or raise :class:`AuthFailed`."""
-        found = self.cached(name, password)
-        if found is not None:
-            return found
-        account = self.get(name)
+        return self.cached(name, password) or self.verify(name, password)
+
+    def verify(self, name: str, password: str) -> Account:
+        """Check the password with argon2 (once for a crowd of identical requests) and cache it.
+
+        Raises :class:`AuthFailed`. An unknown name costs the same argon2 work as a wrong
+        password, so timing does not reveal which names exist.
+        """
         digest = self._digest(name, password)
-        now = time.monotonic()
-        # An unknown name costs the same argon2 work as a wrong password.
+        with self._lock:
+            flight = self._flights.get(digest)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[digest] = threading.Event()
+        if not leader:
+            flight.wait(FLIGHT_WAIT_SECONDS)
+            account = self.get(name)
+            entry = self._verified.get(digest)
+            if (
+                account
+                and entry
+                and entry[0] > time.monotonic()
+                and entry[1] == account.password_hash
+            ):
+                return account
+        try:
+            return self._argon2(name, password, digest)
+        finally:
+            if leader:
+                with self._lock:
+                    self._flights.pop(digest, None)
+                    self._refreshing.discard(digest)
+                flight.set()
+
+    def _argon2(self, name: str, password: str, digest: bytes) -> Account:
+        account = self.get(name)
         try:
             self._hasher.verify(account.password_hash if account else self._dummy_hash, password)
         except (VerificationError, InvalidHashError):
@@ -123,7 +173,7 @@ class UserStore:
             raise AuthFailed()
         if len(self._verified) > 10_000:
             self._verified.clear()
-        self._verified[digest] = (now + self.cache_seconds, account.password_hash)
+        self._verified[digest] = (time.monotonic() + self.cache_seconds, account.password_hash)
         return account
 
     def add(

@@ -46,13 +46,13 @@ def test_brute_force_is_cut_off_fast_without_hashing(
     client = app.test_client()
     svc = app.extensions["mailgate"]
     verified: list[str] = []
-    real = svc.users.authenticate
+    real = svc.users.verify
 
     def counting(name: str, password: str):  # type: ignore[no-untyped-def]
         verified.append(name)
         return real(name, password)
 
-    monkeypatch.setattr(svc.users, "authenticate", counting)
+    monkeypatch.setattr(svc.users, "verify", counting)
     victim, bystander = accounts
     codes = [send(client, victim, f"guess-{i}", "198.51.100.7") for i in range(300)]
     assert codes[:5] == ["305"] * 5  # cut off after five wrong passwords

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,55 @@ def test_cli_user_add_list_remove(tmp_path: Path) -> None:
     assert again.stderr.strip() == "mailgate: user 'shop' already exists"
     assert _cli(["user", "remove", "shop"], users_file).returncode == 0
     assert UserStore(users_file).accounts() == {}
+
+
+class _CountingHasher:
+    """Wraps the real hasher and counts argon2 verifications."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.calls = 0
+
+    def verify(self, hash_: str, password: str) -> bool:
+        self.calls += 1
+        return self.real.verify(hash_, password)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_crowd_of_identical_logins_pays_argon2_once(
+    store: UserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add("alice", "pw-alice")
+    counting = _CountingHasher(store._hasher)
+    monkeypatch.setattr(store, "_hasher", counting)
+    start = threading.Barrier(16)
+    results: list[str] = []
+
+    def login() -> None:
+        start.wait()
+        results.append(store.authenticate("alice", "pw-alice").name)
+
+    threads = [threading.Thread(target=login) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == ["alice"] * 16
+    assert counting.calls == 1
+
+
+def test_an_entry_is_renewed_by_one_caller_before_it_expires(
+    store: UserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add("alice", "pw-alice")
+    store.authenticate("alice", "pw-alice")
+    clock = [time.monotonic()]
+    monkeypatch.setattr("mailgate.users.time.monotonic", lambda: clock[0])
+    clock[0] += store.cache_seconds * 0.9  # in the last fifth of the entry's life
+    assert store.cached("alice", "pw-alice") is None  # this caller renews it ...
+    assert store.cached("alice", "pw-alice") is not None  # ... everyone else keeps using it
+    counting = _CountingHasher(store._hasher)
+    monkeypatch.setattr(store, "_hasher", counting)
+    store.verify("alice", "pw-alice")
+    assert counting.calls == 1
+    clock[0] += store.cache_seconds * 0.5  # past the old expiry, inside the renewed one
+    assert store.cached("alice", "pw-alice") is not None

@@ -5,6 +5,7 @@ Settings are checked at import, so a bad variable stops the worker (and Flower) 
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -43,6 +44,10 @@ scheduler = Scheduler(store, lambda email_id: publish(app, email_id), settings.r
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_scheduler(**_: Any) -> None:
     configure_logging()
+    # worker.delivery logs one line per outcome with the EmailId; Celery's own received and
+    # succeeded lines would triple the log volume (and its cost) per e-mail.
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     scheduler.start()
 
 

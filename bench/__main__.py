@@ -1,0 +1,201 @@
+"""``python -m bench [--quick]``: run the whole benchmark, write the results, print the table.
+
+Order: Redis and the sink; the bare Flask and naive Celery endpoints (accept); the gateway's API
+(accept, then the drain of a backlog by 1..n worker processes, then the end-to-end load); the
+naive Celery drain; the smtplib ceiling. Every process started is stopped on the way out,
+including on Ctrl-C or SIGTERM. Results go to ``bench/results/<UTC stamp>.json``,
+``latest.json``, ``latest.md`` and ``chart.png`` (``bench/results/quick/`` for ``--quick``,
+which git ignores); logs of a failed or ``--keep`` run stay in ``<results>/tmp/<stamp>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import drain, e2e, phases
+from bench.chart import draw
+from bench.load import Generator
+from bench.machine import describe
+from bench.parts import Gateway, start_parts
+from bench.plan import Plan
+from bench.report import Results, figure, judge, median, summarise
+from bench.servers import ROOT, BenchError, Stack, child_env
+from bench.table import markdown
+
+RESULTS = ROOT / "bench" / "results"
+"""Full runs write here (for the README); --quick runs write to its quick/ folder."""
+_BEGIN = time.monotonic()
+
+
+def say(text: str) -> None:
+    print(f"[{time.monotonic() - _BEGIN:6.0f}s] {text}", flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 run each, backlog 2,000, 10 s end to end",
+    )
+    parser.add_argument("--runs", type=int, help="repetitions of each figure (full: 3)")
+    parser.add_argument("--backlog", type=int, help="e-mails queued before a drain (full: 20,000)")
+    parser.add_argument("--e2e-seconds", type=float, help="end-to-end load time (full: 60)")
+    parser.add_argument("--accept-seconds", type=float, help="each accept run (full: 20)")
+    parser.add_argument("--connections", type=int, help="HTTP connections (default 32)")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="worker processes for the drain, e.g. 1,2,4 (default 1, the Procfile)",
+    )
+    parser.add_argument("--e2e-rate", help="auto (0.8x the drain rate, default), max, or req/s")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="accept load generator: wrk if installed (auto), or the Python one",
+    )
+    parser.add_argument(
+        "--results", type=Path, help="where results go (bench/results, or bench/results/quick)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep logs and Redis data")
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    plan = Plan.quick() if args.quick else Plan.full()
+    # One process (the Procfile's) is always measured: the goals are about it.
+    workers = tuple(sorted({1, *(int(w) for w in args.workers.split(",") if w.strip())}))
+    if min(workers) < 1:
+        raise SystemExit("--workers: give process counts such as 1,2,4")
+    changes: dict[str, Any] = {"workers": workers}
+    for name in ("runs", "backlog", "e2e_seconds", "accept_seconds", "connections", "e2e_rate"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    return replace(plan, **changes)
+
+
+def e2e_rate(plan: Plan, results: Results) -> float | None:
+    """The offered rate of the end-to-end load; None for a closed loop."""
+    if plan.e2e_rate == "max":
+        return None
+    if plan.e2e_rate == "auto":
+        drained = median(results, "drain", "mailgate", "rate")
+        return 0.8 * drained if drained else None
+    return float(plan.e2e_rate)
+
+
+def measure(ctx: phases.Context, gateway: Gateway, results: Results) -> None:
+    """Every figure, in the order the module docstring gives."""
+    plan, accepted, drained = ctx.plan, results["accept"], results["drain"]
+    for name in ("bare_flask", "naive_celery"):
+        say(f"accept: {name}")
+        server, base = gateway.start_baseline(name)
+        queued = gateway.naive_queued if name == "naive_celery" else None
+        accepted[name] = summarise(phases.accept(ctx, base, queued))
+        ctx.stack.stop(server)
+        say(f"  {_fmt(accepted[name], 'rps', 'req/s')}, p99 {_fmt(accepted[name], 'p99_ms', 'ms')}")
+    say("accept: mailgate")
+    server, base = gateway.start_api()
+    accepted["mailgate"] = summarise(phases.accept(ctx, base, gateway.queued))
+    results["memory"] = {"api": figure([sum(gateway.api_rss(server))])}
+    say(f"  {_fmt(accepted['mailgate'], 'rps', 'req/s')}, "
+        f"p99 {_fmt(accepted['mailgate'], 'p99_ms', 'ms')}")  # fmt: skip
+    for count in plan.workers:
+        key = "mailgate" if count == 1 else f"mailgate_x{count}"
+        say(f"drain: mailgate, {count} worker process(es), backlog {plan.backlog:,}")
+        drained[key] = summarise(drain.drain_mailgate(ctx, base, count))
+        say(f"  {_fmt(drained[key], 'rate', 'mails/s')}, "
+            f"RSS {_fmt(drained[key], 'rss_mb', 'MiB')}")  # fmt: skip
+    rate = e2e_rate(plan, results)
+    say(f"end to end: {plan.e2e_seconds:.0f} s at " + (f"{rate:,.0f} req/s" if rate else "max"))
+    sustained = summarise(e2e.e2e(ctx, base, rate))
+    results["e2e"] = {"mailgate": sustained}
+    say(f"  delivered {_fmt(sustained, 'delivered_per_s', '/s')}, "
+        f"accept->250 p99 {_fmt(sustained, 'p99_ms', 'ms')}")  # fmt: skip
+    ctx.stack.stop(server)
+    say("drain: naive Celery")
+    drained["naive_celery"] = summarise(drain.drain_naive(ctx, gateway.redis_url))
+    say(f"  {_fmt(drained['naive_celery'], 'rate', 'mails/s')}")
+    say("smtplib over one connection")
+    drained["smtplib_ceiling"] = summarise(drain.ceiling(ctx))
+    say(f"  {_fmt(drained['smtplib_ceiling'], 'rate', 'mails/s')}")
+
+
+def _fmt(summary: dict[str, Any], key: str, unit: str) -> str:
+    found = summary.get(key)
+    return f"{found['median']:,.1f} {unit}" if found else f"— {unit}"
+
+
+def write(results: Results, folder: Path, stamp: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2)
+    (folder / f"{stamp}.json").write_text(text)
+    (folder / "latest.json").write_text(text)
+    (folder / "latest.md").write_text(markdown(results) + "\n")
+    draw(results, folder / "chart.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    plan = make_plan(args)
+    args.results = args.results or (RESULTS / "quick" if args.quick else RESULTS)
+    generator = Generator.choose(args.generator)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    workdir = args.results / "tmp" / stamp
+    workdir.mkdir(parents=True)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    # Also when started with SIGINT ignored (a background job of a script): Ctrl-C must clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    results: Results = {
+        "timestamp": stamp, "command": " ".join(["python -m bench", *argv]),
+        "machine": describe(), "generator": generator.name, "plan": asdict(plan),
+        "accept": {}, "drain": {},
+    }  # fmt: skip
+    say(f"{plan.mode} run, load generator: {generator.name}; logs in {workdir}")
+    stack = Stack(workdir, child_env())
+    finished = False
+    try:
+        ctx, gateway = start_parts(stack, plan, generator)
+        measure(ctx, gateway, results)
+        finished = True
+    except BenchError as exc:
+        say(f"FAILED: {exc}")
+    except KeyboardInterrupt:
+        say("interrupted")
+    finally:
+        stack.close()
+        if finished and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say(f"logs kept in {workdir}")
+    if not finished:
+        return 1
+    results["ratios"], results["goals"] = judge(results)
+    write(results, args.results, stamp)
+    print("\n" + markdown(results) + "\n")
+    say(f"wrote {args.results}/{stamp}.json, latest.json, latest.md and chart.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

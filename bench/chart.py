@@ -1,0 +1,64 @@
+"""The PNG chart: mailgate beside its baselines, for accept requests/s and drain mails/s.
+
+Bars are medians, whiskers the min-max of the runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: write the file only
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from bench.report import Results
+
+MAILGATE, BASELINE = "#2f6db5", "#9aa5b1"
+
+
+def _bars(ax: Axes, title: str, unit: str, entries: list[tuple[str, dict[str, float]]]) -> None:
+    names = [name for name, _ in entries]
+    medians = [f["median"] for _, f in entries]
+    low = [f["median"] - f["min"] for _, f in entries]
+    high = [f["max"] - f["median"] for _, f in entries]
+    colours = [MAILGATE if name.startswith("mailgate") else BASELINE for name in names]
+    bars = ax.bar(names, medians, color=colours, yerr=[low, high], capsize=4)
+    ax.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], padding=3, fontsize=8)
+    ax.set_title(title)
+    ax.set_ylabel(unit)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax.margins(y=0.15)
+
+
+def draw(results: Results, path: Path) -> None:
+    """Write the chart of ``results`` to ``path``."""
+    accept = results.get("accept", {})
+    drain = results.get("drain", {})
+    accept_entries = [
+        (label, accept[key]["rps"])
+        for key, label in (
+            ("mailgate", "mailgate"),
+            ("bare_flask", "bare Flask"),
+            ("naive_celery", "naive Celery view"),
+        )
+        if "rps" in accept.get(key, {})
+    ]
+    drain_keys = [("mailgate", "mailgate")]
+    drain_keys += [(k, f"mailgate x{k.removeprefix('mailgate_x')}") for k in sorted(drain)
+                   if k.startswith("mailgate_x")]  # fmt: skip
+    drain_keys += [("naive_celery", "naive Celery"), ("smtplib_ceiling", "smtplib 1 conn.")]
+    drain_entries = [(label, drain[key]["rate"]) for key, label in drain_keys
+                     if "rate" in drain.get(key, {})]  # fmt: skip
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    conns = results["plan"]["connections"]
+    _bars(left, f"accept: SendEmail at {conns} connections", "requests/s", accept_entries)
+    backlog = results["plan"]["backlog"]
+    _bars(right, f"drain: backlog of {backlog:,} to the sink's 250", "mails/s", drain_entries)
+    m = results["machine"]
+    figure.suptitle(f"mailgate benchmark ({results['plan']['mode']}) — {m['cpu']}, "
+                    f"{m['cores']} cores, Python {m['python']}", fontsize=10)  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

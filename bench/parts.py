@@ -1,0 +1,93 @@
+"""The shared parts of a run: Redis, the sink, the benchmark account, the servers' settings."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from bench import payload
+from bench.load import Generator
+from bench.machine import rss_mb
+from bench.phases import NAIVE_QUEUE, Context
+from bench.plan import Plan
+from bench.servers import (
+    Process,
+    Stack,
+    redis_url,
+    start_gunicorn,
+    start_redis,
+    wait_for,
+)
+from bench.sink import SinkClient
+from mailgate.embedded import free_port
+from mailgate.status import DUE_KEY
+from mailgate.users import UserStore
+
+BASELINE_APPS = {
+    "bare_flask": "bench.baselines.bare:app",
+    "naive_celery": "bench.baselines.naive_celery:web",
+}
+
+
+@dataclass
+class Gateway:
+    """Starts mailgate's API and the baseline endpoints with the right environment."""
+
+    stack: Stack
+    context: Context
+    redis_url: str
+
+    def start_api(self) -> tuple[Process, str]:
+        """The Procfile's ``web`` line (gunicorn, api.gunicorn_conf, ``api:create_app()``)."""
+        return start_gunicorn(self.stack, "web", "api:create_app()", self.context.gateway_env)
+
+    def start_baseline(self, name: str) -> tuple[Process, str]:
+        env = self.context.naive_env if name == "naive_celery" else self.context.gateway_env
+        return start_gunicorn(self.stack, name, BASELINE_APPS[name], env)
+
+    def queued(self) -> int:
+        """E-mails the API accepted and no worker has finished (the due set)."""
+        return int(self.context.redis.zcard(DUE_KEY))
+
+    def naive_queued(self) -> int:
+        """Tasks the naive endpoint published (its worker is not running during accept)."""
+        return int(self.context.redis.llen(NAIVE_QUEUE))
+
+    def api_rss(self, server: Process) -> list[float]:
+        return rss_mb(server.pid)
+
+
+def start_sink(stack: Stack) -> SinkClient:
+    """The counting sink (``bench.sink``) in its own process."""
+    sink = SinkClient(free_port(), free_port())
+    args = [sys.executable, "-m", "bench.sink", "--port", str(sink.smtp_port),
+            "--control-port", str(sink.control_port)]  # fmt: skip
+    process = stack.start("sink", args)
+
+    def answers() -> bool:
+        process.check_alive()
+        try:
+            sink.count()
+        except OSError:
+            return False
+        return True
+
+    wait_for(answers, 30, "the SMTP sink")
+    return sink
+
+
+def start_parts(stack: Stack, plan: Plan, generator: Generator) -> tuple[Context, Gateway]:
+    """Redis, the sink and a benchmark account; the context every phase runs in."""
+    client = start_redis(stack)
+    sink = start_sink(stack)
+    users = stack.workdir / "users.toml"
+    UserStore(users).add(payload.USER, payload.PASSWORD)
+    url = redis_url(client)
+    gateway_env = {
+        "MAILGATE_REDIS_URL": url,
+        "MAILGATE_SMTP_URL": f"smtp://127.0.0.1:{sink.smtp_port}",
+        "MAILGATE_USERS_FILE": str(users),
+    }
+    naive_env = {**gateway_env, "NAIVE_BROKER_URL": url, "NAIVE_SMTP_PORT": str(sink.smtp_port)}
+    context = Context(plan, stack, client, sink, generator, gateway_env, naive_env)
+    return context, Gateway(stack, context, url)

@@ -1,0 +1,92 @@
+"""What every phase shares (the context, wiping Redis between runs) and the accept phase.
+
+The other phases are :mod:`bench.drain` and :mod:`bench.e2e`. Between runs Redis is wiped
+except Celery's queue bindings (``_kombu.binding.*``): kombu declares a queue once per process,
+so a running publisher would otherwise route into a table that no longer names the queue.
+Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from bench import payload
+from bench.load import Generator
+from bench.plan import Plan
+from bench.servers import Stack
+from bench.sink import SinkClient
+
+MAILGATE_QUEUE = "mailgate"
+NAIVE_QUEUE = "celery"
+
+
+@dataclass
+class Context:
+    """What every phase needs: the running parts and the plan."""
+
+    plan: Plan
+    stack: Stack
+    redis: redis.Redis
+    sink: SinkClient
+    generator: Generator
+    gateway_env: dict[str, str]
+    naive_env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class AcceptRun:
+    """One closed-loop run against one endpoint."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    recorded: int | None
+    """E-mails the server really queued during the run (None for the bare endpoint)."""
+
+
+def settle(client: redis.Redis, quiet: float = 0.5, timeout: float = 15.0) -> None:
+    """Wait until Redis's key count stops moving: requests in flight when a load ended land."""
+    deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = int(client.dbsize())
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
+def wipe(client: redis.Redis) -> None:
+    """Once in-flight requests have landed, delete every key but Celery's queue bindings."""
+    settle(client)
+    keys = [k for k in client.scan_iter(count=2000) if not str(k).startswith("_kombu.binding.")]
+    for start in range(0, len(keys), 1000):
+        client.unlink(*keys[start : start + 1000])
+
+
+def api_url(base: str) -> str:
+    return f"{base}/api?{payload.query()}"
+
+
+def accept(ctx: Context, base: str, recorded: Callable[[], int] | None) -> list[AcceptRun]:
+    """Closed-loop SendEmail load at ``connections``, after a warm-up, ``runs`` times."""
+    url, runs = api_url(base), []
+    for _ in range(ctx.plan.runs):
+        ctx.generator.run(url, ctx.plan.connections, ctx.plan.warmup_seconds)
+        wipe(ctx.redis)
+        load = ctx.generator.run(url, ctx.plan.connections, ctx.plan.accept_seconds)
+        settle(ctx.redis)
+        queued = recorded() if recorded else None
+        if load.ok is not None:  # the Python client read every <Code>
+            errors = load.errors + load.requests - load.ok
+        else:  # wrk: answers that queued nothing (a few may still be in flight at the end)
+            errors = load.errors + max(0, load.requests - (queued or load.requests))
+        runs.append(AcceptRun(load.rps, load.p50_ms, load.p99_ms, load.requests, errors, queued))
+        wipe(ctx.redis)
+    return runs

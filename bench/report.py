@@ -1,0 +1,82 @@
+"""Turning runs into figures: median and min-max, ratios to the baselines, goals, the table.
+
+A figure is ``{"median": m, "min": a, "max": b}`` over a run's repetitions; the JSON keeps
+every repetition as well.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, fields, is_dataclass
+from typing import Any
+
+Figure = dict[str, float]
+Results = dict[str, Any]
+
+
+def figure(values: list[float]) -> Figure:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(runs: list[Any]) -> dict[str, Any]:
+    """Every numeric field of the runs (dataclasses) as a figure; lists of sizes are summed."""
+    if not runs:
+        return {"runs": []}
+    summary: dict[str, Any] = {"runs": [asdict(run) for run in runs]}
+    assert is_dataclass(runs[0])
+    for field in fields(runs[0]):
+        values = [getattr(run, field.name) for run in runs]
+        if all(isinstance(v, list) for v in values):
+            values = [sum(v) for v in values]
+        if values and all(isinstance(v, int | float) for v in values):
+            summary[field.name] = figure([float(v) for v in values])
+    return summary
+
+
+def median(results: Results, *path: str) -> float | None:
+    """The median at ``results[path...]``, or None when that figure was not measured."""
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node["median"]) if isinstance(node, dict) and "median" in node else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+GOALS: list[tuple[str, tuple[str, ...], tuple[str, ...] | None, str, float]] = [
+    ("accept req/s >= 0.6x bare Flask", ("accept", "mailgate", "rps"),
+     ("accept", "bare_flask", "rps"), ">=", 0.6),
+    ("accept p99 <= 15 ms at 32 connections", ("accept", "mailgate", "p99_ms"), None, "<=", 15.0),
+    ("drain >= 3x naive Celery", ("drain", "mailgate", "rate"),
+     ("drain", "naive_celery", "rate"), ">=", 3.0),
+    ("drain >= 1x smtplib over one connection", ("drain", "mailgate", "rate"),
+     ("drain", "smtplib_ceiling", "rate"), ">=", 1.0),
+]  # fmt: skip
+
+
+def judge(results: Results) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    """The ratios mailgate/baseline and whether each goal of issue 5 is met."""
+    ratios = {
+        "accept_rps_vs_bare_flask": ratio(median(results, "accept", "mailgate", "rps"),
+                                          median(results, "accept", "bare_flask", "rps")),
+        "accept_rps_vs_naive_celery": ratio(median(results, "accept", "mailgate", "rps"),
+                                            median(results, "accept", "naive_celery", "rps")),
+        "accept_p99_vs_bare_flask": ratio(median(results, "accept", "mailgate", "p99_ms"),
+                                          median(results, "accept", "bare_flask", "p99_ms")),
+        "drain_vs_naive_celery": ratio(median(results, "drain", "mailgate", "rate"),
+                                       median(results, "drain", "naive_celery", "rate")),
+        "drain_vs_smtplib_ceiling": ratio(median(results, "drain", "mailgate", "rate"),
+                                          median(results, "drain", "smtplib_ceiling", "rate")),
+    }  # fmt: skip
+    goals = []
+    for name, path, against, op, bound in GOALS:
+        value = median(results, *path)
+        if against is not None:
+            value = ratio(value, median(results, *against))
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        goals.append({"goal": name, "value": value, "met": met})
+    return ratios, goals

@@ -1,0 +1,111 @@
+"""The markdown table of a run: every figure with its min-max, the ratios and the goals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import Results, median, ratio
+
+BASELINE_NAMES = {
+    "bare_flask": "bare Flask",
+    "naive_celery": "naive Celery",
+    "smtplib_ceiling": "smtplib, 1 connection",
+}
+
+
+def cell(results: Results, *path: str, digits: int = 0) -> str:
+    """``median (min-max)`` or an em dash when not measured."""
+    node: Any = results
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or "median" not in node:
+        return "—"
+    fmt = f"{{:,.{digits}f}}"
+    m, lo, hi = (fmt.format(node[k]) for k in ("median", "min", "max"))
+    return m if lo == hi else f"{m} ({lo}-{hi})"
+
+
+def times(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def goal_cell(results: Results, prefix: str) -> str:
+    """The first goal whose name starts with ``prefix``, and whether this run met it."""
+    for goal in results.get("goals", []):
+        if goal["goal"].startswith(prefix):
+            mark = {True: "met", False: "**not met**", None: "not measured"}[goal["met"]]
+            return f"{goal['goal']}: {mark}"
+    return ""
+
+
+def markdown(results: Results) -> str:
+    """Every figure of ``results`` as one markdown table, the machine and command under it."""
+    plan, rows = results["plan"], []
+    conns, backlog = plan["connections"], f"{plan['backlog']:,}"
+
+    def vs(section: str, base: str, key: str, label: str, digits: int = 0, goal: str = "") -> None:
+        rows.append((f"{label}, vs {BASELINE_NAMES[base]}",
+                     cell(results, section, "mailgate", key, digits=digits),
+                     cell(results, section, base, key, digits=digits),
+                     times(ratio(median(results, section, "mailgate", key),
+                                 median(results, section, base, key))),
+                     goal_cell(results, goal) if goal else ""))  # fmt: skip
+
+    vs("accept", "bare_flask", "rps", f"accept req/s at {conns} conn.", goal="accept req/s")
+    vs("accept", "naive_celery", "rps", f"accept req/s at {conns} conn.")
+    vs("accept", "bare_flask", "p50_ms", "accept p50 ms", 1)
+    vs("accept", "bare_flask", "p99_ms", "accept p99 ms", 1, goal="accept p99")
+    vs("accept", "naive_celery", "p99_ms", "accept p99 ms", 1)
+    vs("drain", "naive_celery", "rate", f"drain mails/s, backlog {backlog}", goal="drain >= 3x")
+    vs("drain", "smtplib_ceiling", "rate", "drain mails/s", goal="drain >= 1x")
+    for key in sorted(k for k in results.get("drain", {}) if k.startswith("mailgate_x")):
+        rows.append(
+            (
+                f"drain mails/s, {key.removeprefix('mailgate_x')} worker processes, vs 1 process",
+                cell(results, "drain", key, "rate"),
+                cell(results, "drain", "mailgate", "rate"),
+                times(
+                    ratio(
+                        median(results, "drain", key, "rate"),
+                        median(results, "drain", "mailgate", "rate"),
+                    )
+                ),
+                "",
+            )
+        )
+        rows.append((f"worker RSS MiB, {key.removeprefix('mailgate_x')} processes together",
+                     cell(results, "drain", key, "rss_mb"), "", "", ""))  # fmt: skip
+    e2e = results.get("e2e", {}).get("mailgate", {})
+    target = e2e.get("target_rate")
+    load = f"{target['median']:,.0f} req/s offered" if target else f"closed loop, {conns} conn."
+    for key, label, digits in (
+        ("accepted_per_s", "accepted/s", 0), ("delivered_per_s", "delivered/s", 0),
+        ("accept_p99_ms", "accept p99 ms", 1), ("p50_ms", "accept→250 p50 ms", 0),
+        ("p99_ms", "accept→250 p99 ms", 0), ("backlog_at_end", "backlog when load stopped", 0),
+    ):  # fmt: skip
+        label = f"end to end {plan['e2e_seconds']:.0f} s ({load}): {label}"
+        rows.append((label, cell(results, "e2e", "mailgate", key, digits=digits), "", "", ""))
+    rows.append(
+        (
+            "worker RSS MiB after drain (1 process; naive: main + pool children)",
+            cell(results, "drain", "mailgate", "rss_mb"),
+            f"naive Celery: {cell(results, 'drain', 'naive_celery', 'rss_mb')}",
+            "",
+            "",
+        )
+    )
+    rows.append(("API RSS MiB (gunicorn master + 2 workers)", cell(results, "memory", "api"),
+                 "", "", ""))  # fmt: skip
+    head = ["figure (median, min-max)", "mailgate", "baseline", "mailgate / baseline", "goal"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    m = results["machine"]
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}, "
+        f"Python {m['python']} (load average {m['load_average_at_start']} at the start).",
+        f"Load generator: {results['generator']}. {plan['runs']} run(s) per figure, "
+        f"mode {plan['mode']}, {results['timestamp']}.",
+        f"Command: `{results['command']}`",
+    ]
+    return "\n".join(lines)
