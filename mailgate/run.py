@@ -70,6 +70,8 @@ def run_all() -> int:
         extra.append(("smtp-sink", sink))
         env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{sink_port}"
     flower_port = _port(env, "MAILGATE_FLOWER_PORT", FLOWER_PORT)
+    # One terminal for every process: plain lines read better there than JSON.
+    env.setdefault("MAILGATE_LOG_FORMAT", "text")
     settings = Settings.from_env(env)
     if settings.flower_basic_auth:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
