@@ -9,6 +9,8 @@ Key names (all of them live here):
 - ``mailgate:due``                 sorted set: EmailId -> when it must be published (again)
                                    if still not final. Invariant: every e-mail that is not
                                    Sent or Failed has an entry, so none can stall for good.
+- ``mailgate:reports:due``         sorted set: EmailId -> when its delivery report must be
+                                   published (again) if not settled: the report's watchdog
 - ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
 - ``mailgate:metrics``             hash of delivery counters (outcomes, SMTP reply classes,
                                    a delivery-latency histogram) that /metrics exposes
@@ -31,6 +33,7 @@ import redis
 from mailgate.jobs import EmailJob
 
 DUE_KEY = "mailgate:due"
+REPORTS_DUE_KEY = "mailgate:reports:due"
 METRICS_KEY = "mailgate:metrics"
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
 """Upper bounds (seconds) of the accept-to-250 latency histogram."""
@@ -251,6 +254,7 @@ class StatusStore:
         smtp_response: str,
         token: str | None = None,
         latency: float | None = None,
+        report_due: float | None = None,
     ) -> None:
         """Record the server's 250; the job payload is dropped, it is no longer needed."""
         fields = {
@@ -260,7 +264,7 @@ class StatusStore:
         }
         self._update(
             email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"),
-            token=token, latency=latency,
+            token=token, latency=latency, report_due=report_due,
         )  # fmt: skip
 
     def mark_retry(
@@ -287,19 +291,38 @@ class StatusStore:
         error: str,
         smtp_response: str | None = None,
         token: str | None = None,
+        report_due: float | None = None,
     ) -> None:
         """Record a final failure; the job stays so an operator can requeue it."""
         fields: dict[str, Any] = {"status": Status.FAILED.value, "last_error": error}
         if smtp_response:
             fields["smtp_response"] = smtp_response
-        self._update(email_id, attempt, fields, error, drop=("next_attempt_at",), token=token)
+        self._update(
+            email_id, attempt, fields, error, drop=("next_attempt_at",), token=token,
+            report_due=report_due,
+        )  # fmt: skip
 
     def record_report(
-        self, email_id: str, status: ReportStatus, attempts: int, error: str = ""
+        self,
+        email_id: str,
+        status: ReportStatus,
+        attempts: int,
+        error: str = "",
+        next_due: float | None = None,
     ) -> bool:
-        """Record the delivery report's outcome; False when the record is gone."""
+        """Record the delivery report's outcome and move or clear its watchdog; False when
+        the record is gone."""
         args = [status.value, attempts, error]
-        return bool(self._report(keys=[email_key(email_id)], args=args))
+        written = bool(self._report(keys=[email_key(email_id)], args=args))
+        if status.final or next_due is None:
+            self.forget_report_due(email_id)
+        else:
+            self.redis.zadd(REPORTS_DUE_KEY, {email_id: next_due})
+        return written
+
+    def forget_report_due(self, email_id: str) -> None:
+        """Drop a report's watchdog (settled, or nothing left to report)."""
+        self.redis.zrem(REPORTS_DUE_KEY, email_id)
 
     def requeue(self, email_id: str, watchdog_at: float) -> bool:
         """Make a Failed e-mail Queued again (fresh attempts and deadline); False if not Failed."""
@@ -333,9 +356,13 @@ class StatusStore:
         """Release an idempotency key whose e-mail was not accepted after all."""
         self.redis.delete(idempotency_key(owner, key))
 
-    def take_due(self, now: float, limit: int, lease_seconds: float) -> list[str]:
-        """Ids whose time has come, each leased for ``lease_seconds`` against a second taker."""
-        ids = self._take_due(keys=[DUE_KEY], args=[now, limit, now + lease_seconds])
+    def take_due(
+        self, now: float, limit: int, lease_seconds: float, key: str = DUE_KEY
+    ) -> list[str]:
+        """Ids whose time has come, each leased for ``lease_seconds`` against a second taker.
+
+        ``key``: DUE_KEY (deliveries) or REPORTS_DUE_KEY (delivery reports)."""
+        ids = self._take_due(keys=[key], args=[now, limit, now + lease_seconds])
         return [str(i) for i in ids]
 
     def due_counts(self) -> tuple[int, int]:
@@ -365,6 +392,7 @@ class StatusStore:
         due: float | None = None,
         token: str | None = None,
         latency: float | None = None,
+        report_due: float | None = None,
     ) -> None:
         """Apply one outcome atomically: fields, history, TTLs, the due set, the metrics
         counters, and (with ``token``) the release of the worker's claim."""
@@ -384,6 +412,8 @@ class StatusStore:
             pipe.zrem(DUE_KEY, email_id)
         else:
             pipe.zadd(DUE_KEY, {email_id: due})
+        if report_due is not None:  # the report's watchdog, set with the final state
+            pipe.zadd(REPORTS_DUE_KEY, {email_id: report_due})
         _count(pipe, fields["status"], fields.get("smtp_response"), latency)
         if token is not None:
             self._release(keys=[claim_key(email_id)], args=[token], client=pipe)

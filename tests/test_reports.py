@@ -511,3 +511,30 @@ def test_an_already_settled_report_is_not_sent_again(
     assert reporter.report(email_id, 1).result is Result.DELIVERED
     assert reporter.report(email_id, 1).result is Result.SKIPPED  # a redelivered task
     assert len(hooks.hits_for(path)) == 1
+
+
+def test_a_report_whose_publish_was_lost_is_sent_by_its_watchdog(
+    parts: dict[str, object], store: StatusStore, hooks: CallbackServer
+) -> None:
+    # As if the worker died right after recording Sent, before publishing the report task:
+    # the final state carries the report's watchdog, and a running worker's scheduler fires it.
+    path = unique("watchdog")
+    job = new_job(hooks.url(path))
+    store.create(job, watchdog_at=time.time() + 3600)
+    store.mark_sent(job.email_id, 1, "250 ok", report_due=time.time())
+    record = report_settled(store, job.email_id)
+    assert record.report_status is ReportStatus.DELIVERED
+    assert len(hooks.hits_for(path)) == 1
+    assert store.redis.zscore("mailgate:reports:due", job.email_id) is None
+
+
+def test_a_settled_report_clears_its_watchdog(
+    settings: Settings, store: StatusStore, hooks: CallbackServer
+) -> None:
+    path = unique("clears")
+    job = new_job(hooks.url(path))
+    store.create(job, watchdog_at=time.time() + 3600)
+    store.mark_sent(job.email_id, 1, "250 ok", report_due=time.time() + 3600)
+    assert store.redis.zscore("mailgate:reports:due", job.email_id) is not None
+    assert Reporter(store, settings).report(job.email_id, 1).result is Result.DELIVERED
+    assert store.redis.zscore("mailgate:reports:due", job.email_id) is None

@@ -38,7 +38,12 @@ delivery = Delivery(
     report=lambda email_id: publish_report(app, email_id),
 )
 register_tasks(app, delivery, Reporter(store=store, settings=settings))
-scheduler = Scheduler(store, lambda email_id: publish(app, email_id), settings.redelivery_seconds)
+scheduler = Scheduler(
+    store,
+    lambda email_id: publish(app, email_id),
+    settings.redelivery_seconds,
+    publish_report=lambda email_id: publish_report(app, email_id),
+)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -83,12 +83,12 @@ class Delivery:
         """Send once and record the outcome (which also releases the claim)."""
         email_id, attempt, s = record.email_id, record.attempts, self.settings
         if record.job is None:
-            return self._fail(email_id, attempt, token, "the e-mail's content is missing")
+            return self._fail(record, token, "the e-mail's content is missing")
         if attempt > s.max_attempts:
             # Earlier attempts died with their worker: a poison message must end, not loop.
-            return self._fail(email_id, attempt, token, f"gave up after {attempt - 1} attempts")
+            return self._fail(record, token, f"gave up after {attempt - 1} attempts")
         if now > record.since + s.retry_deadline_seconds:
-            return self._fail(email_id, attempt, token, "expired")
+            return self._fail(record, token, "expired")
         try:
             reply = self._send(record.job)
         except TransientDelivery as exc:
@@ -98,16 +98,19 @@ class Delivery:
             )
             if reason:
                 detail = f"{reason}; last error: {exc.reason}"
-                return self._fail(email_id, attempt, token, detail, exc.smtp_response)
+                return self._fail(record, token, detail, exc.smtp_response)
             self.store.mark_retry(
                 email_id, attempt, exc.reason, exc.smtp_response, next_at, token=token
             )
             log.info("attempt %d for %s deferred: %s", attempt, email_id, exc.reason)
             return Outcome.RETRYING
         except PermanentDelivery as exc:
-            return self._fail(email_id, attempt, token, exc.reason, exc.smtp_response)
+            return self._fail(record, token, exc.reason, exc.smtp_response)
         latency = time.time() - record.created_at
-        self.store.mark_sent(email_id, attempt, reply, token=token, latency=latency)
+        self.store.mark_sent(
+            email_id, attempt, reply, token=token, latency=latency,
+            report_due=self._report_due(record),
+        )  # fmt: skip
         log.info("sent %s on attempt %d: %s", email_id, attempt, reply)
         return Outcome.SENT
 
@@ -133,13 +136,18 @@ class Delivery:
                         safe_url(url), type(exc).__name__)  # fmt: skip
 
     def _fail(
-        self,
-        email_id: str,
-        attempt: int,
-        token: str,
-        reason: str,
-        smtp_response: str | None = None,
+        self, record: Record, token: str, reason: str, smtp_response: str | None = None
     ) -> Outcome:
-        self.store.mark_failed(email_id, attempt, reason, smtp_response, token=token)
-        log.warning("failed %s: %s", email_id, reason)
+        self.store.mark_failed(
+            record.email_id, record.attempts, reason, smtp_response, token=token,
+            report_due=self._report_due(record),
+        )  # fmt: skip
+        log.warning("failed %s: %s", record.email_id, reason)
         return Outcome.FAILED
+
+    def _report_due(self, record: Record) -> float | None:
+        # The report is published right after the final state; this watchdog publishes it
+        # again should that publish be lost (a crash, the broker away).
+        if not record.callback_url:
+            return None
+        return time.time() + self.settings.redelivery_seconds

@@ -16,6 +16,7 @@ where ``body`` is the exact request body. Each attempt is signed afresh with its
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -230,9 +231,13 @@ class Reporter:
                 return Step(Result.RETRYING, self.retry_delay(attempt))
             return Step(Result.FAILED)
         if record is None or not record.status.final or not record.callback_url:
+            self._forget(email_id)
             return Step(Result.SKIPPED)  # expired, requeued meanwhile, or nothing to report
         if record.report_status is not None and record.report_status.final:
+            self._forget(email_id)
             return Step(Result.SKIPPED)  # a redelivered task: this report is settled
+        # A watchdog's publish starts counting again at 1; the record knows better.
+        attempt = max(attempt, record.report_attempts + 1)
         try:
             # Settings may have changed since the API accepted the URL.
             url = target(record.callback_url, self.settings.callback_allowed)
@@ -250,16 +255,31 @@ class Reporter:
             log.info("report of %s delivered on attempt %d", email_id, attempt)
             return Step(Result.DELIVERED)
         if verdict is Verdict.RETRY and attempt < MAX_ATTEMPTS:
-            self._record(email_id, ReportStatus.RETRYING, attempt, answer.error)
+            delay = self.retry_delay(attempt)
+            # The watchdog waits out the countdown, plus the time a lost retry takes to show.
+            next_due = self.clock() + delay + self.settings.redelivery_seconds
+            self._record(email_id, ReportStatus.RETRYING, attempt, answer.error, next_due)
             log.info("report of %s, attempt %d: %s", email_id, attempt, answer.error)
-            return Step(Result.RETRYING, self.retry_delay(attempt))
+            return Step(Result.RETRYING, delay)
         self._record(email_id, ReportStatus.FAILED, attempt, answer.error)
         log.warning("report of %s to %s given up after %d attempt(s): %s", email_id,
                     safe_url(url), attempt, answer.error)  # fmt: skip
         return Step(Result.FAILED)
 
-    def _record(self, email_id: str, status: ReportStatus, attempts: int, error: str = "") -> None:
+    def _record(
+        self,
+        email_id: str,
+        status: ReportStatus,
+        attempts: int,
+        error: str = "",
+        next_due: float | None = None,
+    ) -> None:
         try:
-            self.store.record_report(email_id, status, attempts, error)
+            self.store.record_report(email_id, status, attempts, error, next_due)
         except RedisError as exc:  # the POST is done either way; do not repeat it for this
             log.warning("could not record the report of %s: %s", email_id, type(exc).__name__)
+
+    def _forget(self, email_id: str) -> None:
+        # On a Redis error the watchdog fires once more and lands here again: harmless.
+        with contextlib.suppress(RedisError):
+            self.store.forget_report_due(email_id)

@@ -1,4 +1,5 @@
-"""Publishes what is due: retries whose back-off has passed, and watchdogs that fired.
+"""Publishes what is due: retries whose back-off has passed, watchdogs that fired, and
+delivery reports whose watchdog fired (their first publish was lost, or a retry was).
 
 Retries are not Celery countdowns: an ETA message longer than the Redis visibility timeout is
 redelivered again and again (kombu #337). Instead each non-final e-mail has one entry in the
@@ -14,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from mailgate.status import StatusStore
+from mailgate.status import REPORTS_DUE_KEY, StatusStore
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,13 @@ class Scheduler:
         store: StatusStore,
         publish: Callable[[str], None],
         lease_seconds: float,
+        publish_report: Callable[[str], None] | None = None,
         interval: float = 0.5,
         batch: int = 500,
     ) -> None:
         self.store = store
         self.publish = publish
+        self.publish_report = publish_report
         self.lease_seconds = lease_seconds
         self.interval = interval
         self.batch = batch
@@ -49,10 +52,16 @@ class Scheduler:
 
     def run_once(self) -> int:
         """Publish every due e-mail now; the number published."""
-        ids = self.store.take_due(time.time(), self.batch, self.lease_seconds)
+        now = time.time()
+        ids = self.store.take_due(now, self.batch, self.lease_seconds)
         for email_id in ids:
             self.publish(email_id)
-        return len(ids)
+        reports: list[str] = []
+        if self.publish_report is not None:
+            reports = self.store.take_due(now, self.batch, self.lease_seconds, REPORTS_DUE_KEY)
+            for email_id in reports:
+                self.publish_report(email_id)
+        return max(len(ids), len(reports))
 
     def _run(self) -> None:
         while not self._stop.is_set():
