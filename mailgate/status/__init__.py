@@ -1,0 +1,48 @@
+"""The status store: one Redis hash per EmailId, the due sets that keep everything moving.
+
+Key names (all of them live in keys.py):
+
+- ``mailgate:email:<id>``          hash: owner, status, attempts, times, last error, SMTP
+                                   reply, the job itself until it is sent, the delivery
+                                   report URL and the report's outcome (``report_*``)
+- ``mailgate:email:<id>:history``  list: one JSON entry per attempt outcome (newest last)
+- ``mailgate:due``                 sorted set: EmailId -> when it must be published (again)
+                                   if still not final. Invariant: every e-mail that is not
+                                   Sent or Failed has an entry, so none can stall for good.
+- ``mailgate:reports:due``         sorted set: EmailId -> when its delivery report must be
+                                   published (again) if not settled: the report's watchdog
+- ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
+- ``mailgate:metrics``             hash of delivery counters (outcomes, SMTP reply classes,
+                                   a delivery-latency histogram) that /metrics exposes
+- ``mailgate:idem:<owner>:<sha256 of key>``  JSON {email_id, fingerprint}: an idempotency key's
+                                   first answer, kept for MAILGATE_IDEMPOTENCY_SECONDS
+"""
+
+from mailgate.status.counters import LATENCY_BUCKETS
+from mailgate.status.keys import (
+    DUE_KEY,
+    METRICS_KEY,
+    REPORTS_DUE_KEY,
+    claim_key,
+    email_key,
+    history_key,
+    idempotency_key,
+)
+from mailgate.status.records import AttemptLog, Record, ReportStatus, Status
+from mailgate.status.store import StatusStore
+
+__all__ = [
+    "DUE_KEY",
+    "LATENCY_BUCKETS",
+    "METRICS_KEY",
+    "REPORTS_DUE_KEY",
+    "AttemptLog",
+    "Record",
+    "ReportStatus",
+    "Status",
+    "StatusStore",
+    "claim_key",
+    "email_key",
+    "history_key",
+    "idempotency_key",
+]

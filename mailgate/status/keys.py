@@ -1,0 +1,30 @@
+"""Every Redis key name mailgate uses (see the package docstring for what each holds)."""
+
+from __future__ import annotations
+
+import hashlib
+
+DUE_KEY = "mailgate:due"
+REPORTS_DUE_KEY = "mailgate:reports:due"
+METRICS_KEY = "mailgate:metrics"
+
+
+def email_key(email_id: str) -> str:
+    """The hash holding one e-mail's status record."""
+    return f"mailgate:email:{email_id}"
+
+
+def history_key(email_id: str) -> str:
+    """The list of one e-mail's attempt outcomes."""
+    return f"mailgate:email:{email_id}:history"
+
+
+def idempotency_key(owner: str, key: str) -> str:
+    """Where an account's idempotency key remembers its first EmailId."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"mailgate:idem:{owner}:{digest}"
+
+
+def claim_key(email_id: str) -> str:
+    """The lease a worker holds while it talks SMTP for this e-mail."""
+    return f"mailgate:claim:{email_id}"

@@ -1,0 +1,97 @@
+"""What a status record is: states, the record itself, its attempt log, and parsing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailgate.jobs import EmailJob
+
+
+class Status(StrEnum):
+    """An e-mail's state, as stored in Redis and shown by GetEmailStatus."""
+
+    QUEUED = "Queued"
+    SENDING = "Sending"
+    RETRYING = "Retrying"
+    SENT = "Sent"
+    FAILED = "Failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (Status.SENT, Status.FAILED)
+
+
+class ReportStatus(StrEnum):
+    """Where the delivery report (the POST to the job's callback URL) stands."""
+
+    RETRYING = "Retrying"
+    DELIVERED = "Delivered"
+    FAILED = "Failed"
+
+    @property
+    def final(self) -> bool:
+        return self is not ReportStatus.RETRYING
+
+
+@dataclass(frozen=True)
+class AttemptLog:
+    """One attempt's outcome, for the history in GetEmailStatus."""
+
+    attempt: int
+    at: float
+    outcome: Status
+    detail: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the store knows about one e-mail."""
+
+    email_id: str
+    owner: str
+    status: Status
+    attempts: int
+    created_at: float
+    updated_at: float
+    since: float
+    """Start of the retry deadline: acceptance, or the last requeue."""
+    sent_at: float | None = None
+    next_attempt_at: float | None = None
+    last_error: str | None = None
+    smtp_response: str | None = None
+    job: EmailJob | None = None
+    callback_url: str = ""
+    """Kept apart from the job, which is dropped once the e-mail is sent."""
+    report_status: ReportStatus | None = None
+    report_attempts: int = 0
+    report_error: str | None = None
+
+
+def parse_record(email_id: str, data: dict[str, str]) -> Record | None:
+    """A Record from a status hash, or None when there is no (complete) record."""
+    if not data or "status" not in data or "created_at" not in data:
+        return None
+    job = EmailJob.from_json(data["job"]) if data.get("job") else None
+    return Record(
+        email_id=email_id,
+        owner=data.get("owner", ""),
+        status=Status(data["status"]),
+        attempts=int(data.get("attempts", 0)),
+        created_at=float(data["created_at"]),
+        updated_at=float(data["updated_at"]),
+        since=float(data.get("since") or data["created_at"]),
+        sent_at=_float(data.get("sent_at")),
+        next_attempt_at=_float(data.get("next_attempt_at")),
+        last_error=data.get("last_error") or None,
+        smtp_response=data.get("smtp_response") or None,
+        job=job,
+        callback_url=data.get("callback_url") or (job.callback_url if job else ""),
+        report_status=ReportStatus(data["report_status"]) if data.get("report_status") else None,
+        report_attempts=int(data.get("report_attempts", 0)),
+        report_error=data.get("report_error") or None,
+    )
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None

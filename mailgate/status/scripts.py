@@ -1,0 +1,50 @@
+"""The Lua scripts the status store runs: each one a step that must be atomic in Redis."""
+
+# Take up to ARGV[2] due ids and push each one's due time to ARGV[3] (a lease), atomically, so
+# two schedulers never publish the same id at once and a crash before publishing only delays it.
+TAKE_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return ids
+"""
+
+# One round trip before SMTP: unless the e-mail is final or claimed by another worker, take the
+# claim, count the attempt, mark it Sending, move its watchdog, and return the record.
+START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status == 'Sent' or status == 'Failed' then return {'final'} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'Sending', 'updated_at', ARGV[4])
+redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+return {'go', redis.call('HGETALL', KEYS[1])}
+"""
+
+# Give the claim back only if this worker still holds it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Failed (with its job still stored) -> Queued with a fresh attempt budget and deadline.
+REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'Failed' then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'job') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'Queued', 'attempts', 0, 'since', ARGV[1],
+           'updated_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'next_attempt_at', 'report_status', 'report_attempts', 'report_error')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"""
+
+# Write the report's outcome only onto a record that still exists: an expired one must not come
+# back as a stray hash without a TTL. updated_at is left alone; it dates the e-mail's own state.
+REPORT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2],
+           'report_error', ARGV[3])
+return 1
+"""
