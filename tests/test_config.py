@@ -99,6 +99,12 @@ def test_status_ttl_must_outlast_the_retry_deadline() -> None:
     assert caught.value.variable == "MAILGATE_STATUS_TTL_SECONDS"
 
 
+def test_idempotency_keys_must_not_outlast_the_records() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"MAILGATE_IDEMPOTENCY_SECONDS": str(30 * 86400)})
+    assert caught.value.variable == "MAILGATE_IDEMPOTENCY_SECONDS"
+
+
 def test_dotenv_fills_gaps_under_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
