@@ -189,16 +189,16 @@ class Settings:
         )
         if not settings.broker_url:
             settings = replace(settings, broker_url=settings.redis_url)
+        if settings.status_ttl_seconds < settings.retry_deadline_seconds + 3600:
+            raise ConfigError(
+                "MAILGATE_STATUS_TTL_SECONDS",
+                "must outlast MAILGATE_RETRY_DEADLINE_SECONDS by an hour at least",
+            )
         if settings.idempotency_seconds > settings.status_ttl_seconds:
             raise ConfigError(
                 "MAILGATE_IDEMPOTENCY_SECONDS",
                 "must not outlast MAILGATE_STATUS_TTL_SECONDS (a repeat would get an id whose "
                 "status is gone)",
-            )
-        if settings.status_ttl_seconds < settings.retry_deadline_seconds + 3600:
-            raise ConfigError(
-                "MAILGATE_STATUS_TTL_SECONDS",
-                "must outlast MAILGATE_RETRY_DEADLINE_SECONDS by an hour at least",
             )
         return settings
 
