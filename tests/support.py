@@ -29,6 +29,22 @@ T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 
 
+def mailgate_env(workdir: Path, redis_url: str, smtp_url: str, **settings: str) -> dict[str, str]:
+    """An environment for mailgate processes of our own: this process's environment without
+    any MAILGATE_/FLOWER_ variable, plus the given Redis, SMTP server, a users file in
+    ``workdir``, a free API port, and ``settings`` (MAILGATE_ names without the prefix)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
+    return {
+        **base,
+        "MAILGATE_REDIS_URL": redis_url,
+        "MAILGATE_SMTP_URL": smtp_url,
+        "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
+        "MAILGATE_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+        **{f"MAILGATE_{name}": value for name, value in settings.items()},
+    }
+
+
 def wait_for(check: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -6,7 +6,6 @@ so it can kill and restart them without disturbing the rest of the suite.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -20,7 +19,6 @@ from flask.testing import FlaskClient
 from api import create_app
 from mailgate.broker import make_celery, publish
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.jobs import EmailJob
 from mailgate.status import Status, StatusStore
 from mailgate.users import UserStore
@@ -31,6 +29,7 @@ from tests.support import (
     Service,
     SmtpServer,
     count_records,
+    mailgate_env,
     wait_for,
     worker_args,
 )
@@ -72,20 +71,11 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     smtp = SmtpServer()
     smtp.start()
     gate = Gate(smtp.port)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
-    env = {
-        **base,
-        "MAILGATE_REDIS_URL": redis_server.url,
-        "MAILGATE_SMTP_URL": gate.url,
-        "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
-        "MAILGATE_RETRY_BASE_SECONDS": "0.2",
-        "MAILGATE_RETRY_MAX_DELAY_SECONDS": "1",
-        "MAILGATE_MAX_ATTEMPTS": "40",
-        "MAILGATE_REDELIVERY_SECONDS": "8",
-        "MAILGATE_SMTP_TIMEOUT_SECONDS": "1",
-        "MAILGATE_PORT": str(free_port()),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = mailgate_env(
+        workdir, redis_server.url, gate.url, RETRY_BASE_SECONDS="0.2",
+        RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="40", REDELIVERY_SECONDS="8",
+        SMTP_TIMEOUT_SECONDS="1",
+    )  # fmt: skip
     settings = Settings.from_env(env)
     UserStore(settings.users_file).add(USER, PASSWORD)
     fleet = Fleet(env, workdir)

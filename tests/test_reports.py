@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import threading
 import time
 import uuid
@@ -33,7 +32,14 @@ from mailgate.errors import InvalidParameter
 from mailgate.jobs import REPORT_TASK_NAME, EmailJob
 from mailgate.status import Record, ReportStatus, Status, StatusStore
 from mailgate.users import UserStore
-from tests.support import RedisServer, Service, SmtpServer, wait_for, worker_args
+from tests.support import (
+    RedisServer,
+    Service,
+    SmtpServer,
+    mailgate_env,
+    wait_for,
+    worker_args,
+)
 from worker.delivery import Delivery, Outcome
 from worker.reports import (
     MAX_ATTEMPTS,
@@ -141,22 +147,11 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     smtp.start()
     hooks = CallbackServer()
     hooks.start()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
-    env = {
-        **base,
-        "MAILGATE_REDIS_URL": redis_server.url,
-        "MAILGATE_SMTP_URL": smtp.url,
-        "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
-        "MAILGATE_RETRY_BASE_SECONDS": "0.05",
-        "MAILGATE_RETRY_MAX_DELAY_SECONDS": "1",
-        "MAILGATE_MAX_ATTEMPTS": "4",
-        "MAILGATE_REDELIVERY_SECONDS": str(REDELIVERY),
-        "MAILGATE_SMTP_TIMEOUT_SECONDS": "3",
-        "MAILGATE_CALLBACK_ALLOWED": "127.0.0.1",
-        "MAILGATE_CALLBACK_SECRET": SECRET,
-        "MAILGATE_PORT": str(free_port()),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = mailgate_env(
+        workdir, redis_server.url, smtp.url, RETRY_BASE_SECONDS="0.05",
+        RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="4", REDELIVERY_SECONDS=str(REDELIVERY),
+        SMTP_TIMEOUT_SECONDS="3", CALLBACK_ALLOWED="127.0.0.1", CALLBACK_SECRET=SECRET,
+    )  # fmt: skip
     settings = Settings.from_env(env)
     UserStore(settings.users_file).add(USER, PASSWORD)
     worker = Service("worker", worker_args(), env, workdir / "worker.log").start()
