@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from mailgate.config import Settings
@@ -14,6 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; tests pass their own settings, servers read the environment."""
     from api import metrics, views, xml
     from api.rest import rest_bp
+    from api.rest_errors import error_response
     from api.services import Services
 
     configure_logging()
@@ -25,16 +26,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response | HTTPException:
-        # Werkzeug's own refusals (405 on /api, say) become Ozeki XML too.
-        if exc.code == 404 or not _is_api_path():
-            return exc
-        return xml.error(ParseError(exc.name))
+        # Werkzeug's routing refusals (no rule, wrong method) in each API's own format.
+        path = request.path
+        if path == "/api/v1" or path.startswith("/api/v1/"):
+            return error_response(exc)
+        if path == "/api" and exc.code != 404:
+            return xml.error(ParseError(exc.name))
+        return exc
 
     return app
-
-
-def _is_api_path() -> bool:
-    from flask import request
-
-    # Only the Ozeki endpoint answers in XML; /api/v1 has its own JSON errors.
-    return request.path == "/api"

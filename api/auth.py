@@ -14,7 +14,7 @@ from flask import Request
 
 from api.ratelimit import Limits
 from mailgate.errors import AddressForbidden, AuthFailed, AuthRequired
-from mailgate.users import Account, UserStore
+from mailgate.users import Account, UserStore, parsed_networks
 
 
 def client_address(request: Request, trusted: tuple[str, ...]) -> str:
@@ -22,7 +22,7 @@ def client_address(request: Request, trusted: tuple[str, ...]) -> str:
     peer = request.remote_addr or ""
     if not trusted:
         return peer
-    networks = [ipaddress.ip_network(net) for net in trusted]
+    networks = parsed_networks(trusted)
 
     def is_trusted(address: str) -> bool:
         try:

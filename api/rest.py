@@ -9,12 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request, url_for
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, Response, g, request, url_for
 from redis.exceptions import RedisError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.exceptions import NotFound as NoRoute
-from werkzeug.routing import PathConverter
 
 from api.accept import accept, status_of
 from api.auth import authenticate, client_address
@@ -31,23 +27,9 @@ from mailgate.validation import validate_send
 log = logging.getLogger(__name__)
 rest_bp = Blueprint("rest", __name__, url_prefix="/api/v1")
 
-# Every rule of ours: no automatic OPTIONS and no slash-merging redirect, so that no request
-# under /api/v1 ends in a routing error, which the app would answer for the Ozeki endpoint.
+# Every rule of ours: no automatic OPTIONS and no slash-merging redirect, so a request under
+# /api/v1 that no rule takes is a plain 404 or 405, which create_app answers in JSON.
 _RULE: dict[str, Any] = {"provide_automatic_options": False, "merge_slashes": False}
-_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
-
-
-class _AnyRest(PathConverter):
-    """Like ``path``, but also empty or starting with a slash (``/api/v1//emails``)."""
-
-    regex = ".*"
-    part_isolating = False  # it spans slashes; werkzeug would infer True from this regex
-
-
-@rest_bp.record_once
-def _add_converter(state: BlueprintSetupState) -> None:
-    # Runs before the rules below are added: the blueprint replays them in written order.
-    state.app.url_map.converters["anyrest"] = _AnyRest
 
 
 @rest_bp.post("/emails", **_RULE)
@@ -82,16 +64,6 @@ def openapi_json() -> Response:
     return json_response(document(services().settings), 200)
 
 
-@rest_bp.route("", methods=_ANY_METHOD, **_RULE)
-@rest_bp.route("/<anyrest:_rest>", methods=_ANY_METHOD, **_RULE)
-def fallback(_rest: str = "") -> Response:
-    """Whatever no route above took: 405 when the path exists for other methods, else 404."""
-    allowed = _allowed_methods()
-    if allowed:
-        raise MethodNotAllowed(allowed, f"use {', '.join(allowed)}")
-    raise NoRoute("no such resource")
-
-
 @rest_bp.errorhandler(Exception)
 def rest_error(exc: Exception) -> Response:
     """Every failure under /api/v1 as a JSON error body; never an HTML page or a traceback."""
@@ -113,21 +85,6 @@ def _caller(svc: Services) -> Account:
     account = authenticate(request, {}, svc.users, svc.limits, address)
     g.rest_account = account  # a later 429 is then the account's send rate, not a login throttle
     return account
-
-
-def _allowed_methods() -> list[str]:
-    """The methods some other route of the app takes for this path."""
-    adapter = current_app.create_url_adapter(request)
-    assert adapter is not None  # there is always one inside a request
-    allowed = []
-    for method in ("GET", "HEAD", "POST"):
-        try:
-            endpoint, _ = adapter.match(method=method)
-        except HTTPException:
-            continue
-        if endpoint != request.endpoint:
-            allowed.append(method)
-    return allowed
 
 
 def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:

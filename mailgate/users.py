@@ -7,6 +7,7 @@ API and worker at their next request: each checks the file's identity (inode, si
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -38,6 +39,15 @@ FLIGHT_WAIT_SECONDS = 5.0
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=1024)
+def parsed_networks(networks: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """CIDR strings parsed once per distinct list, not on every request."""
+    return tuple(ipaddress.ip_network(net, strict=False) for net in networks)
+
+
 @dataclass(frozen=True)
 class Account:
     """One API account."""
@@ -58,7 +68,7 @@ class Account:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return any(ip in ipaddress.ip_network(net, strict=False) for net in self.networks)
+        return any(ip in network for network in parsed_networks(self.networks))
 
     def may_send_as(self, sender: str, default_sender: str) -> bool:
         """The default sender is open to all; any other must match one of the globs."""
