@@ -7,16 +7,27 @@ from typing import Any
 from celery import Celery
 
 from mailgate.jobs import QUEUE, REPORT_TASK_NAME, TASK_NAME
+from worker.batch import DeliveryPool
 from worker.delivery import Delivery
 from worker.reports import Reporter
 
 
-def register_tasks(app: Celery, delivery: Delivery, reporter: Reporter) -> None:
-    """Register the delivery and report tasks on ``app``; each takes only the EmailId."""
+def register_tasks(
+    app: Celery, delivery: Delivery, reporter: Reporter, pool: DeliveryPool | None = None
+) -> None:
+    """Register the delivery and report tasks on ``app``; each takes only the EmailId.
+
+    With ``pool``, the worker runs delivery tasks on it (worker.batch) rather than through
+    Celery's own pool; the task body below is what both run.
+    """
+    options: dict[str, Any] = {}
+    if pool is not None:
+        options = {"Strategy": "worker.batch:strategy", "delivery_pool": pool}
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True
-    )
+        name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+        **options,
+    )  # fmt: skip
     def deliver(email_id: str) -> str:
         return delivery.deliver(email_id).value
 
