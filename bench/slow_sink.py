@@ -18,10 +18,7 @@ import time
 
 from bench.sink import _MESSAGE_ID, CountingHandler, control_server
 
-EHLO = (
-    b"250-slow-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-PIPELINING\r\n"
-    b"250 SIZE 52428800\r\n"
-)
+EHLO = b"250-slow-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-PIPELINING\r\n250 SIZE 52428800\r\n"
 
 
 class Recorder(CountingHandler):

@@ -15,8 +15,8 @@ from mailgate.broker import make_celery, publish
 from mailgate.config import Settings
 from mailgate.errors import ConfigError
 from mailgate.logs import configure_logging
-from mailgate.status.batched import BatchedStatusStore
 from mailgate.status import StatusStore
+from mailgate.status.batched import BatchedStatusStore
 from worker import fastmime
 from worker.batch import DeliveryPool, FastDelivery
 from worker.flower import guard_flower

@@ -34,6 +34,7 @@ from worker.delivery import Delivery
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], Any]
+RawAck = Callable[..., Any]
 
 
 class FastDelivery(Delivery):
@@ -107,7 +108,7 @@ def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None
     revoked = consumer.controller.state.revoked
     errors = consumer.connection_errors
 
-    def on_message(message: Any, body: Any, ack: Ack, reject: Any, callbacks: Any,
+    def on_message(message: Any, body: Any, ack: RawAck, reject: Any, callbacks: Any,
                    **__: Any) -> None:  # fmt: skip
         headers = message.headers
         task_id = headers["id"]

@@ -12,15 +12,27 @@ themselves (whoever arrives while a round trip is in flight joins the next one).
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import redis
 
+from mailgate.status import scripts
+from mailgate.status.counters import count
+from mailgate.status.keys import (
+    DUE_KEY,
+    METRICS_KEY,
+    REPORTS_DUE_KEY,
+    claim_key,
+    email_key,
+    history_key,
+)
 from mailgate.status.records import Record
-from mailgate.status.store import StatusStore, _start_call, _start_result
+from mailgate.status.store import HISTORY_LIMIT, StatusStore, _start_call, _start_result
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -105,6 +117,7 @@ class BatchedStatusStore(StatusStore):
             self._run_starts, limit
         )
         self._updates: GroupCommit[_Update, None] = GroupCommit(self._run_updates, limit)
+        self._outcomes = client.register_script(scripts.OUTCOMES)
 
     def start_attempt(
         self, email_id: str, token: str, lease_seconds: float, watchdog_at: float
@@ -125,9 +138,66 @@ class BatchedStatusStore(StatusStore):
         return [_start_result(item[0], reply) for item, reply in zip(items, replies, strict=True)]
 
     def _run_updates(self, items: list[_Update]) -> list[None]:
-        # One transaction for all: each e-mail's outcome stays atomic (the whole batch is).
-        pipe = self.redis.pipeline(transaction=True)
-        for args, kwargs in items:
-            self._queue_update(pipe, *args, **kwargs)
-        pipe.execute()
+        # One script for all: each e-mail's outcome stays atomic (the whole batch is).
+        specs = [self._outcome(*args, **kwargs) for args, kwargs in items]
+        self._outcomes(
+            keys=[DUE_KEY, REPORTS_DUE_KEY, METRICS_KEY], args=[self.ttl, HISTORY_LIMIT, *specs]
+        )
         return [None] * len(items)
+
+    def _outcome(
+        self,
+        email_id: str,
+        attempt: int,
+        fields: dict[str, Any],
+        detail: str,
+        *,
+        drop: tuple[str, ...] = (),
+        due: float | None = None,
+        token: str | None = None,
+        latency: float | None = None,
+        report_due: float | None = None,
+    ) -> str:
+        """One outcome for the OUTCOMES script: what StatusStore._queue_update queues, as JSON
+        (values written as redis-py writes them)."""
+        now = time.time()
+        fields["updated_at"] = now
+        entry = {"attempt": attempt, "at": now, "outcome": fields["status"], "detail": detail}
+        counters = _Counters()
+        count(counters, fields["status"], fields.get("smtp_response"), latency)
+        spec: dict[str, Any] = {
+            "id": email_id, "key": email_key(email_id), "log": history_key(email_id),
+            "fields": [_wire(item) for pair in fields.items() for item in pair],
+            "drop": list(drop), "entry": json.dumps(entry),
+            "incr": counters.incr, "fincr": counters.fincr,
+        }  # fmt: skip
+        if due is not None:
+            spec["due"] = _wire(due)
+        if report_due is not None:
+            spec["report_due"] = _wire(report_due)
+        if token is not None:
+            spec["claim"], spec["token"] = claim_key(email_id), token
+        return json.dumps(spec)
+
+
+class _Counters:
+    """Collects what :func:`mailgate.status.counters.count` adds, for the OUTCOMES script."""
+
+    def __init__(self) -> None:
+        self.incr: list[list[Any]] = []
+        self.fincr: list[list[str]] = []
+
+    def hincrby(self, key: str, name: str, amount: int) -> None:
+        self.incr.append([name, str(amount)])
+
+    def hincrbyfloat(self, key: str, name: str, amount: float) -> None:
+        self.fincr.append([name, _wire(amount)])
+
+
+def _wire(value: Any) -> str:
+    """A value as redis-py sends it (floats by repr, like its Encoder)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)

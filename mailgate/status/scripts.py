@@ -48,3 +48,26 @@ redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2]
            'report_error', ARGV[3])
 return 1
 """
+
+# Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what
+# StatusStore._update does in its transaction: the record's fields, the history entry, both
+# TTLs, the due set, the report watchdog, the counters, and the release of the claim if still
+# this worker's. The records' keys come inside the arguments (one Redis, no cluster slots).
+OUTCOMES = """
+local ttl, limit = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV do
+  local o = cjson.decode(ARGV[i])
+  redis.call('HSET', o.key, unpack(o.fields))
+  if #o.drop > 0 then redis.call('HDEL', o.key, unpack(o.drop)) end
+  redis.call('RPUSH', o.log, o.entry)
+  redis.call('LTRIM', o.log, -limit, -1)
+  redis.call('EXPIRE', o.key, ttl)
+  redis.call('EXPIRE', o.log, ttl)
+  if o.due then redis.call('ZADD', KEYS[1], o.due, o.id) else redis.call('ZREM', KEYS[1], o.id) end
+  if o.report_due then redis.call('ZADD', KEYS[2], o.report_due, o.id) end
+  for _, c in ipairs(o.incr) do redis.call('HINCRBY', KEYS[3], c[1], c[2]) end
+  for _, c in ipairs(o.fincr) do redis.call('HINCRBYFLOAT', KEYS[3], c[1], c[2]) end
+  if o.claim and redis.call('GET', o.claim) == o.token then redis.call('DEL', o.claim) end
+end
+return #ARGV - 2
+"""
