@@ -52,6 +52,15 @@ def run() -> None:
     sys.exit(run_all())
 
 
+@main.command()
+@_friendly
+def worker() -> None:
+    """Start the delivery workers: one process per core (MAILGATE_WORKER_PROCESSES)."""
+    from mailgate.run import run_workers
+
+    sys.exit(run_workers())
+
+
 @main.group()
 def user() -> None:
     """Manage API accounts (changes apply to running processes at once)."""

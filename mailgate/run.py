@@ -41,10 +41,35 @@ def commands(settings: Settings, flower_port: int = FLOWER_PORT) -> dict[str, st
     celery = f"{_bin('celery')} -A worker.app"
     return {
         "web": f"{_bin('gunicorn')} -c python:api.gunicorn_conf 'api:create_app()'",
-        "worker": f"{celery} worker --pool threads --concurrency {settings.worker_concurrency}"
-        " -Q mailgate -E -n mailgate@%h --loglevel INFO",
+        "worker": f"{_bin('mailgate')} worker",
         "flower": f"{celery} flower --address=127.0.0.1 --port={flower_port}",
     }
+
+
+def worker_command(settings: Settings, name: str) -> str:
+    """One worker process: Celery's threads pool, ``MAILGATE_WORKER_CONCURRENCY`` e-mails in
+    flight (worker.batch), task events on for Flower, node name ``name``."""
+    return (
+        f"{_bin('celery')} -A worker.app worker --pool threads"
+        f" --concurrency {settings.worker_concurrency} -Q mailgate -E -n {shlex.quote(name)}"
+        " --loglevel INFO"
+    )
+
+
+def run_workers() -> int:
+    """``mailgate worker``: ``MAILGATE_WORKER_PROCESSES`` worker processes (default one per
+    core: one process is bound to one core by the GIL), stopped together; the exit code of
+    the first to stop."""
+    env = environment()
+    settings = Settings.from_env(env)
+    # Node names differ per process, and per honcho process when several run (PORT).
+    tag = f"{env['PORT']}-" if env.get("PORT") else ""
+    manager = Manager()
+    for index in range(1, settings.worker_processes + 1):
+        name = f"mailgate-{tag}{index}@%h"
+        manager.add_process(f"worker-{index}", worker_command(settings, name), env=env)
+    manager.loop()
+    return int(manager.returncode or 0)
 
 
 def run_all() -> int:
