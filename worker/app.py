@@ -32,6 +32,8 @@ except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
 
 app = make_celery(settings)
+if settings.broker_url.startswith("redis://"):
+    app.conf.broker_transport = "worker.transport:Transport"  # one Redis client per channel
 store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
 delivery = FastDelivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
