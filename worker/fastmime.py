@@ -34,6 +34,8 @@ _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=
 _ID_PART = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 # Printable ASCII words with single spaces between them, and no encoded-word ("=?").
 _SUBJECT = re.compile(r"[!-~]+(?: [!-~]+)*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters other than tab, CR and LF: left to build_message."""
 _BODY_TAIL = (
     b'Content-Type: text/plain; charset="utf-8"\r\n'
     b"Content-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n"
@@ -61,7 +63,7 @@ def wire_bytes(job: EmailJob, message_id_host: str, now: float | None = None) ->
         return None
     if len(job.email_id) + len(message_id_host) + 15 > MAX_LINE:
         return None
-    if not job.message.isascii():
+    if not job.message.isascii() or _CONTROL.search(job.message):
         return None
     lines = job.message.encode("ascii").splitlines()
     if any(len(line) > MAX_LINE for line in lines):
