@@ -18,16 +18,24 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 
-class Channel(kombu_redis.Channel):
+class SharedClient:
+    """Channel mixin: one synchronous Redis client per connection pool, given out every time
+    (put it first among the bases of any kombu Redis channel class)."""
+
     _shared_client: Any = None
+    pool: Any
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
-            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
         client = self._shared_client
         if client is None or client.connection_pool is not self.pool:
-            client = self._shared_client = super()._create_client()  # type: ignore[no-untyped-call]
+            client = self._shared_client = super()._create_client()  # type: ignore[misc]
         return client
+
+
+class Channel(SharedClient, kombu_redis.Channel):
+    pass
 
 
 class Transport(kombu_redis.Transport):
