@@ -103,8 +103,14 @@ def spooled(settings: Settings) -> set[str]:
 def test_the_root_path_is_the_ozeki_endpoint(
     api_url: str, smtp_server: SmtpServer, method: str
 ) -> None:
-    params = {"command": "SendEmail", "Sender": "ivr@domain.com", "Subject": f"root {method}",
-              "Recipient": f"root-{method.lower()}@example.com", "Message": "from /", **CREDS}
+    params = {
+        "command": "SendEmail",
+        "Sender": "ivr@domain.com",
+        "Subject": f"root {method}",
+        "Recipient": f"root-{method.lower()}@example.com",
+        "Message": "from /",
+        **CREDS,
+    }
     query = urllib.parse.urlencode(params)
     if method == "GET":
         status, content_type, body = call(f"{api_url}/?{query}")
@@ -242,8 +248,11 @@ def test_rest_uploads_multipart_and_base64(
 
 @pytest.mark.parametrize(
     "attachment",
-    [{"filename": "a.txt", "content": "not base64!"}, {"content": "aGk="},
-     {"filename": "a.txt", "content": "aGk=", "extra": 1}],
+    [
+        {"filename": "a.txt", "content": "not base64!"},
+        {"content": "aGk="},
+        {"filename": "a.txt", "content": "aGk=", "extra": 1},
+    ],
     ids=["bad-base64", "no-filename", "unknown-key"],
 )
 def test_rest_bad_inline_attachment_is_400_naming_attachments(
