@@ -63,8 +63,10 @@ def test_a_little_in_the_past_is_accepted_more_is_not() -> None:
 
 
 def _job(owner: str = "someone", attachments: tuple[Attachment, ...] = ()) -> EmailJob:
-    return EmailJob(email_id=str(uuid.uuid4()), owner=owner, sender="a@example.com",
-                    recipients=("b@example.com",), message="m", attachments=attachments)  # fmt: skip
+    return EmailJob(
+        email_id=str(uuid.uuid4()), owner=owner, sender="a@example.com",
+        recipients=("b@example.com",), message="m", attachments=attachments,
+    )  # fmt: skip
 
 
 @pytest.fixture
