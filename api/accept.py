@@ -42,9 +42,17 @@ class Accepted:
 
 
 def accept(
-    svc: Services, account: Account, request: SendRequest, idempotency_key: str = ""
+    svc: Services,
+    account: Account,
+    request: SendRequest,
+    idempotency_key: str = "",
+    send_at: float | None = None,
 ) -> Accepted:
-    """Check the sender and rate, record as Queued, publish. Nothing is queued on any error."""
+    """Check the sender and rate, record as Queued, publish. Nothing is queued on any error.
+
+    With ``send_at`` the record is Scheduled and nothing is published: the due set holds it
+    until then, and a worker's scheduler publishes it.
+    """
     sender = request.sender or svc.settings.default_sender
     if not account.may_send_as(sender, svc.settings.default_sender):
         raise SenderNotAllowed(f"{account.name} may not send as {sender}")
@@ -76,7 +84,10 @@ def accept(
             svc.limits.check_send(account)
         except RedisError:
             raise Unavailable("the rate limiter is unavailable") from None
-        _record_and_publish(svc, job)
+        if send_at is None:
+            _record_and_publish(svc, job)
+        else:
+            _record_scheduled(svc, job, send_at)
     except ApiError:
         if idempotency_key:  # not accepted after all: a retry with the same key may go ahead
             _release(svc, account, idempotency_key)
@@ -112,6 +123,14 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
         except RedisError:
             log.error("could not mark %s unqueued", job.email_id)
         raise Unavailable("the broker is unavailable") from None
+
+
+def _record_scheduled(svc: Services, job: EmailJob, send_at: float) -> None:
+    try:
+        svc.store.create(job, send_at, send_at=send_at)
+    except RedisError as exc:
+        log.warning("status store unavailable: %s", type(exc).__name__)
+        raise Unavailable("the status store is unavailable") from None
 
 
 def _release(svc: Services, account: Account, key: str) -> None:

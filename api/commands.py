@@ -6,9 +6,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from api.accept import accept, status_of
+from api.cancel import cancel_email
 from api.services import Services
+from api.uploads import claim_uploads, with_uploads
 from api.xml import Field
 from mailgate.errors import InvalidParameter
+from mailgate.schedule import parse_send_at
 from mailgate.users import Account
 from mailgate.validation import idempotency_key_ok, validate_send
 
@@ -17,12 +20,14 @@ Fields = list[Field]
 
 def send_email(params: dict[str, str], account: Account, svc: Services) -> Fields:
     """Validate, record as Queued, publish; the EmailId is the caller's receipt."""
-    request = validate_send(params, svc.settings)
+    request = with_uploads(validate_send(params, svc.settings), svc.settings)
+    send_at = parse_send_at(params.get("sendat", ""), svc.settings)
     key = params.get("idempotencykey", "")
     if key and not idempotency_key_ok(key):
         reason = "at most 200 characters, no control characters"
         raise InvalidParameter("IdempotencyKey", reason, "SendEmail")
-    return [("EmailId", accept(svc, account, request, key).email_id)]
+    accepted = claim_uploads(accept(svc, account, request, key, send_at))
+    return [("EmailId", accepted.email_id)]
 
 
 def get_email_status(params: dict[str, str], account: Account, svc: Services) -> Fields:
@@ -62,10 +67,15 @@ def iso(timestamp: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-LABELS = {"sendemail": "SendEmail", "getemailstatus": "GetEmailStatus"}
+LABELS = {
+    "sendemail": "SendEmail",
+    "getemailstatus": "GetEmailStatus",
+    "cancelemail": "CancelEmail",
+}
 """Each command's canonical name, for metrics."""
 
 COMMANDS: dict[str, Callable[[dict[str, str], Account, Services], Fields]] = {
     "sendemail": send_email,
     "getemailstatus": get_email_status,
+    "cancelemail": cancel_email,
 }

@@ -7,15 +7,16 @@ import os
 import sys
 import tempfile
 
+from api.bind import bind_address
 from mailgate.config import Settings
 from mailgate.errors import ConfigError
 
 try:
     _settings = Settings.from_env()
+    bind = bind_address(_settings, os.environ)
 except ConfigError as _exc:
     sys.exit(f"mailgate: {_exc}")
 
-bind = f"{_settings.host}:{_settings.port}"
 workers = 2
 worker_class = "gthread"
 threads = 8

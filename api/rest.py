@@ -14,11 +14,14 @@ from redis.exceptions import RedisError
 
 from api.accept import accept, status_of
 from api.auth import authenticate, client_address
+from api.cancel import cancel
 from api.commands import iso
 from api.openapi import document
 from api.rest_errors import INTERNAL, error_response, http_status, json_response, retry_after
-from api.rest_input import check_declared_size, idempotency_key, read_json, send_params
+from api.rest_input import check_declared_size, idempotency_key, send_params
+from api.rest_uploads import declared_limit, read_send_body
 from api.services import Services, services
+from api.uploads import claim_uploads, with_uploads
 from mailgate.errors import Unavailable
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
@@ -36,13 +39,15 @@ _RULE: dict[str, Any] = {"provide_automatic_options": False, "merge_slashes": Fa
 def send_email() -> Response:
     """Accept an e-mail: 202 with its id, or 200 with the first id for a repeated key."""
     svc = services()
-    check_declared_size(request, svc.settings.max_request_bytes)
+    check_declared_size(request, declared_limit(request, svc.settings))
     account = _caller(svc)
-    params = send_params(read_json(request, svc.settings.max_request_bytes))
+    data, send_at = read_send_body(request, svc.settings)
+    params = send_params(data)
     key = idempotency_key(request, params)
-    accepted = accept(svc, account, validate_send(params, svc.settings), key)
+    checked = with_uploads(validate_send(params, svc.settings), svc.settings)
+    accepted = claim_uploads(accept(svc, account, checked, key, send_at))
     location = url_for("rest.email_status", email_id=accepted.email_id)
-    status, code = "Queued", 202
+    status, code = ("Queued" if send_at is None else "Scheduled"), 202
     if accepted.repeat:
         # Nothing new was queued: report where the first e-mail stands now.
         status, code = status_of(svc, account, accepted.email_id)[0].status.value, 200
@@ -55,6 +60,16 @@ def email_status(email_id: str) -> Response:
     """The status of one of the caller's e-mails and its attempt history."""
     svc = services()
     record, history = status_of(svc, _caller(svc), email_id)
+    return json_response(_status_body(record, history), 200)
+
+
+@rest_bp.delete("/emails/<email_id>", **_RULE)
+def cancel_email(email_id: str) -> Response:
+    """Cancel a Scheduled, Queued or Retrying e-mail: 200 with its (Cancelled) status."""
+    svc = services()
+    account = _caller(svc)
+    cancel(svc, account, email_id, name="email_id")
+    record, history = status_of(svc, account, email_id)
     return json_response(_status_body(record, history), 200)
 
 

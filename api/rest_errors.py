@@ -15,6 +15,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as NoRoute
 
 from api.accept import IdempotencyMismatch
+from api.cancel import NotCancellable
 from api.rest_input import JSON_FIELDS, InvalidField, UnsupportedMediaType
 from mailgate.config import Settings
 from mailgate.errors import (
@@ -38,6 +39,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     UnknownCommand: (404, "not_found"),  # Ozeki-only; mapped so the tree is complete
     InvalidParameter: (400, "invalid_parameter"),
     IdempotencyMismatch: (409, "idempotency_conflict"),
+    NotCancellable: (409, "not_cancellable"),
     AuthRequired: (401, "authentication_required"),
     AuthFailed: (401, "authentication_failed"),
     SenderNotAllowed: (403, "sender_not_allowed"),

@@ -14,12 +14,14 @@ from api.commands import COMMANDS, LABELS
 from api.metrics import ACCEPT_SECONDS, REQUESTS
 from api.params import read_params
 from api.services import services
+from api.uploads import multipart_fields
 from mailgate.errors import ApiError, InvalidParameter, Unavailable, UnknownCommand
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 
+@bp.route("/", methods=["GET", "POST"])  # where Ozeki Phone System XE clients call
 @bp.route("/api", methods=["GET", "POST"])
 def api() -> Response:
     """Parse, pick the command, authenticate, run it; every outcome is an XML document."""
@@ -27,7 +29,7 @@ def api() -> Response:
     label = "other"
     try:
         svc = services()
-        params = read_params(request, svc.settings.max_request_bytes)
+        params = read_params(request, svc.settings.max_request_bytes, multipart_fields)
         command = params.get("command", "")
         if not command:
             raise InvalidParameter("command", "the command is required")

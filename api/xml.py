@@ -13,7 +13,7 @@ from xml.etree import ElementTree as ET
 
 from flask import Response
 
-from mailgate.errors import ApiError
+from mailgate.errors import ApiError, ParseError
 
 SUCCESS_MESSAGE = "Command successfully executed"
 _DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>'
@@ -68,3 +68,12 @@ def error(exc: ApiError) -> Response:
     """The response for an API error: its code, Ozeki's text, and a Reason when there is one."""
     fields: list[Field] = [("Reason", exc.reason)] if exc.reason else []
     return xml_response(exc.code, exc.message, fields)
+
+
+def unknown_path(path: str) -> Response:
+    """A path no route takes, answered in the Ozeki style (HTTP 404, Code 300, the path named)."""
+    exc = ParseError("no such path")
+    fields: list[Field] = [("Reason", f"no such path: {echo(path)}; use /api or /")]
+    return Response(
+        render(exc.code, exc.message, fields), 404, content_type="application/xml; charset=utf-8"
+    )

@@ -89,6 +89,8 @@ class Settings:
     smtp: SmtpTarget = field(default_factory=lambda: SmtpTarget.parse(DEFAULT_SMTP_URL))
     users_file: Path = Path("var/users.toml")
     attachment_roots: tuple[Path, ...] = ()
+    spool_dir: Path = Path("var/spool")
+    """Where uploaded attachments wait for delivery (private, 0700); next to the users file."""
     default_sender: str = "mailgate@localhost"
     host: str = "127.0.0.1"
     port: int = 9509
@@ -141,6 +143,10 @@ class Settings:
             smtp=SmtpTarget.parse(env.raw("MAILGATE_SMTP_URL") or DEFAULT_SMTP_URL),
             users_file=Path(env.raw("MAILGATE_USERS_FILE") or "var/users.toml"),
             attachment_roots=env.get("MAILGATE_ATTACHMENT_ROOTS", (), _roots),
+            spool_dir=Path(
+                env.raw("MAILGATE_SPOOL_DIR")
+                or Path(env.raw("MAILGATE_USERS_FILE") or "var/users.toml").parent / "spool"
+            ),
             default_sender=env.raw("MAILGATE_DEFAULT_SENDER") or cls.default_sender,
             host=env.raw("MAILGATE_HOST") or cls.host,
             port=env.get("MAILGATE_PORT", cls.port, _port),

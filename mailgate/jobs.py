@@ -32,6 +32,17 @@ class Attachment:
     path: str
     size: int
     mtime_ns: int
+    filename: str = ""
+    """The name shown in the message when it differs from the path's (an upload's own name)."""
+    content_type: str = ""
+    """The MIME type an upload declared ("" to guess it from the file name)."""
+    sha256: str = ""
+    """An upload's content digest: its identity for idempotency (its spooled path is random)."""
+
+    @property
+    def identity(self) -> str:
+        """What the caller named: the path, or an upload's name and content."""
+        return f"upload:{self.filename}:{self.sha256}" if self.sha256 else self.path
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,7 @@ class EmailJob:
         """A digest of what the caller asked for, to tell a true repeat from a reused key."""
         content = {
             "sender": self.sender, "recipients": self.recipients, "subject": self.subject,
-            "message": self.message, "attachments": [a.path for a in self.attachments],
+            "message": self.message, "attachments": [a.identity for a in self.attachments],
             "callback_url": self.callback_url,
         }  # fmt: skip
         canonical = json.dumps(content, ensure_ascii=False, sort_keys=True)

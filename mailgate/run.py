@@ -23,6 +23,7 @@ from mailgate.users import UserStore
 EMBEDDED_REDIS_PORT = 6399
 FLOWER_PORT = 5555
 FIRST_USER = "ivr"
+SAMPLE_NAME = "hello.txt"
 
 
 def _port(env: dict[str, str], name: str, default: int) -> int:
@@ -69,13 +70,21 @@ def run_all() -> int:
         sink = f"{python} -m mailgate.sink --port {sink_port} --outbox var/outbox"
         extra.append(("smtp-sink", sink))
         env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{sink_port}"
+    # The banner's curl lines name MAILGATE_PORT: a PORT left in the shell must not move the API.
+    env.pop("PORT", None)
+    sample = None
+    if not env.get("MAILGATE_ATTACHMENT_ROOTS"):
+        sample = _sample_attachment(var / "attachments")
+        env["MAILGATE_ATTACHMENT_ROOTS"] = str(sample.parent)
     flower_port = _port(env, "MAILGATE_FLOWER_PORT", FLOWER_PORT)
     # One terminal for every process: plain lines read better there than JSON.
     env.setdefault("MAILGATE_LOG_FORMAT", "text")
     settings = Settings.from_env(env)
     if settings.flower_basic_auth:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
-    _first_user(settings)
+    _first_user(settings, sample)
+    if sample is not None:
+        print(f"Attachments: files under {sample.parent}/ may be attached (e.g. {sample})")
     print(f"Redis: {env['MAILGATE_REDIS_URL']}   (for the CLI: export MAILGATE_REDIS_URL=...)")
     print(f"Flower: http://127.0.0.1:{flower_port}/   outbox: var/outbox/", flush=True)
     manager = Manager()
@@ -87,7 +96,16 @@ def run_all() -> int:
     return int(manager.returncode or 0)
 
 
-def _first_user(settings: Settings) -> None:
+def _sample_attachment(folder: Path) -> Path:
+    """The attachment root of ``mailgate run`` (created) and a small file in it to attach."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = folder.resolve() / SAMPLE_NAME
+    if not sample.exists():
+        sample.write_text("A sample attachment from mailgate run.\n", encoding="utf-8")
+    return sample
+
+
+def _first_user(settings: Settings, sample: Path | None = None) -> None:
     """With no account at all, create one and print how to use it."""
     store = UserStore(settings.users_file)
     if store.accounts():
@@ -105,5 +123,12 @@ def _first_user(settings: Settings) -> None:
         f"&Subject=Hello&Message=Hello+from+mailgate"
         f"&Username={FIRST_USER}&Password={quote(password, safe='')}'"
     )
+    if sample is not None:
+        print("Send one with an attachment from the attachment root:")
+        print(
+            f"  curl '{base}?command=SendEmail&Recipient=you%40example.com"
+            f"&Subject=Attached&Message=See+the+file&Attachments={quote(str(sample), safe='')}"
+            f"&Username={FIRST_USER}&Password={quote(password, safe='')}'"
+        )
     print("Then poll it with command=GetEmailStatus&EmailId=<EmailId> and the same credentials.")
     print("=" * 72, flush=True)

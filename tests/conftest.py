@@ -77,6 +77,7 @@ def env(
         "MAILGATE_REDELIVERY_SECONDS": "15",
         "MAILGATE_SMTP_TIMEOUT_SECONDS": "3",
         "MAILGATE_MAX_MESSAGE_BYTES": "100000",
+        "MAILGATE_MAX_ATTACHMENT_BYTES": "300000",
         "MAILGATE_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
     }

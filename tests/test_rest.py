@@ -353,6 +353,8 @@ OPERATIONS = [
     ("POST", EMAILS, GenerationMode.NEGATIVE),
     ("GET", f"{EMAILS}/{{email_id}}", GenerationMode.POSITIVE),
     ("GET", f"{EMAILS}/{{email_id}}", GenerationMode.NEGATIVE),
+    ("DELETE", f"{EMAILS}/{{email_id}}", GenerationMode.POSITIVE),
+    ("DELETE", f"{EMAILS}/{{email_id}}", GenerationMode.NEGATIVE),
 ]
 """Every operation, both ways; schemathesis leaves out the one serving the document itself."""
 

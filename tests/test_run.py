@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import urllib.request
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -76,6 +78,21 @@ def test_make_run_path_for_a_new_user(gateway: tuple[Service, dict[str, int], Pa
         eml = cwd / "var" / "outbox" / f"{email_id}.eml"
         wait_for(eml.exists, 30, "the .eml in var/outbox")
         assert b"Hello from mailgate" in eml.read_bytes()
+
+        # The second curl attaches the sample file of var/attachments/, the default root.
+        curls = re.findall(r"curl '(http://[^']+)'", service.output())
+        assert len(curls) == 2 and "Attachments=" in curls[1]
+        sample = cwd / "var" / "attachments" / "hello.txt"
+        assert sample.is_file()
+        attached = xml(fetch(curls[1]))
+        assert attached["Code"] == "200", attached
+        attached_eml = cwd / "var" / "outbox" / f"{attached['EmailId']}.eml"
+        wait_for(attached_eml.exists, 30, "the attached e-mail's .eml in var/outbox")
+        parts = list(
+            message_from_bytes(attached_eml.read_bytes(), policy=default).iter_attachments()
+        )
+        assert [p.get_filename() for p in parts] == ["hello.txt"]
+        assert parts[0].get_content().encode() == sample.read_bytes()
 
         poll = curl_url.group(1).replace("command=SendEmail", "command=GetEmailStatus")
         poll += f"&EmailId={email_id}"

@@ -15,6 +15,7 @@ from mailgate.broker import make_celery, publish
 from mailgate.config import Settings
 from mailgate.errors import ConfigError
 from mailgate.logs import configure_logging
+from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from worker.delivery import Delivery
 from worker.flower import guard_flower
@@ -43,6 +44,7 @@ scheduler = Scheduler(
     lambda email_id: publish(app, email_id),
     settings.redelivery_seconds,
     publish_report=lambda email_id: publish_report(app, email_id),
+    housekeeping=lambda: sweep(settings),
 )
 
 

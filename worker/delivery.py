@@ -18,6 +18,7 @@ from mailgate.attachments import AttachmentRefused, read_checked
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
+from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
 from worker.message import build_message
 from worker.reports import safe_url
@@ -75,6 +76,8 @@ class Delivery:
             # can try again at once rather than after the lease.
             self.store.release(email_id, token)
             raise
+        if outcome in (Outcome.SENT, Outcome.FAILED) and record.job is not None:
+            discard_spooled(record.job, self.settings)  # final: its uploads are done with
         if outcome in (Outcome.SENT, Outcome.FAILED) and record.callback_url:
             self._report(email_id, record.callback_url)
         return outcome
@@ -115,7 +118,8 @@ class Delivery:
         return Outcome.SENT
 
     def _send(self, job: EmailJob) -> str:
-        roots = self.settings.attachment_roots
+        # Uploads live in the spool: an implicit root for reading, never one a caller may name.
+        roots = (*self.settings.attachment_roots, spool_root(self.settings))
         try:
             message = build_message(
                 job, self.settings.message_id_host, lambda a: read_checked(a, roots)

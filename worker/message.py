@@ -27,7 +27,12 @@ def build_message(job: EmailJob, message_id_host: str, read: Reader) -> EmailMes
     message.set_content(job.message)
     for attachment in job.attachments:
         data = read(attachment)
-        content_type, encoding = mimetypes.guess_type(attachment.path)
+        # An upload keeps its caller's name and type; a path attachment's come from the path.
+        filename = attachment.filename or os.path.basename(attachment.path)
+        content_type: str | None = attachment.content_type
+        encoding = None
+        if not content_type:
+            content_type, encoding = mimetypes.guess_type(filename)
         if content_type is None or encoding is not None:
             content_type = "application/octet-stream"
         maintype, subtype = content_type.split("/", 1)
@@ -36,6 +41,6 @@ def build_message(job: EmailJob, message_id_host: str, read: Reader) -> EmailMes
             data,
             maintype=maintype,
             subtype=subtype,
-            filename=os.path.basename(attachment.path),
+            filename=filename,
         )
     return message

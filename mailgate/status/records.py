@@ -11,15 +11,22 @@ from mailgate.jobs import EmailJob
 class Status(StrEnum):
     """An e-mail's state, as stored in Redis and shown by GetEmailStatus."""
 
+    SCHEDULED = "Scheduled"
     QUEUED = "Queued"
     SENDING = "Sending"
     RETRYING = "Retrying"
     SENT = "Sent"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"
 
     @property
     def final(self) -> bool:
-        return self in (Status.SENT, Status.FAILED)
+        return self in (Status.SENT, Status.FAILED, Status.CANCELLED)
+
+    @property
+    def cancellable(self) -> bool:
+        """Not yet in a worker's hands: CancelEmail may still stop it."""
+        return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
 
 
 class ReportStatus(StrEnum):

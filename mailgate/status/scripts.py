@@ -13,7 +13,7 @@ return ids
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
-if status == 'Sent' or status == 'Failed' then return {'final'} end
+if status == 'Sent' or status == 'Failed' or status == 'Cancelled' then return {'final'} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'Sending', 'updated_at', ARGV[4])
@@ -47,4 +47,24 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2],
            'report_error', ARGV[3])
 return 1
+"""
+
+# CancelEmail: only a Scheduled, Queued or Retrying e-mail (no worker holds it) becomes
+# Cancelled; its content and due entry go, so no task already on the broker can send it.
+# Returns {'cancelled', job} or {current status} ({'missing'} when there is no record).
+CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status ~= 'Scheduled' and status ~= 'Queued' and status ~= 'Retrying' then return {status} end
+local job = redis.call('HGET', KEYS[1], 'job') or ''
+redis.call('HSET', KEYS[1], 'status', 'Cancelled', 'updated_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'job', 'next_attempt_at')
+redis.call('ZREM', KEYS[3], ARGV[2])
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts, at = tonumber(ARGV[1]),
+           outcome = 'Cancelled', detail = ARGV[3]}))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'outcome:cancelled', 1)
+return {'cancelled', job}
 """

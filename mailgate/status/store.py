@@ -37,6 +37,7 @@ class StatusStore:
         self._requeue = client.register_script(scripts.REQUEUE)
         self._start = client.register_script(scripts.START)
         self._report = client.register_script(scripts.REPORT)
+        self._cancel = client.register_script(scripts.CANCEL)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int) -> StatusStore:
@@ -48,21 +49,30 @@ class StatusStore:
         return cls(client, ttl_seconds)
 
     def create(
-        self, job: EmailJob, watchdog_at: float, task: tuple[str, str] | None = None
+        self,
+        job: EmailJob,
+        watchdog_at: float,
+        task: tuple[str, str] | None = None,
+        send_at: float | None = None,
     ) -> None:
         """Write a new Queued record and its watchdog entry in one transaction.
 
         ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
         transaction, so the e-mail is recorded and queued together or not at all.
+        ``send_at``: the record is Scheduled instead, its due entry (``watchdog_at``) is then
+        the moment the scheduler publishes it, and its retry deadline starts there.
         """
         now = time.time()
         key = email_key(job.email_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={
+        fields: dict[str, Any] = {
             "owner": job.owner, "status": Status.QUEUED.value, "attempts": 0,
             "created_at": now, "updated_at": now, "since": now, "job": job.to_json(),
             "callback_url": job.callback_url,
-        })  # fmt: skip
+        }  # fmt: skip
+        if send_at is not None:
+            fields.update(status=Status.SCHEDULED.value, since=send_at, next_attempt_at=send_at)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
         pipe.expire(key, self.ttl)
         pipe.zadd(DUE_KEY, {job.email_id: watchdog_at})
         if task is not None:
@@ -91,6 +101,18 @@ class StatusStore:
             return verdict, None
         flat = [str(item) for item in result[1]]
         return verdict, parse_record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    def cancel(self, email_id: str) -> tuple[Status | None, EmailJob | None]:
+        """Cancel an e-mail no worker holds: (Cancelled, its job) when this call cancelled it,
+        else (its status as it stands, None); (None, None) when there is no record."""
+        keys = [email_key(email_id), history_key(email_id), DUE_KEY, METRICS_KEY]
+        args: list[str | int | float] = [time.time(), email_id, "cancelled by its owner", self.ttl]
+        result = [str(item) for item in self._cancel(keys=keys, args=args)]
+        if result[0] == "missing":
+            return None, None
+        if result[0] != "cancelled":
+            return Status(result[0]), None
+        return Status.CANCELLED, EmailJob.from_json(result[1]) if result[1] else None
 
     def history(self, email_id: str) -> list[AttemptLog]:
         """Every recorded attempt outcome, oldest first."""
