@@ -127,6 +127,8 @@ class ScriptedHandler:
     """Seconds to wait before answering DATA: keeps messages in flight for fault tests."""
     sessions: int = 0
     """SMTP sessions opened (EHLO/HELO greetings seen)."""
+    on_data: Callable[[list[str]], bool] | None = None
+    """Called with the recipients on DATA; True refuses the message (451), as a crash would."""
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -144,6 +146,8 @@ class ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.on_data is not None and self.on_data(list(envelope.rcpt_tos)):
+            return "451 4.3.0 Aborted"
         if self.delay:
             await asyncio.sleep(self.delay)
         with self.lock:
