@@ -15,7 +15,6 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.users import UserStore
 from tests.conftest import (
     LIMITED_PASSWORD,
@@ -25,7 +24,7 @@ from tests.conftest import (
     SEED_PASSWORD,
     SEED_USER,
 )
-from tests.support import RedisServer, count_records
+from tests.support import RedisServer, count_records, free_port
 
 SEED = {"Username": SEED_USER, "Password": SEED_PASSWORD}
 

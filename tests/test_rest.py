@@ -29,11 +29,10 @@ import api.rest
 from api import create_app
 from api.rest_errors import INTERNAL, http_status
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.errors import ApiError
 from mailgate.users import UserStore
 from tests.conftest import OTHER_PASSWORD, OTHER_USER, SEED_PASSWORD, SEED_USER
-from tests.support import RedisServer, SmtpServer, wait_for
+from tests.support import RedisServer, SmtpServer, free_port, wait_for
 
 EMAILS = "/api/v1/emails"
 NETLOCKED = ("rest-netlocked", "rest-netlocked-pw")
