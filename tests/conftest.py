@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.users import UserStore
 from tests.support import (
     RedisServer,
     Service,
     SmtpServer,
+    free_port,
     gunicorn_args,
     wait_for,
     worker_args,

@@ -27,7 +27,6 @@ from api import create_app
 from mailgate import __version__
 from mailgate.broker import make_celery
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.errors import InvalidParameter
 from mailgate.jobs import REPORT_TASK_NAME, EmailJob
 from mailgate.status import Record, ReportStatus, Status, StatusStore
@@ -36,6 +35,7 @@ from tests.support import (
     RedisServer,
     Service,
     SmtpServer,
+    free_port,
     mailgate_env,
     wait_for,
     worker_args,

@@ -17,8 +17,7 @@ from xml.etree import ElementTree as ET
 import psutil
 import pytest
 
-from mailgate.embedded import free_port
-from tests.support import VENV_BIN, Service, wait_for
+from tests.support import VENV_BIN, Service, free_port, wait_for
 
 FLOWER_AUTH = "admin:flower-test-pw"
 

@@ -11,9 +11,8 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.config import SmtpTarget
-from mailgate.embedded import free_port
 from mailgate.errors import PermanentDelivery, TransientDelivery
-from tests.support import SmtpServer
+from tests.support import SmtpServer, free_port
 from worker.smtp import SmtpTransport, classify
 
 

@@ -15,9 +15,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailgate.config import SmtpTarget
-from mailgate.embedded import free_port
 from mailgate.errors import PermanentDelivery, TransientDelivery
-from tests.support import ScriptedHandler, wait_for
+from tests.support import ScriptedHandler, free_port, wait_for
 from worker.smtp import SmtpTransport
 
 SMTP_USER, SMTP_PASSWORD = "relay-user", "relay-secret"
