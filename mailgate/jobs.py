@@ -32,6 +32,13 @@ class Attachment:
     path: str
     size: int
     mtime_ns: int
+    device: int | None = None
+    inode: int | None = None
+    ctime_ns: int | None = None
+    """Which file it was: a replacement with the same size and mtime differs here.
+
+    None in records written before these were kept; the worker then compares what it can.
+    """
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.errors import MessageError
 from enum import StrEnum
 
 from mailgate.attachments import AttachmentRefused, read_checked
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
+from mailgate.headers import wire_address
 from mailgate.jobs import EmailJob
 from mailgate.status import Record, StatusStore
-from worker.message import build_message
+from worker.message import build_message, render
 from worker.reports import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
@@ -115,14 +117,25 @@ class Delivery:
         return Outcome.SENT
 
     def _send(self, job: EmailJob) -> str:
-        roots = self.settings.attachment_roots
+        data = self._render(job)
+        sender, recipients = wire_address(job.sender), [wire_address(r) for r in job.recipients]
+        return self.transport.send(data, sender, recipients)
+
+    def _render(self, job: EmailJob) -> bytes:
+        """The checked message bytes; anything that stops them is final, with its cause."""
+        roots, s = self.settings.attachment_roots, self.settings
         try:
-            message = build_message(
-                job, self.settings.message_id_host, lambda a: read_checked(a, roots)
-            )
+            message = build_message(job, s.message_id_host, lambda a: read_checked(a, roots))
+            return render(message, s.max_email_bytes)
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
-        return self.transport.send(message, job.sender, list(job.recipients))
+        except OSError as exc:  # an attachment that became a folder, a read error
+            raise PermanentDelivery(
+                f"attachment unreadable: {exc.strerror or type(exc).__name__}"
+            ) from None
+        except (ValueError, TypeError, LookupError, MessageError) as exc:
+            # NotCarried, MessageRefused, and whatever the email package itself refuses.
+            raise PermanentDelivery(f"message refused: {exc}") from None
 
     def _report(self, email_id: str, url: str) -> None:
         # The e-mail's own outcome is recorded already: a broker hiccup here costs the report
