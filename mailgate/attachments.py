@@ -69,21 +69,31 @@ def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
         fd = os.open(attachment.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         raise AttachmentRefused("file vanished or became a link") from None
+    try:
+        _check_opened(fd, attachment, roots)
+    except BaseException:
+        os.close(fd)
+        raise
+    # Checked before fdopen: open() itself refuses a folder with IsADirectoryError.
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise AttachmentRefused("not a regular file")
-        opened = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None
-        if opened is not None and not _inside(opened, roots):
-            raise AttachmentRefused("path is outside the attachment roots")
-        if info.st_nlink > 1:
-            raise AttachmentRefused("the file has more than one hard link")
-        if not _same_file(info, attachment):
-            raise AttachmentRefused("file changed after the e-mail was accepted")
         data = handle.read(attachment.size + 1)
     if len(data) != attachment.size:
         raise AttachmentRefused("file changed after the e-mail was accepted")
     return data
+
+
+def _check_opened(fd: int, attachment: Attachment, roots: Sequence[Path]) -> None:
+    """What was opened must be the file accepted: regular, inside the roots, unchanged."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise AttachmentRefused("not a regular file")
+    opened = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None
+    if opened is not None and not _inside(opened, roots):
+        raise AttachmentRefused("path is outside the attachment roots")
+    if info.st_nlink > 1:
+        raise AttachmentRefused("the file has more than one hard link")
+    if not _same_file(info, attachment):
+        raise AttachmentRefused("file changed after the e-mail was accepted")
 
 
 def _same_file(info: os.stat_result, attachment: Attachment) -> bool:
