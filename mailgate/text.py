@@ -14,6 +14,14 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 """Cc is exactly U+0000-U+001F and U+007F-U+009F; Zl is U+2028, Zp U+2029; Cs the surrogates."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(text: str) -> bool:
+    """A lone surrogate: text no UTF-8 can hold (the body's only check beyond NUL)."""
+    return _SURROGATE.search(text) is not None
+
+
 def first_control(text: str) -> str | None:
     """The first control character in ``text``, or None."""
     found = _CONTROL.search(text)

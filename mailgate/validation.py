@@ -16,7 +16,7 @@ from mailgate.errors import InvalidParameter, TooLarge
 from mailgate.headers import NotCarried, check_address, subject_text, wire_address
 from mailgate.jobs import Attachment
 from mailgate.sizes import encoded_size
-from mailgate.text import control_reason
+from mailgate.text import control_reason, has_surrogate
 
 COMMAND = "SendEmail"
 _SPLIT_RECIPIENTS = re.compile(r"[;,]")
@@ -42,6 +42,8 @@ def validate_send(params: Mapping[str, str], settings: Settings) -> SendRequest:
     message = params.get("message", "")
     if not message:
         raise _invalid("Message", "the text body is required")
+    if has_surrogate(message):
+        raise _invalid("Message", "not valid Unicode (a lone surrogate)")
     if len(message.encode("utf-8")) > settings.max_message_bytes:
         raise TooLarge(f"Message is over {settings.max_message_bytes} bytes")
     if "\x00" in message:
