@@ -4,6 +4,7 @@ worker ends Failed at once with its cause. Real files, real Redis, a real SMTP s
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -15,19 +16,23 @@ from dataclasses import replace
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 from aiosmtpd.controller import Controller
+from flask.testing import FlaskClient
 
+from api import create_app
 from mailgate.attachments import AttachmentRefused, check_path, read_checked
 from mailgate.config import Settings, SmtpTarget
-from mailgate.errors import InvalidParameter
+from mailgate.errors import ConfigError, InvalidParameter
 from mailgate.jobs import Attachment, EmailJob
 from mailgate.sizes import base64_size
 from mailgate.status import StatusStore
 from mailgate.status.records import Status
 from mailgate.text import first_control
-from mailgate.validation import idempotency_key_ok, validate_send
+from mailgate.validation import check_callback_url, idempotency_key_ok, validate_send
+from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import SmtpServer, wait_for
 from worker.delivery import Delivery, Outcome
 from worker.message import MessageRefused, build_message, render, verify
@@ -325,3 +330,73 @@ def test_a_non_ascii_local_part_still_needs_smtputf8(
 
 if sys.platform != "linux":  # pragma: no cover
     pytest.skip("the attachment checks need Linux", allow_module_level=True)
+
+
+# --- both API styles over the app ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, users: object) -> FlaskClient:
+    return create_app(replace(settings, callback_allowed=("hooks.example",))).test_client()
+
+
+@pytest.mark.parametrize(
+    ("field", "json_field", "value"),
+    [("Subject", "subject", INJECTION), ("Subject", "subject", "a\u2028b"),
+     ("Recipient", "recipients", ["=?utf-8?q?a=0D=0AX:_1?=@x.example"]),
+     ("DeliveryReportURL", "callback_url", "https://hooks.example/a\tb"),
+     ("IdempotencyKey", "idempotency_key", "key\x0b1")],
+    ids=["subject-encoded", "subject-line-separator", "recipient-encoded", "url-tab", "key-vt"],
+)  # fmt: skip
+def test_both_api_styles_refuse_naming_the_field(
+    client: FlaskClient, field: str, json_field: str, value: str | list[str]
+) -> None:
+    auth = {"Username": SEED_USER, "Password": SEED_PASSWORD}
+    form = {"command": "SendEmail", "Recipient": "a@x.example", "Message": "m", **auth}
+    form[field] = value if isinstance(value, str) else value[0]
+    answer = ET.fromstring(client.post("/api", data=form).data)
+    assert answer.findtext("Code") == "302"
+    assert f"'{field}'" in str(answer.findtext("Message"))
+    token = base64.b64encode(f"{SEED_USER}:{SEED_PASSWORD}".encode()).decode()
+    body = {"recipients": ["a@x.example"], "text": "m", json_field: value}
+    response = client.post("/api/v1/emails", json=body, headers={"Authorization": f"Basic {token}"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == json_field
+
+
+# --- the callback allow list by host and port ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "ok"),
+    [("https://hooks.example/x", ("hooks.example",), True),
+     ("http://hooks.example/x", ("hooks.example",), True),
+     ("https://hooks.example:8443/x", ("hooks.example",), False),
+     ("http://hooks.example:6379/x", ("hooks.example",), False),
+     ("https://hooks.example:8443/x", ("hooks.example:8443",), True),
+     ("https://hooks.example/x", ("hooks.example:8443",), False),
+     ("http://a.crm.example:9000/x", ("*.crm.example:*",), True),
+     ("http://[::1]:8080/x", ("[::1]:8080",), True),
+     ("http://[::1]:8081/x", ("[::1]:8080",), False),
+     ("http://[::1]/x", ("::1",), True)],
+    ids=["default-https", "default-http", "other-port-refused", "redis-port-refused",
+         "listed-port", "default-not-listed", "any-port", "v6-port", "v6-other-port",
+         "v6-bare"],
+)  # fmt: skip
+def test_callback_allow_list_matches_host_and_port(
+    url: str, allowed: tuple[str, ...], ok: bool
+) -> None:
+    if ok:
+        assert check_callback_url(url, allowed) == url
+    else:
+        with pytest.raises(InvalidParameter) as caught:
+            check_callback_url(url, allowed)
+        assert caught.value.reason == "host and port not in MAILGATE_CALLBACK_ALLOWED"
+
+
+@pytest.mark.parametrize("value", ["h.example:0", "h.example:70000", "h.example:x", "h/x"])
+def test_bad_allow_list_entries_stop_start_up(value: str) -> None:
+    with pytest.raises(ConfigError, match="MAILGATE_CALLBACK_ALLOWED"):
+        Settings.from_env({"MAILGATE_CALLBACK_ALLOWED": value})
+    allowed = Settings.from_env({"MAILGATE_CALLBACK_ALLOWED": "h.example:8443 [::1]:80 *.x:*"})
+    assert allowed.callback_allowed == ("h.example:8443", "[::1]:80", "*.x:*")
