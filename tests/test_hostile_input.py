@@ -182,11 +182,10 @@ def test_the_limit_is_on_the_encoded_size(tmp_path: Path, settings: Settings) ->
     # The estimate is an upper bound of what the worker really writes.
     job = EmailJob("e", "o", "s@x.example", ("r@x.example",), "m",
                    attachments=(Attachment(str(tmp_path / "exact.bin"), limit, 0),))  # fmt: skip
-    message = build_message(job, "h", lambda a: Path(a.path).read_bytes())
-    data = render(message, 10 * limit)
+    data = render(job, "h", lambda a: Path(a.path).read_bytes(), 10 * limit)
     assert base64_size(limit) < len(data) < base64_size(limit) + 2000
     with pytest.raises(MessageRefused, match="MAILGATE_MAX_EMAIL_BYTES"):
-        render(build_message(job, "h", lambda a: Path(a.path).read_bytes()), limit)
+        render(job, "h", lambda a: Path(a.path).read_bytes(), limit)
 
 
 # --- the worker's own check of the bytes it generated ------------------------------------------

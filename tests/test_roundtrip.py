@@ -30,7 +30,7 @@ from mailgate.jobs import EmailJob
 from mailgate.validation import SendRequest, validate_send
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import SmtpServer, wait_for
-from worker.message import build_message, render
+from worker.message import render
 from worker.smtp import SmtpTransport
 
 SENDER = "ivr@domain.com"  # one the seed account may use
@@ -179,8 +179,8 @@ def test_the_builder_sends_exactly_what_the_api_accepted(
         request.attachments, request.api_extension,
     )  # fmt: skip
     roots = settings.attachment_roots
-    built = build_message(job, "test", lambda a: read_checked(a, roots))
-    data = render(built, settings.max_email_bytes)  # a 200 must never be refused here
+    # A 200 must never be refused here.
+    data = render(job, "test", lambda a: read_checked(a, roots), settings.max_email_bytes)
     assert transport.send(data, SENDER, [wire_address(r) for r in job.recipients]).startswith("250")
     received = smtp_server.handler.find(job.email_id)
     assert received is not None

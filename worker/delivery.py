@@ -21,7 +21,7 @@ from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.headers import wire_address
 from mailgate.jobs import EmailJob
 from mailgate.status import Record, StatusStore
-from worker.message import build_message, render
+from worker.message import render
 from worker.reports import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
@@ -125,8 +125,9 @@ class Delivery:
         """The checked message bytes; anything that stops them is final, with its cause."""
         roots, s = self.settings.attachment_roots, self.settings
         try:
-            message = build_message(job, s.message_id_host, lambda a: read_checked(a, roots))
-            return render(message, s.max_email_bytes)
+            return render(
+                job, s.message_id_host, lambda a: read_checked(a, roots), s.max_email_bytes
+            )
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
         except OSError as exc:  # an attachment that became a folder, a read error

@@ -62,20 +62,24 @@ def build_message(job: EmailJob, message_id_host: str, read: Reader) -> EmailMes
     return message
 
 
-def render(message: EmailMessage, max_bytes: int) -> bytes:
-    """The bytes to send, after checking they say exactly what ``message`` meant.
+def render(job: EmailJob, message_id_host: str, read: Reader, max_bytes: int) -> bytes:
+    """The bytes to send for ``job``, after checking they say exactly what was meant.
 
     Non-ASCII addresses (which need SMTPUTF8) are written as UTF-8; everything else as ASCII.
+    Only one large copy of the message is kept at a time where it can be helped.
     """
+    message = build_message(job, message_id_host, read)
     addresses = [str(message["From"]), str(message["To"])]
     policy = SMTP if all(a.isascii() for a in addresses) else SMTPUTF8
     data = message.as_bytes(policy=policy)
+    intended = shape(message)  # after as_bytes, which chooses the MIME boundaries
+    del message  # the encoded attachments: not needed while the bytes are read back
     if len(data) > max_bytes:
         raise MessageRefused(
             f"the e-mail is {len(data)} bytes once encoded, over the {max_bytes} bytes of "
             "MAILGATE_MAX_EMAIL_BYTES"
         )
-    verify(data, shape(message))
+    verify(data, intended)
     return data
 
 
