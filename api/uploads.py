@@ -25,8 +25,10 @@ from api.services import services
 from mailgate import spool
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter, ParseError, TooLarge
+from mailgate.headers import NotCarried, check_filename
 from mailgate.jobs import Attachment
-from mailgate.validation import SendRequest
+from mailgate.text import control_reason
+from mailgate.validation import SendRequest, check_encoded_size
 
 MULTIPART_TYPE = "multipart/form-data"
 MAX_FIELDS = 100
@@ -34,7 +36,6 @@ FORM_OVERHEAD = 64 * 1024
 """Room for part headers and boundaries beyond the fields and the files themselves."""
 
 _TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _PARAMETER = "Attachments"
 
 
@@ -109,6 +110,7 @@ def with_uploads(request: SendRequest, settings: Settings) -> SendRequest:
         raise _invalid(f"more than {settings.max_attachments} files")
     if sum(a.size for a in every) > settings.max_attachment_bytes:
         raise _invalid(f"over {settings.max_attachment_bytes} bytes in total")
+    check_encoded_size(request.message, every, settings)
     return replace(request, attachments=every)
 
 
@@ -177,6 +179,7 @@ class _Writer:
         return Attachment(
             path=self.path, size=info.st_size, mtime_ns=info.st_mtime_ns, filename=filename,
             content_type=_content_type(declared_type, filename), sha256=self.digest.hexdigest(),
+            device=info.st_dev, inode=info.st_ino, ctime_ns=info.st_ctime_ns,
         )  # fmt: skip
 
 
@@ -200,8 +203,17 @@ def _filename(raw: str) -> str:
     name = re.split(r"[\\/]", raw)[-1].strip()
     if not name:
         raise _invalid("an uploaded file has no file name")
-    if _BAD_NAME.search(name) or len(name) > 255:
-        raise _invalid("an uploaded file name holds a control character or is too long")
+    if len(name) > 255:
+        raise _invalid("an uploaded file name is longer than 255 characters")
+    # The same checks as a path's file name: no control character, no encoded word that
+    # a Content-Disposition header would not carry exactly.
+    reason = control_reason(name)
+    if reason:
+        raise _invalid(f"an uploaded file name holds a {reason}")
+    try:
+        check_filename(name)
+    except NotCarried as exc:
+        raise _invalid(f"an uploaded file name: {exc}") from None
     return name
 
 

@@ -112,6 +112,8 @@ class Settings:
     max_attachments: int = 20
     max_attachment_bytes: int = 25 * 1024 * 1024
     """Total size of all attachments of one e-mail."""
+    max_email_bytes: int = 25 * 1024 * 1024
+    """The whole e-mail as sent (attachments in base64): what a relay's size limit measures."""
     auth_cache_seconds: float = 60.0
     worker_concurrency: int = 8
     message_id_host: str = "mailgate.local"
@@ -171,6 +173,7 @@ class Settings:
             max_attachment_bytes=env.integer(
                 "MAILGATE_MAX_ATTACHMENT_BYTES", cls.max_attachment_bytes
             ),
+            max_email_bytes=env.integer("MAILGATE_MAX_EMAIL_BYTES", cls.max_email_bytes),
             auth_cache_seconds=env.number("MAILGATE_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             worker_concurrency=env.integer("MAILGATE_WORKER_CONCURRENCY", cls.worker_concurrency),
             message_id_host=env.get("MAILGATE_MESSAGE_ID_HOST", cls.message_id_host, _hostname),
@@ -303,10 +306,27 @@ def _networks(value: str) -> tuple[str, ...]:
 
 def _hosts(value: str) -> tuple[str, ...]:
     hosts = tuple(part.lower() for part in value.replace(",", " ").split())
-    for host in hosts:
-        if not re.fullmatch(r"[a-z0-9*.:\[\]-]+", host):
-            raise ValueError(f"{host!r} is not a host name or pattern")
+    for entry in hosts:
+        host, port = split_host_port(entry)
+        if not re.fullmatch(r"[a-z0-9*.:-]+", host) or not (
+            port is None or port == "*" or (port.isdigit() and 0 < int(port) < 65536)
+        ):
+            raise ValueError(f"{entry!r} is not a host, host:port or host pattern")
     return hosts
+
+
+def split_host_port(entry: str) -> tuple[str, str | None]:
+    """An allow-list entry as (host pattern, port, ``*`` or None for the default port).
+
+    ``hooks.example:8443``, ``*.crm.example``, ``[::1]:8080``; a bare IPv6 address has no port.
+    """
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else None
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, None
 
 
 def _rate(value: str) -> str:

@@ -38,6 +38,13 @@ class Attachment:
     """The MIME type an upload declared ("" to guess it from the file name)."""
     sha256: str = ""
     """An upload's content digest: its identity for idempotency (its spooled path is random)."""
+    device: int | None = None
+    inode: int | None = None
+    ctime_ns: int | None = None
+    """Which file it was: a replacement with the same size and mtime differs here.
+
+    None in records written before these were kept; the worker then compares what it can.
+    """
 
     @property
     def identity(self) -> str:

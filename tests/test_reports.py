@@ -150,7 +150,8 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     env = mailgate_env(
         workdir, redis_server.url, smtp.url, RETRY_BASE_SECONDS="0.05",
         RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="4", REDELIVERY_SECONDS=str(REDELIVERY),
-        SMTP_TIMEOUT_SECONDS="3", CALLBACK_ALLOWED="127.0.0.1", CALLBACK_SECRET=SECRET,
+        SMTP_TIMEOUT_SECONDS="3", CALLBACK_ALLOWED=f"127.0.0.1:{hooks.port}",
+        CALLBACK_SECRET=SECRET,
     )  # fmt: skip
     settings = Settings.from_env(env)
     UserStore(settings.users_file).add(USER, PASSWORD)
@@ -423,12 +424,14 @@ def test_logged_urls_lose_credentials_and_query(url: str, shown: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.0.0.1/hook", "http://127.0.0.1:99999/hook", "http://127.0.0.1:0/hook"],
-    ids=["host-not-allowed", "port-out-of-range", "port-zero"],
-)
+    ["http://10.0.0.1/hook", "http://127.0.0.1:99999/hook", "http://127.0.0.1:0/hook",
+     "http://127.0.0.1:6379/hook", "https://127.0.0.1/hook"],
+    ids=["host-not-allowed", "port-out-of-range", "port-zero", "other-port", "default-port"],
+)  # fmt: skip
 def test_a_url_is_checked_again_before_sending(url: str) -> None:
     with pytest.raises(InvalidParameter):
-        target(url, ("127.0.0.1",))
+        target(url, ("127.0.0.1:8080",))
+    assert target("http://127.0.0.1:8080/hook", ("127.0.0.1:8080",))
 
 
 def test_redirects_are_not_followed(hooks: CallbackServer) -> None:
@@ -460,7 +463,7 @@ def test_a_host_no_longer_allowed_gets_no_report(
     assert reporter.report(email_id, 2).result is Result.SKIPPED  # settled: not tried again
     record = record_of(store, email_id)
     assert (record.report_status, record.report_attempts) == (ReportStatus.FAILED, 0)
-    assert record.report_error == "host not in MAILGATE_CALLBACK_ALLOWED"
+    assert record.report_error == "host and port not in MAILGATE_CALLBACK_ALLOWED"
     assert hooks.hits_for(path) == []
 
 

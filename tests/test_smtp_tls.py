@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,12 @@ def tls_server(
     controller.stop()
 
 
-def _message() -> EmailMessage:
-    msg = EmailMessage()
+def _message() -> bytes:
+    msg = EmailMessage(policy=SMTP)
     msg["From"], msg["To"] = "s@x.example", "r@x.example"
     msg["Message-ID"] = f"<tls-{time.monotonic_ns()}@test>"
     msg.set_content("over TLS")
-    return msg
+    return msg.as_bytes()
 
 
 def _url(mode: str, port: int, query: str = "") -> str:

@@ -12,15 +12,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.errors import MessageError
 from enum import StrEnum
 
 from mailgate.attachments import AttachmentRefused, read_checked
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
+from mailgate.headers import wire_address
 from mailgate.jobs import EmailJob
 from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
-from worker.message import build_message
+from worker.message import render
 from worker.reports import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
@@ -118,15 +120,28 @@ class Delivery:
         return Outcome.SENT
 
     def _send(self, job: EmailJob) -> str:
+        data = self._render(job)
+        sender, recipients = wire_address(job.sender), [wire_address(r) for r in job.recipients]
+        return self.transport.send(data, sender, recipients)
+
+    def _render(self, job: EmailJob) -> bytes:
+        """The checked message bytes; anything that stops them is final, with its cause."""
+        s = self.settings
         # Uploads live in the spool: an implicit root for reading, never one a caller may name.
-        roots = (*self.settings.attachment_roots, spool_root(self.settings))
+        roots = (*s.attachment_roots, spool_root(s))
         try:
-            message = build_message(
-                job, self.settings.message_id_host, lambda a: read_checked(a, roots)
+            return render(
+                job, s.message_id_host, lambda a: read_checked(a, roots), s.max_email_bytes
             )
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
-        return self.transport.send(message, job.sender, list(job.recipients))
+        except OSError as exc:  # an attachment that became a folder, a read error
+            raise PermanentDelivery(
+                f"attachment unreadable: {exc.strerror or type(exc).__name__}"
+            ) from None
+        except (ValueError, TypeError, LookupError, MessageError) as exc:
+            # NotCarried, MessageRefused, and whatever the email package itself refuses.
+            raise PermanentDelivery(f"message refused: {exc}") from None
 
     def _report(self, email_id: str, url: str) -> None:
         # The e-mail's own outcome is recorded already: a broker hiccup here costs the report
