@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         path = request.path
         if path == "/api/v1" or path.startswith("/api/v1/"):
             return error_response(exc)
-        if path == "/api" and exc.code != 404:
+        if path in ("/api", "/api/"):
             return xml.error(ParseError(exc.name))
         return exc
 
