@@ -243,9 +243,10 @@ class UserStore:
     @contextmanager
     def _editing(self) -> Iterator[dict[str, Account]]:
         """Lock the file, hand out its accounts, then write them back atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
-        with open(lock_path, "a") as lock:
+        with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             accounts = _read(self.path) if self.path.exists() else {}
             yield accounts
