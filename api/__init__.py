@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         path = request.path
         if path == "/api/v1" or path.startswith("/api/v1/"):
             return error_response(exc)
-        if path in OZEKI_PATHS and exc.code != 404:
+        if path in (*OZEKI_PATHS, "/api/") and exc.code != 404:
             return xml.error(ParseError(exc.name))
         if exc.code == 404:
             # Any other path is the Ozeki side's: an XML answer (HTTP 404) naming the path.

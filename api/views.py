@@ -15,19 +15,31 @@ from api.metrics import ACCEPT_SECONDS, REQUESTS
 from api.params import read_params
 from api.services import services
 from api.uploads import multipart_fields
-from mailgate.errors import ApiError, InvalidParameter, Unavailable, UnknownCommand
+from mailgate.errors import ApiError, InvalidParameter, ParseError, Unavailable, UnknownCommand
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 
-@bp.route("/", methods=["GET", "POST"])  # where Ozeki Phone System XE clients call
-@bp.route("/api", methods=["GET", "POST"])
+ACTING_METHODS = frozenset({"GET", "POST"})
+
+# Every method reaches the view (no automatic HEAD/OPTIONS answers from Flask), so whatever a
+# client sends to /api is answered in XML; only GET and POST act.
+_ANY_METHOD = ["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"]
+
+
+# "/" is where Ozeki Phone System XE clients call.
+@bp.route("/", methods=_ANY_METHOD, provide_automatic_options=False)
+@bp.route("/api", methods=_ANY_METHOD, provide_automatic_options=False)
+@bp.route("/api/", methods=_ANY_METHOD, provide_automatic_options=False)
 def api() -> Response:
     """Parse, pick the command, authenticate, run it; every outcome is an XML document."""
     started = time.perf_counter()
     label = "other"
     try:
+        if request.method not in ACTING_METHODS:
+            # HEAD would act and drop the EmailId with the body; the rest mean nothing here.
+            raise ParseError(f"method {request.method} not allowed: use GET or POST")
         svc = services()
         params = read_params(request, svc.settings.max_request_bytes, multipart_fields)
         command = params.get("command", "")

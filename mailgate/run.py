@@ -16,7 +16,7 @@ from urllib.parse import quote
 from honcho.manager import Manager
 
 from mailgate.config import DEFAULT_SINK_PORT, Settings, environment
-from mailgate.embedded import port_is_free, redis_args
+from mailgate.embedded import port_is_free, private_dir, redis_command
 from mailgate.errors import ConfigError
 from mailgate.users import UserStore
 
@@ -52,20 +52,21 @@ def run_all() -> int:
     """Start everything and wait; the exit code of the first process to stop."""
     env = environment()  # .env included, so the children and this process agree
     Settings.from_env(env)  # a bad variable stops here with one line
-    var = Path("var")
+    var = private_dir(Path("var"))  # bodies, recipients and password hashes live under it
     extra: list[tuple[str, str]] = []
     if not env.get("MAILGATE_REDIS_URL"):
         port = _port(env, "MAILGATE_EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT)
         if not port_is_free(port):
             raise ConfigError("MAILGATE_EMBEDDED_REDIS_PORT", f"port {port} is already in use")
-        (var / "redis").mkdir(parents=True, exist_ok=True)
+        private_dir(var / "redis")
         fsync = Settings.from_env(env).redis_appendfsync
-        extra.append(("redis", shlex.join(redis_args(port, var / "redis", fsync))))
+        extra.append(("redis", redis_command(port, var / "redis", fsync)))
         env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     if not env.get("MAILGATE_SMTP_URL"):
         sink_port = _port(env, "MAILGATE_SINK_PORT", DEFAULT_SINK_PORT)
         if not port_is_free(sink_port):
             raise ConfigError("MAILGATE_SINK_PORT", f"port {sink_port} is already in use")
+        private_dir(var / "outbox")
         python = shlex.quote(sys.executable)
         sink = f"{python} -m mailgate.sink --port {sink_port} --outbox var/outbox"
         extra.append(("smtp-sink", sink))
@@ -98,10 +99,11 @@ def run_all() -> int:
 
 def _sample_attachment(folder: Path) -> Path:
     """The attachment root of ``mailgate run`` (created) and a small file in it to attach."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)  # like the rest of var/: what is attached is nobody else's business
     sample = folder.resolve() / SAMPLE_NAME
     if not sample.exists():
         sample.write_text("A sample attachment from mailgate run.\n", encoding="utf-8")
+        sample.chmod(0o600)
     return sample
 
 

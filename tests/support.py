@@ -114,6 +114,7 @@ class RedisServer:
             redis_args(self.port, self.data_dir),
             stdout=open(self.data_dir / "redis.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
+            umask=0o077,  # as mailgate.embedded.redis_command: the AOF is owner-only
         )
         client = self.client()
         wait_for(lambda: _pings(client) or proc.poll() is not None, 10, "redis to answer")

@@ -237,10 +237,31 @@ def test_healthz_and_readyz(client: FlaskClient, settings: Settings) -> None:
     assert create_app(dead).test_client().get("/readyz").status_code == 503
 
 
-def test_other_methods_still_get_xml(client: FlaskClient) -> None:
-    response = client.put("/api")
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "OPTIONS", "PATCH"])
+@pytest.mark.parametrize("path", ["/api", "/api/"], ids=["api", "api-slash"])
+def test_other_methods_get_300_in_xml_and_queue_nothing(
+    client: FlaskClient, redis_server: RedisServer, method: str, path: str
+) -> None:
+    before = records(redis_server)
+    response = client.open(path, method=method, query_string=send(**SEED), data=send(**SEED))
     assert response.status_code == 200
+    assert response.content_type == "application/xml; charset=utf-8"
     assert parse(response.data)["Code"] == "300"
+    assert records(redis_server) == before
+
+
+def test_head_does_not_send(client: FlaskClient, redis_server: RedisServer) -> None:
+    before = records(redis_server)
+    response = client.head("/api", query_string=send(**SEED))
+    assert response.status_code == 200
+    assert response.content_type == "application/xml; charset=utf-8"
+    assert records(redis_server) == before
+
+
+def test_api_with_a_trailing_slash_answers_xml(client: FlaskClient) -> None:
+    response = client.get("/api/", query_string=send(**SEED))
+    assert response.content_type == "application/xml; charset=utf-8"
+    assert parse(response.data)["Code"] == "200"
 
 
 def test_idempotency_key_returns_the_first_email_id_and_queues_nothing_more(

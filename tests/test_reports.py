@@ -348,6 +348,28 @@ def test_a_hanging_endpoint_does_not_hold_the_email_back(
     assert report_settled(store, email_id).report_status is ReportStatus.DELIVERED
 
 
+def test_hanging_report_endpoints_do_not_delay_other_deliveries(
+    client: FlaskClient, store: StatusStore, hooks: CallbackServer
+) -> None:
+    paths = [unique("slow") for _ in range(8)]
+    hooks.release.clear()
+    try:
+        for path in paths:
+            accept(client, hooks.url(path))
+        wait_for(lambda: any(hooks.hits_for(p) for p in paths), 30, "a report to hang")
+        started = time.monotonic()
+        plain = [accept(client, "") for _ in range(6)]
+
+        def all_sent() -> bool:
+            return all(record_of(store, e).status is Status.SENT for e in plain)
+
+        wait_for(all_sent, 30, "the e-mails without reports to be Sent")
+        # The worker has 4 threads; the hanging POSTs may hold one of them, not all.
+        assert time.monotonic() - started < 2.0
+    finally:
+        hooks.release.set()
+
+
 def test_the_report_task_carries_only_the_email_id(settings: Settings) -> None:
     # Publish to a database no worker reads, then look at the raw message (what Flower shows).
     url = settings.redis_url.rsplit("/", 1)[0] + "/3"
