@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from mailgate.config import Settings
 from mailgate.errors import RateLimited
+from mailgate.redisconn import limits_storage
 from mailgate.users import Account
 
 
@@ -20,9 +20,7 @@ class Limits:
     """The API's rate limits over one Redis storage."""
 
     def __init__(self, settings: Settings) -> None:
-        storage = storage_from_string(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        storage = limits_storage(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self._limiter = MovingWindowRateLimiter(storage)
         self._logins: list[tuple[RateLimitItem, str]] = [
             (parse(settings.login_failures_per_client), "client"),

@@ -48,3 +48,13 @@ redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2]
            'report_error', ARGV[3])
 return 1
 """
+
+# Take back a just-accepted e-mail that did not reach enough replicas: only while it is still
+# Queued and unclaimed, so a worker that already holds it finishes what it started.
+WITHDRAW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'Queued' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
