@@ -118,8 +118,8 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
 
 def _ensure_replicated(svc: Services, email_id: str) -> None:
     """With MAILGATE_REDIS_MIN_REPLICAS, a 200 means that many replicas hold the e-mail, so a
-    failover cannot lose it. Short of that the e-mail is withdrawn and the answer is 503; one
-    a worker has already claimed is on its way and stays accepted."""
+    failover cannot lose it. Short of that the e-mail is withdrawn and the answer is 503 (no
+    worker sends before the same replicas hold its claim); one already final stays."""
     try:
         if svc.store.replicated():
             return
@@ -129,7 +129,7 @@ def _ensure_replicated(svc: Services, email_id: str) -> None:
                     type(exc).__name__)  # fmt: skip
         raise Unavailable("Redis is unavailable") from None
     if not withdrawn:
-        log.info("%s reached too few replicas but a worker holds it already", email_id)
+        log.info("%s reached too few replicas but is final already", email_id)
         return
     log.warning("withdrew %s: fewer than %d replica(s) confirmed it", email_id,
                 svc.store.min_replicas)  # fmt: skip

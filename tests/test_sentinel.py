@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -169,9 +170,11 @@ class SentinelGroup:
         self.master_port, self.replica_port = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.url = "redis+sentinel://" + ",".join(
-            f"127.0.0.1:{port}" for port in self.sentinel_ports
-        ) + f"/{MASTER}/0"
+        self.url = (
+            "redis+sentinel://"
+            + ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+            + f"/{MASTER}/0"
+        )
 
     def _spawn(self, name: str, args: list[str]) -> None:
         folder = self.root / name
@@ -279,7 +282,9 @@ class Sender:
         return sum(1 for at, answer in list(self.answers) if answer == code and at >= since)
 
     def first(self, code: str, since: float) -> float | None:
-        return next((at for at, answer in list(self.answers) if answer == code and at > since), None)
+        return next(
+            (at for at, answer in list(self.answers) if answer == code and at > since), None
+        )
 
 
 @pytest.fixture(scope="module")
@@ -334,7 +339,15 @@ def test_a_master_failover_loses_nothing_accepted(
             records = [store.get(email_id) for email_id in sender.accepted]
             return all(r is not None and r.status == Status.SENT for r in records)
 
-        wait_for(all_sent, 60, "every accepted e-mail to end Sent")
+        try:
+            wait_for(all_sent, 60, "every accepted e-mail to end Sent")
+        except AssertionError:
+            records = [store.get(email_id) for email_id in sender.accepted]
+            states = Counter(r.status if r else "missing" for r in records)
+            alive = worker.proc is not None and worker.proc.poll() is None
+            raise AssertionError(
+                f"not all Sent: {dict(states)}; worker alive: {alive}\n{worker.output()[-3000:]}"
+            ) from None
         counts = smtp.handler.counts()
         missing = [i for i in sender.accepted if counts.get(i, 0) == 0]
         twice = {i: n for i, n in counts.items() if n > 1}
@@ -344,6 +357,7 @@ def test_a_master_failover_loses_nothing_accepted(
             f"no answer: {errors}, delivered twice: {len(twice)}"
         )
         assert not missing
+        assert worker.proc is not None and worker.proc.poll() is None  # it lived through it
         assert refused > 0  # the window without a replica was really refused, not hidden
         assert errors == 0  # every request got an answer
         assert len(twice) <= CONCURRENCY  # at most what one worker holds in flight

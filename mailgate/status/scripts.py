@@ -49,12 +49,13 @@ redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2]
 return 1
 """
 
-# Take back a just-accepted e-mail that did not reach enough replicas: only while it is still
-# Queued and unclaimed, so a worker that already holds it finishes what it started.
+# Take back a just-accepted e-mail that did not reach enough replicas, unless it is final
+# already. A worker that claimed it has not sent it: with MAILGATE_REDIS_MIN_REPLICAS it waits
+# for the same replicas before SMTP, finds the record gone and drops the task.
 WITHDRAW = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'Queued' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('DEL', KEYS[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'Sent' or status == 'Failed' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """

@@ -70,8 +70,8 @@ class StatusStore:
         return int(acked) >= self.min_replicas
 
     def withdraw(self, email_id: str) -> bool:
-        """Delete a new e-mail that no worker has claimed yet; False if one has (or it is
-        final): then it is on its way and cannot be taken back."""
+        """Delete a new e-mail that did not reach enough replicas; False if it is final
+        already (then it was sent, or failed, and stays)."""
         keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
         return bool(self._withdraw(keys=keys, args=[email_id]))
 
