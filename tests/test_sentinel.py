@@ -23,21 +23,27 @@ from xml.etree import ElementTree as ET
 import pytest
 import redis
 
+from api.accept import _record_and_publish
+from api.services import Services
 from mailgate.broker import make_celery, uses_redis_broker
 from mailgate.config import Settings
 from mailgate.embedded import free_port, redis_args, redis_server_binary
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, Unavailable
+from mailgate.jobs import EmailJob
 from mailgate.redisconn import SentinelTarget
-from mailgate.status import Status, StatusStore
+from mailgate.status import DUE_KEY, Status, StatusStore, claim_key
 from mailgate.users import UserStore
 from tests.support import (
+    RedisServer,
     Service,
     SmtpServer,
+    count_records,
     gunicorn_args,
     mailgate_env,
     wait_for,
     worker_args,
 )
+from worker.delivery import Delivery, Outcome
 
 MASTER = "mailgate-ha"
 USER, PASSWORD = "sentinel", "sentinel-test-pw"
@@ -366,3 +372,42 @@ def test_a_master_failover_loses_nothing_accepted(
         web.stop()
         worker.stop()
         smtp.stop()
+
+
+class Counting:
+    """An SMTP transport that only counts."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, message: object, sender: str, recipients: list[str]) -> str:
+        self.sent += 1
+        return "250 ok"
+
+
+def test_without_enough_replicas_nothing_is_accepted_or_sent(redis_server: RedisServer) -> None:
+    # The suite's Redis has no replica, so WAIT 1 can never be satisfied.
+    scratch = redis_server.url.rsplit("/", 1)[0] + "/4"  # a database no worker consumes
+    settings = Settings.from_env(
+        {"MAILGATE_REDIS_URL": scratch, "MAILGATE_REDIS_MIN_REPLICAS": "1"}
+    )
+    raw = redis.Redis.from_url(scratch, decode_responses=True)
+    raw.flushdb()
+    store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds, 1)
+    svc = Services.build(settings)
+    job = EmailJob(
+        "33333333-3333-4333-8333-333333333333", "acct", "a@b.example", ("c@d.example",), "m"
+    )
+    with pytest.raises(Unavailable):
+        _record_and_publish(svc, job)
+    assert count_records(raw) == 0  # withdrawn: nothing a worker could send
+    assert raw.zcard(DUE_KEY) == 0
+
+    # A record that did get in (written before the replica was lost): the worker claims it,
+    # waits for the replica, gives the claim back and does not talk SMTP.
+    store.create(job, time.time() + 60)
+    transport = Counting()
+    outcome = Delivery(store, transport, settings).deliver(job.email_id)
+    assert outcome == Outcome.BUSY
+    assert transport.sent == 0
+    assert raw.exists(claim_key(job.email_id)) == 0
