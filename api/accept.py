@@ -107,6 +107,7 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
         except RedisError as exc:
             log.warning("Redis unavailable: %s", type(exc).__name__)
             raise Unavailable("Redis is unavailable") from None
+        _ensure_replicated(svc, job.email_id)
         return
     # Another broker: the record comes first, since a worker may look for it at once.
     try:
@@ -114,6 +115,7 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
     except RedisError as exc:
         log.warning("status store unavailable: %s", type(exc).__name__)
         raise Unavailable("the status store is unavailable") from None
+    _ensure_replicated(svc, job.email_id)
     try:
         publish(svc.celery, job.email_id)
     except Exception as exc:
@@ -131,6 +133,27 @@ def _record_scheduled(svc: Services, job: EmailJob, send_at: float) -> None:
     except RedisError as exc:
         log.warning("status store unavailable: %s", type(exc).__name__)
         raise Unavailable("the status store is unavailable") from None
+    _ensure_replicated(svc, job.email_id)
+
+
+def _ensure_replicated(svc: Services, email_id: str) -> None:
+    """With MAILGATE_REDIS_MIN_REPLICAS, a 200 means that many replicas hold the e-mail, so a
+    failover cannot lose it. Short of that the e-mail is withdrawn and the answer is 503 (no
+    worker sends before the same replicas hold its claim); one already final stays."""
+    try:
+        if svc.store.replicated():
+            return
+        withdrawn = svc.store.withdraw(email_id)
+    except RedisError as exc:
+        log.warning("Redis failed while waiting for replicas of %s: %s", email_id,
+                    type(exc).__name__)  # fmt: skip
+        raise Unavailable("Redis is unavailable") from None
+    if not withdrawn:
+        log.info("%s reached too few replicas but is final already", email_id)
+        return
+    log.warning("withdrew %s: fewer than %d replica(s) confirmed it", email_id,
+                svc.store.min_replicas)  # fmt: skip
+    raise Unavailable("too few Redis replicas confirmed the e-mail") from None
 
 
 def _release(svc: Services, account: Account, key: str) -> None:

@@ -30,6 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
 from api.services import services
+from mailgate.broker import is_redis_broker
 from mailgate.jobs import QUEUE
 from mailgate.status import LATENCY_BUCKETS, StatusStore
 
@@ -116,7 +117,7 @@ def metrics() -> Response:
     else:
         local = REGISTRY
     shared = CollectorRegistry()
-    redis_broker = svc.settings.broker_url.startswith(("redis", "rediss", "unix"))
+    redis_broker = is_redis_broker(svc.settings.broker_url)
     shared.register(QueueCollector(svc.store, redis_broker))
     body = generate_latest(local) + generate_latest(shared)
     return Response(body, 200, content_type=CONTENT_TYPE_LATEST)

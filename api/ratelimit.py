@@ -27,11 +27,11 @@ from contextlib import contextmanager
 
 import redis
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from mailgate.config import Settings
 from mailgate.errors import AuthFailed, RateLimited
+from mailgate.redisconn import limits_storage, redis_client
 from mailgate.users import Account
 
 KNOWN_CLIENT_SECONDS = 7 * 24 * 3600
@@ -81,13 +81,9 @@ class Limits:
     """The API's rate limits over one Redis server."""
 
     def __init__(self, settings: Settings) -> None:
-        storage = storage_from_string(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        storage = limits_storage(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self._limiter = MovingWindowRateLimiter(storage)
-        self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        self._redis = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self._reserve = self._redis.register_script(_RESERVE)
         self._succeeded = self._redis.register_script(_SUCCEEDED)
         scopes = (

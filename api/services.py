@@ -28,7 +28,9 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         return cls(
             settings=settings,
-            store=StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds),
+            store=StatusStore.from_url(
+                settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
+            ),
             users=UserStore(settings.users_file, settings.auth_cache_seconds),
             celery=make_celery(settings),
             limits=Limits(settings),

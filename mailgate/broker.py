@@ -11,10 +11,12 @@ import uuid
 
 from celery import Celery
 from kombu import serialization
+from kombu.entity import Queue
 from kombu.utils import json as kombu_json
 
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
+from mailgate.redisconn import SentinelTarget, is_sentinel, same_redis
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -25,8 +27,12 @@ def make_celery(settings: Settings) -> Celery:
     # short visibility timeout cannot cause the repeated redelivery of long countdowns.
     interval = max(1, min(10, int(settings.redelivery_seconds / 10)))
     visibility = max(2, int(settings.redelivery_seconds) - 2 * interval)
-    app = Celery("mailgate", broker=settings.broker_url, set_as_current=False)
-    redis_broker = settings.broker_url.startswith(("redis", "rediss", "unix"))
+    broker_url, sentinel = settings.broker_url, None
+    if is_sentinel(broker_url):
+        sentinel = SentinelTarget.parse(broker_url)
+        broker_url = sentinel.kombu_url()
+    app = Celery("mailgate", broker=broker_url, set_as_current=False)
+    redis_broker = is_redis_broker(settings.broker_url)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -55,7 +61,22 @@ def make_celery(settings: Settings) -> Celery:
         else {"confirm_publish": True},
         enable_utc=True,
     )
+    if sentinel is not None:
+        app.conf.broker_transport_options.update(
+            master_name=sentinel.master,
+            sentinel_kwargs=sentinel.sentinel_kwargs(socket_timeout=10, socket_connect_timeout=3),
+        )
+    if settings.broker_quorum_queues and not redis_broker:
+        # A quorum queue is replicated across the RabbitMQ cluster and survives a node's loss;
+        # Celery then turns off global QoS, which quorum queues do not support.
+        quorum = Queue(QUEUE, queue_arguments={"x-queue-type": "quorum"})  # type: ignore[no-untyped-call]
+        app.conf.task_queues = [quorum]
     return app
+
+
+def is_redis_broker(url: str) -> bool:
+    """True for a Redis broker (one server or a Sentinel group), False for RabbitMQ."""
+    return url.startswith(("redis", "rediss", "unix", "sentinel"))
 
 
 def publish(app: Celery, email_id: str) -> None:
@@ -75,7 +96,7 @@ def publish(app: Celery, email_id: str) -> None:
 
 def uses_redis_broker(settings: Settings) -> bool:
     """True when the broker is the status store's Redis, so both can share one transaction."""
-    return settings.broker_url == settings.redis_url
+    return same_redis(settings.broker_url, settings.redis_url)
 
 
 def redis_task_message(app: Celery, email_id: str) -> str:

@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 from limits import parse as parse_rate
 
 from mailgate.errors import ConfigError
+from mailgate.redisconn import SentinelTarget, is_sentinel
 
 T = TypeVar("T")
 
@@ -134,6 +135,10 @@ class Settings:
     """Failed logins for one user name from anywhere (a distributed guess)."""
     redis_appendfsync: str = "everysec"
     """The embedded Redis's AOF fsync policy: everysec (default) or always."""
+    redis_min_replicas: int = 0
+    """Replicas that must hold an accepted e-mail (Redis WAIT) before the API answers 200."""
+    broker_quorum_queues: bool = False
+    """On RabbitMQ, declare the mailgate queue as a quorum queue (replicated, durable)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +200,16 @@ class Settings:
             redis_appendfsync=env.get(
                 "MAILGATE_REDIS_APPENDFSYNC", cls.redis_appendfsync, _appendfsync
             ),
+            redis_min_replicas=env.get("MAILGATE_REDIS_MIN_REPLICAS", 0, _non_negative_int),
+            broker_quorum_queues=env.get("MAILGATE_BROKER_QUORUM_QUEUES", False, _flag),
+        )
+        # Sentinel URLs carry the master's name and the sentinels' password from here on.
+        master = env.raw("MAILGATE_REDIS_SENTINEL_MASTER")
+        secret = env.raw("MAILGATE_REDIS_SENTINEL_PASSWORD")
+        settings = replace(
+            settings,
+            redis_url=_sentinel_url("MAILGATE_REDIS_URL", settings.redis_url, master, secret),
+            broker_url=_sentinel_url("MAILGATE_BROKER_URL", settings.broker_url, master, secret),
         )
         if not settings.broker_url:
             settings = replace(settings, broker_url=settings.redis_url)
@@ -271,15 +286,40 @@ def _port(value: str) -> int:
 
 
 def _redis_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+sentinel", "sentinel"):
+        raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
     return value
 
 
 def _broker_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp"):
-        raise ValueError("must start with redis://, rediss://, amqp:// or amqps://")
+    schemes = ("redis", "rediss", "unix", "redis+sentinel", "sentinel", "amqp", "amqps", "pyamqp")
+    if urlsplit(value).scheme not in schemes:
+        raise ValueError(
+            "must start with redis://, rediss://, redis+sentinel://, amqp:// or amqps://"
+        )
     return value
+
+
+def _sentinel_url(variable: str, url: str, master: str, password: str) -> str:
+    """A Sentinel URL in its canonical form, with the master and password settings folded in."""
+    if not is_sentinel(url):
+        return url
+    try:
+        return SentinelTarget.parse(url, master, password).url()
+    except ValueError as exc:
+        raise ConfigError(variable, str(exc)) from None
+
+
+def _non_negative_int(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError(f"must be a whole number, 0 or more, got {value!r}")
+    return int(value)
+
+
+def _flag(value: str) -> bool:
+    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(f"must be 1 or 0, got {value!r}")
+    return value.lower() in ("1", "true", "yes")
 
 
 def _roots(value: str) -> tuple[Path, ...]:

@@ -15,7 +15,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from email.message import EmailMessage
+from email import message_from_bytes
+from email.policy import default
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -47,7 +48,8 @@ class Recorder:
     entered: threading.Event = field(default_factory=threading.Event)
     fail: str = ""
 
-    def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> str:
+    def send(self, data: bytes, sender: str, recipients: list[str]) -> str:
+        message = message_from_bytes(data, policy=default)
         email_id = str(message["Message-ID"]).strip("<>").split("@")[0]
         # What the store says while SMTP is being talked: the attempt must be counted already.
         self.seen_attempts.append(self.store.redis.hget(f"mailgate:email:{email_id}", "attempts"))

@@ -31,7 +31,9 @@ except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
 
 app = make_celery(settings)
-store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+store = StatusStore.from_url(
+    settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
+)
 delivery = Delivery(
     store=store,
     transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),

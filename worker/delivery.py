@@ -71,6 +71,8 @@ class Delivery:
             return Outcome.ALREADY_FINAL
         if verdict == "busy" or record is None:
             return Outcome.BUSY
+        if not self._replicated(email_id, token):
+            return Outcome.BUSY
         try:
             outcome = self._attempt(record, token, now)
         except BaseException:
@@ -83,6 +85,16 @@ class Delivery:
         if outcome in (Outcome.SENT, Outcome.FAILED) and record.callback_url:
             self._report(email_id, record.callback_url)
         return outcome
+
+    def _replicated(self, email_id: str, token: str) -> bool:
+        """With MAILGATE_REDIS_MIN_REPLICAS, SMTP waits until that many replicas hold the claim
+        (and so the record): after a failover the new master knows the e-mail and who holds
+        it. Short of that the claim goes back and the watchdog tries again later."""
+        if self.store.replicated():
+            return True
+        log.warning("too few Redis replicas hold the claim on %s; not sending yet", email_id)
+        self.store.release(email_id, token)
+        return False
 
     def _attempt(self, record: Record, token: str, now: float) -> Outcome:
         """Send once and record the outcome (which also releases the claim)."""

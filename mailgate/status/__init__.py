@@ -14,6 +14,7 @@ Key names (all of them live in keys.py):
 - ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
 - ``mailgate:metrics``             hash of delivery counters (outcomes, SMTP reply classes,
                                    a delivery-latency histogram) that /metrics exposes
+- ``mailgate:replication``         counter written before each WAIT (MAILGATE_REDIS_MIN_REPLICAS)
 - ``mailgate:idem:<owner>:<sha256 of key>``  JSON {email_id, fingerprint}: an idempotency key's
                                    first answer, kept for MAILGATE_IDEMPOTENCY_SECONDS
 """

@@ -68,3 +68,14 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'outcome:cancelled', 1)
 return {'cancelled', job}
 """
+
+# Take back a just-accepted e-mail that did not reach enough replicas, unless it is final
+# already. A worker that claimed it has not sent it: with MAILGATE_REDIS_MIN_REPLICAS it waits
+# for the same replicas before SMTP, finds the record gone and drops the task.
+WITHDRAW = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'Sent' or status == 'Failed' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""

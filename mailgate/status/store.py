@@ -10,11 +10,13 @@ from typing import Any, cast
 import redis
 
 from mailgate.jobs import EmailJob
+from mailgate.redisconn import redis_client
 from mailgate.status import scripts
 from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
     METRICS_KEY,
+    REPLICATION_KEY,
     REPORTS_DUE_KEY,
     claim_key,
     email_key,
@@ -24,29 +26,55 @@ from mailgate.status.keys import (
 from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, parse_record
 
 HISTORY_LIMIT = 50
+REPLICA_WAIT_MS = 1000
+"""How long a write waits for MAILGATE_REDIS_MIN_REPLICAS replicas to confirm it."""
 
 
 class StatusStore:
     """Reads and writes status records; every state change goes through here."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: int, min_replicas: int = 0) -> None:
         self.redis = client
         self.ttl = ttl_seconds
+        self.min_replicas = min_replicas
         self._take_due = client.register_script(scripts.TAKE_DUE)
         self._release = client.register_script(scripts.RELEASE)
         self._requeue = client.register_script(scripts.REQUEUE)
         self._start = client.register_script(scripts.START)
         self._report = client.register_script(scripts.REPORT)
         self._cancel = client.register_script(scripts.CANCEL)
+        self._withdraw = client.register_script(scripts.WITHDRAW)
 
     @classmethod
-    def from_url(cls, url: str, ttl_seconds: int) -> StatusStore:
-        """Connect with short time-outs so a dead Redis fails a request fast."""
-        client = redis.Redis.from_url(
+    def from_url(cls, url: str, ttl_seconds: int, min_replicas: int = 0) -> StatusStore:
+        """Connect (to one server, or a Sentinel group's master) with short time-outs so a
+        dead Redis fails a request fast."""
+        client = redis_client(
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
             health_check_interval=15,
         )  # fmt: skip
-        return cls(client, ttl_seconds)
+        return cls(client, ttl_seconds, min_replicas)
+
+    def replicated(self) -> bool:
+        """True once ``min_replicas`` replicas hold every write made so far (Redis WAIT).
+
+        WAIT counts the writes of its own connection, so a marker write goes first on the same
+        connection: the replication stream is ordered, so a replica that has the marker has
+        every earlier write of every client too.
+        """
+        if self.min_replicas <= 0:
+            return True
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(REPLICATION_KEY)
+        pipe.execute_command("WAIT", self.min_replicas, REPLICA_WAIT_MS)  # type: ignore[no-untyped-call]
+        _, acked = pipe.execute()
+        return int(acked) >= self.min_replicas
+
+    def withdraw(self, email_id: str) -> bool:
+        """Delete a new e-mail that did not reach enough replicas; False if it is final
+        already (then it was sent, or failed, and stays)."""
+        keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
+        return bool(self._withdraw(keys=keys, args=[email_id]))
 
     def create(
         self,
