@@ -26,6 +26,7 @@ def make_celery(settings: Settings) -> Celery:
     interval = max(1, min(10, int(settings.redelivery_seconds / 10)))
     visibility = max(2, int(settings.redelivery_seconds) - 2 * interval)
     app = Celery("mailgate", broker=settings.broker_url, set_as_current=False)
+    app.conf.broker_transport = transport_for(settings.broker_url)
     redis_broker = settings.broker_url.startswith(("redis", "rediss", "unix"))
     app.conf.update(
         task_serializer="json",
@@ -56,6 +57,21 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+# kombu's Redis transports, fixed so that a connection lost mid-consume cannot stop the worker.
+_TRANSPORTS = {
+    "redis": "mailgate.broker_transport:Transport",
+    "rediss": "mailgate.broker_transport:Transport",
+    "sentinel": "mailgate.broker_transport:SentinelTransport",
+}
+
+
+def transport_for(broker_url: str) -> str | None:
+    """The kombu transport for a broker URL: ours for Redis (see mailgate.broker_transport),
+    None (kombu's choice by scheme) for anything else."""
+    scheme = broker_url.partition("://")[0].lower()
+    return _TRANSPORTS.get(scheme)
 
 
 def publish(app: Celery, email_id: str) -> None:
