@@ -39,17 +39,17 @@ class _ClosedConnectionGuard:
         return params
 
 
-class Channel(_ClosedConnectionGuard, kombu_redis.Channel):  # type: ignore[misc]
+class Channel(_ClosedConnectionGuard, kombu_redis.Channel):
     pass
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelChannel(_ClosedConnectionGuard, kombu_redis.SentinelChannel):  # type: ignore[misc]
+class SentinelChannel(_ClosedConnectionGuard, kombu_redis.SentinelChannel):
     pass
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel

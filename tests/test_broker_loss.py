@@ -13,6 +13,7 @@ restores the unacknowledged messages through a new connection pool built from
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -60,10 +61,8 @@ def _drain(conn: Connection, until: Any, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not until():
         assert time.monotonic() < deadline, "timed out draining the broker"
-        try:
+        with contextlib.suppress(TimeoutError, socket.timeout):
             conn.drain_events(timeout=0.2)
-        except (TimeoutError, socket.timeout):
-            pass
 
 
 def _lose_the_broker_mid_consume(server: RedisServer, transport: str | None, name: str) -> None:
@@ -91,10 +90,8 @@ def _lose_the_broker_mid_consume(server: RedisServer, transport: str | None, nam
     server.proc.wait(10)  # type: ignore[union-attr]
     # celery.worker.consumer.Consumer.on_connection_error_after_connected, line for line:
     bound_open_broker_sockets(conn, COLLECT_SOCKET_TIMEOUT)
-    try:
+    with contextlib.suppress(Exception):
         conn.collect(socket_timeout=COLLECT_SOCKET_TIMEOUT)
-    except Exception:
-        pass
     ignore_errors(conn, conn.close)
 
 
