@@ -13,12 +13,14 @@ from celery import Celery
 from kombu import serialization
 from kombu.utils import json as kombu_json
 
+from mailgate import broker_transport
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the Redis broker, set up for late acks and fast redelivery."""
+    broker_transport.install()  # redis:// and sentinel:// use kombu's transports, fixed
     # kombu restores a dead worker's unacknowledged messages once they are older than the
     # visibility timeout, checking every restore interval: together they stay within
     # MAILGATE_REDELIVERY_SECONDS. Retries never use ETA messages (see worker.scheduler), so a
@@ -26,7 +28,6 @@ def make_celery(settings: Settings) -> Celery:
     interval = max(1, min(10, int(settings.redelivery_seconds / 10)))
     visibility = max(2, int(settings.redelivery_seconds) - 2 * interval)
     app = Celery("mailgate", broker=settings.broker_url, set_as_current=False)
-    app.conf.broker_transport = transport_for(settings.broker_url)
     redis_broker = settings.broker_url.startswith(("redis", "rediss", "unix"))
     app.conf.update(
         task_serializer="json",
@@ -57,21 +58,6 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     return app
-
-
-# kombu's Redis transports, fixed so that a connection lost mid-consume cannot stop the worker.
-_TRANSPORTS = {
-    "redis": "mailgate.broker_transport:Transport",
-    "rediss": "mailgate.broker_transport:Transport",
-    "sentinel": "mailgate.broker_transport:SentinelTransport",
-}
-
-
-def transport_for(broker_url: str) -> str | None:
-    """The kombu transport for a broker URL: ours for Redis (see mailgate.broker_transport),
-    None (kombu's choice by scheme) for anything else."""
-    scheme = broker_url.partition("://")[0].lower()
-    return _TRANSPORTS.get(scheme)
 
 
 def publish(app: Celery, email_id: str) -> None:

@@ -14,24 +14,56 @@ restores the unacknowledged messages through a new connection pool built from
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from celery import Celery
 from celery.utils.threads import bound_open_broker_sockets
 from celery.worker.consumer.consumer import COLLECT_SOCKET_TIMEOUT
 from kombu import Connection, Consumer, Exchange, Queue
 from kombu.common import ignore_errors
 from kombu.message import Message
 
-from mailgate.broker import transport_for
-from tests.support import RedisServer
+from mailgate import broker_transport
+from mailgate.broker import make_celery, publish, redis_task_message
+from mailgate.config import Settings
+from mailgate.jobs import QUEUE, EmailJob
+from mailgate.status import StatusStore
+from tests.support import (
+    RedisServer,
+    Service,
+    SmtpServer,
+    mailgate_env,
+    wait_for,
+    worker_args,
+)
 
-STOCK = "redis"
-OURS = transport_for("redis://127.0.0.1/0")
+STOCK = "kombu.transport.redis:Transport"
+OURS = "redis"  # once mailgate.broker_transport.install() ran, as make_celery does
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed() -> None:
+    broker_transport.install()
+
+
+def test_redis_schemes_use_the_fixed_transports() -> None:
+    from kombu import Connection as C
+
+    make_celery(Settings.from_env({"MAILGATE_REDIS_URL": "redis://127.0.0.1:1/0"}))
+    for url, cls in [("redis://h/0", broker_transport.Transport),
+                     ("rediss://h/0", broker_transport.Transport),
+                     ("sentinel://h:26379", broker_transport.SentinelTransport)]:  # fmt: skip
+        assert C(url).transport_cls in broker_transport.FIXED
+        assert type(C(url).transport) is cls
+    assert C("rediss://h/0").ssl  # kombu's TLS default for rediss:// still applies
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +85,12 @@ def _connection(server: RedisServer, transport: str | None, visibility: int = 36
     return Connection(
         server.url,
         transport=transport,
-        transport_options={"visibility_timeout": visibility, "unacked_restore_interval": 1},
+        # As make_celery sets them: a restore mutex left behind by a killed Redis expires soon.
+        transport_options={
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": 1,
+            "unacked_mutex_expire": 2,
+        },
     )
 
 
@@ -142,3 +179,110 @@ def test_a_channel_outliving_its_connection_fails_with_a_connection_error(
         received[0].channel.close()
     with pytest.raises(expected):
         received[0].ack()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real processes: a Celery worker (threads pool, as in the Procfile) under a 2,000-e-mail
+# backlog while its broker goes away and comes back, several times in one run.
+
+BACKLOG = 2000
+CONCURRENCY = 8  # the Procfile's default: 8 threads, 32 messages prefetched
+STOPS = (150, 500, 900, 1300, 1700)  # Sent counts at which the broker is stopped and started again
+
+
+def procfile_worker_args() -> list[str]:
+    """The worker as the Procfile starts it (with mingle and gossip: more broker channels)."""
+    return [arg for arg in worker_args(CONCURRENCY) if not arg.startswith("--without")]
+
+
+def accept_bulk(store: StatusStore, app: Celery, count: int, redis_broker: bool) -> list[str]:
+    """Accept ``count`` e-mails the way the API does (api.accept._record_and_publish): on the
+    Redis broker, status record and task in one transaction; otherwise record, then publish."""
+    ids = []
+    for i in range(count):
+        email_id = str(uuid.uuid4())
+        job = EmailJob(
+            email_id=email_id,
+            owner="broker-loss",
+            sender="ivr@gw.example",
+            recipients=(f"backlog-{i}@loss.example",),
+            message=f"message {i}",
+        )
+        watchdog_at = time.time() + 8
+        if redis_broker:
+            store.create(job, watchdog_at, task=(QUEUE, redis_task_message(app, email_id)))
+        else:
+            store.create(job, watchdog_at)
+            publish(app, email_id)
+        ids.append(email_id)
+    return ids
+
+
+def sent_count(store: StatusStore, ids: list[str]) -> int:
+    """How many of ``ids`` are Sent; -1 while the status store cannot answer."""
+    try:
+        pipe = store.redis.pipeline(transaction=False)
+        for email_id in ids:
+            pipe.hget(f"mailgate:email:{email_id}", "status")
+        return sum(status == "Sent" for status in pipe.execute())
+    except redis.RedisError:
+        return -1
+
+
+def assert_all_sent_once_by_a_live_worker(
+    store: StatusStore, ids: list[str], smtp: SmtpServer, worker: Service, stops: int
+) -> None:
+    assert worker.proc is not None
+    wait_for(
+        lambda: sent_count(store, ids) == len(ids) or worker.proc.poll() is not None,  # type: ignore[union-attr]
+        150,
+        f"{len(ids)} e-mails Sent",
+    )
+    assert worker.proc.poll() is None, f"the worker exited:\n{worker.output()[-4000:]}"
+    assert "Unrecoverable error" not in worker.output()
+    assert sent_count(store, ids) == len(ids)
+    counts = smtp.handler.counts()
+    assert all(counts.get(i, 0) >= 1 for i in ids), "an accepted e-mail never arrived"
+    # Sent but not yet recorded when the broker (and status store) went away: at most what a
+    # worker has in flight (its concurrency) per stop.
+    duplicates = sum(counts[i] - 1 for i in ids)
+    assert duplicates <= CONCURRENCY * stops, duplicates
+
+
+@pytest.fixture(scope="module")
+def loss(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    workdir = Path(tmp_path_factory.mktemp("broker-loss-e2e"))
+    server = RedisServer(workdir / "redis")
+    server.start()
+    smtp = SmtpServer()
+    smtp.start()
+    smtp.handler.delay = 0.01  # SMTP takes a moment: messages are in flight at every stop
+    env = mailgate_env(workdir, server.url, smtp.url, RETRY_BASE_SECONDS="0.2",
+                       RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="40", REDELIVERY_SECONDS="8",
+                       SMTP_TIMEOUT_SECONDS="2")  # fmt: skip
+    yield {"redis": server, "smtp": smtp, "env": env, "workdir": workdir}
+    smtp.stop()
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_redis_restarts_under_a_backlog_stop_no_worker(loss: dict[str, Any], sig: int) -> None:
+    server: RedisServer = loss["redis"]
+    settings = Settings.from_env(loss["env"])
+    store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    ids = accept_bulk(store, make_celery(settings), BACKLOG, redis_broker=True)
+    log = loss["workdir"] / f"worker-{sig}.log"
+    worker = Service("worker", procfile_worker_args(), loss["env"], log).start()
+    try:
+        worker.wait_output(r"ready\.", 60)
+        for point in STOPS:
+            wait_for(lambda p=point: sent_count(store, ids) >= p, 90, f"{point} e-mails Sent")
+            assert server.proc is not None
+            server.proc.send_signal(sig)
+            server.proc.wait(10)
+            server.start()  # same port, same append-only file
+        assert_all_sent_once_by_a_live_worker(store, ids, loss["smtp"], worker, len(STOPS))
+        assert worker.output().count("Connection to broker lost") >= len(STOPS)
+    finally:
+        worker.stop()
