@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -53,3 +54,19 @@ class SentinelChannel(_ClosedConnectionGuard, kombu_redis.SentinelChannel):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+
+
+FIXED = {
+    "redis": f"{__name__}:Transport",
+    "rediss": f"{__name__}:Transport",
+    "sentinel": f"{__name__}:SentinelTransport",
+}
+
+
+def install() -> None:
+    """Make kombu's ``redis``, ``rediss`` and ``sentinel`` schemes use these transports.
+
+    Through kombu's alias table rather than Celery's ``broker_transport``, so everything else
+    that hangs on the scheme stays as it is (TLS for ``rediss://``, the URL in the logs).
+    """
+    TRANSPORT_ALIASES.update(FIXED)

@@ -187,7 +187,7 @@ def test_a_channel_outliving_its_connection_fails_with_a_connection_error(
 
 BACKLOG = 2000
 CONCURRENCY = 8  # the Procfile's default: 8 threads, 32 messages prefetched
-STOPS = (150, 500, 900, 1300, 1700)  # Sent counts at which the broker is stopped and started again
+STOPS = (200, 800, 1400)  # Sent counts at which the broker is stopped and started again
 
 
 def procfile_worker_args() -> list[str]:
