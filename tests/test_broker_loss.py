@@ -311,9 +311,10 @@ def _rabbitmq_manageable() -> bool:
     not _rabbitmq_manageable(), reason="no RabbitMQ on 127.0.0.1:5672 that rabbitmqctl controls"
 )
 @pytest.mark.xfail(
-    strict=True,
-    reason="open: with Celery 5.7.0 on RabbitMQ the worker reconnects after the restart but "
-    "consumes nothing more (with or without mingle and gossip); not yet diagnosed",
+    strict=False,
+    reason="open, intermittent: with Celery 5.7.0 on RabbitMQ the worker sometimes reconnects "
+    "after the restart but consumes nothing more (with or without mingle and gossip); "
+    "not yet diagnosed",
 )
 def test_a_rabbitmq_restart_under_a_backlog_stops_no_worker(loss: dict[str, Any]) -> None:
     """RabbitMQ stopped and started (``rabbitmqctl stop_app``/``start_app``) mid-backlog, in a
