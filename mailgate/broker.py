@@ -14,6 +14,7 @@ from kombu import serialization
 from kombu.entity import Queue
 from kombu.utils import json as kombu_json
 
+from mailgate import broker_transport
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
 from mailgate.redisconn import SentinelTarget, is_sentinel, same_redis
@@ -21,6 +22,7 @@ from mailgate.redisconn import SentinelTarget, is_sentinel, same_redis
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the Redis broker, set up for late acks and fast redelivery."""
+    broker_transport.install()  # redis:// and sentinel:// use kombu's transports, fixed
     # kombu restores a dead worker's unacknowledged messages once they are older than the
     # visibility timeout, checking every restore interval: together they stay within
     # MAILGATE_REDELIVERY_SECONDS. Retries never use ETA messages (see worker.scheduler), so a

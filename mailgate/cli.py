@@ -52,6 +52,15 @@ def run() -> None:
     sys.exit(run_all())
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def supervise(command: tuple[str, ...]) -> None:
+    """Run COMMAND and start it again whenever it exits (mailgate supervise -- CMD ...)."""
+    from mailgate.supervise import supervise as run_supervised
+
+    sys.exit(run_supervised(list(command), lambda line: click.echo(line, err=True)))
+
+
 @main.group()
 def user() -> None:
     """Manage API accounts (changes apply to running processes at once)."""

@@ -89,10 +89,13 @@ def run_all() -> int:
     print(f"Redis: {env['MAILGATE_REDIS_URL']}   (for the CLI: export MAILGATE_REDIS_URL=...)")
     print(f"Flower: http://127.0.0.1:{flower_port}/   outbox: var/outbox/", flush=True)
     manager = Manager()
+    # Each under `mailgate supervise`: a process that exits is started again, instead of
+    # honcho stopping all the others; Ctrl-C still stops everything.
+    supervise = f"{_bin('mailgate')} supervise --"
     for name, command in extra:
-        manager.add_process(name, command, env=env)
+        manager.add_process(name, f"{supervise} {command}", env=env)
     for name, command in commands(settings, flower_port).items():
-        manager.add_process(name, command, env=env)
+        manager.add_process(name, f"{supervise} {command}", env=env)
     manager.loop()
     return int(manager.returncode or 0)
 

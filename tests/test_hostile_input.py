@@ -93,9 +93,10 @@ def test_idempotency_key_refuses_every_control(char: str) -> None:
     "subject",
     [INJECTION, "=?utf-8?q?a=0D.=0D=0Ab?=", "=?utf-8?q?a=00b?=", "=?utf-8?b?YQ0KYg==?=",
      "=?utf-8?q?a=E2=80=A8b?=", "=?iso-8859-1?q?a=85b?=", "=?utf-8?q?a=0Bb?=",
-     "x =?utf-8?q?=3D=3Futf-8=3Fq=3Fa=3F=3D?="],
+     "x =?utf-8?q?=3D=3Futf-8=3Fq=3Fa=3F=3D?=",
+     "=?utf-8?q?=3D=3Futf-8=3Fq=3F=C3=82=3DA0=3F=3D?="],
     ids=["issue-example", "smuggling-cr-dot", "nul", "base64-crlf", "line-separator",
-         "latin1-nel", "vt", "nested-encoded-word"],
+         "latin1-nel", "vt", "nested-encoded-word", "nested-word-with-raw-utf8"],
 )  # fmt: skip
 def test_encoded_words_that_decode_to_controls_are_302(settings: Settings, subject: str) -> None:
     assert refused_field(base(subject=subject), settings) == "Subject"
@@ -120,9 +121,9 @@ def test_a_clean_encoded_word_is_accepted_as_the_text_the_reader_sees(settings: 
 @pytest.mark.parametrize(
     "name",
     ["a\x0bb.txt", "a\u2028b.txt", "a\x85b.txt", "a\tb.txt", "=?utf-8?q?a=0D=0AX-Inj=3A_1?=.txt",
-     "=?utf-8?q?a?=.txt", " leading.txt"],
+     "=?utf-8?q?a?=.txt", " leading.txt", "=?utf-8?q?\u00c2=A0?=.pdf"],
     ids=["vt", "line-separator", "nel", "tab", "encoded-crlf", "encoded-rewritten",
-         "leading-space"],
+         "leading-space", "encoded-word-with-raw-utf8"],
 )  # fmt: skip
 def test_attachment_names_a_header_cannot_carry_are_302(
     tmp_path: Path, settings: Settings, name: str

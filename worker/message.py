@@ -12,7 +12,7 @@ import mimetypes
 import os
 import re
 from collections.abc import Callable
-from email import message_from_string
+from email import message_from_bytes, message_from_string
 from email.message import EmailMessage, Message
 from email.policy import SMTP, SMTPUTF8, default
 from email.utils import formatdate
@@ -103,7 +103,9 @@ def verify(data: bytes, intended: Shape) -> None:
         back = message_from_string(data.decode(), policy=default)
     except UnicodeDecodeError:
         raise MessageRefused("the generated message is not UTF-8") from None
-    if shape(back) != intended:
+    # Read as bytes too, as Python-based receivers do: an encoded word inside raw UTF-8 text
+    # is decoded there, and must not be.
+    if shape(back) != intended or shape(message_from_bytes(data, policy=default)) != intended:
         raise MessageRefused("the generated message's header fields differ from those intended")
     for part in back.walk():
         if part.defects:
