@@ -93,7 +93,11 @@ def run_all() -> int:
     # honcho stopping all the others; Ctrl-C still stops everything.
     supervise = f"{_bin('mailgate')} supervise --"
     for name, command in extra:
-        manager.add_process(name, f"{supervise} {command}", env=env)
+        # Shell lines (the embedded Redis sets its umask first) that end in `exec`, so the
+        # supervisor's signal reaches the server itself, not a shell that would leave it behind.
+        if not command.startswith("umask "):
+            command = f"exec {command}"
+        manager.add_process(name, f"{supervise} sh -c {shlex.quote(command)}", env=env)
     for name, command in commands(settings, flower_port).items():
         manager.add_process(name, f"{supervise} {command}", env=env)
     manager.loop()
