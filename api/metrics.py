@@ -37,6 +37,12 @@ from mailgate.status import LATENCY_BUCKETS, StatusStore
 REQUESTS = Counter(
     "mailgate_api_requests", "API requests by command and Ozeki code", ["command", "code"]
 )
+UNKNOWN_PARAMETERS = Counter(
+    "mailgate_unknown_parameters",
+    "Request parameters (Ozeki) or JSON fields (REST) mailgate does not know, by command; "
+    "the names are in the answer's warning (client-chosen, so never a label)",
+    ["command"],
+)
 ACCEPT_SECONDS = Histogram(
     "mailgate_accept_seconds",
     "Time to answer a SendEmail request (parse, auth, validation, record, publish)",

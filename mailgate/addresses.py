@@ -66,8 +66,8 @@ def parse_mailbox(part: str) -> tuple[str, str]:
     text is not exactly one mailbox.
     """
     header = SMTP.header_factory("To", part)
-    addresses = header.addresses  # type: ignore[attr-defined]
-    groups = header.groups  # type: ignore[attr-defined]
+    addresses = header.addresses
+    groups = header.groups
     if len(addresses) != 1 or len(groups) != 1 or groups[0].display_name is not None:
         raise ValueError("not exactly one address")
     if header.defects:

@@ -63,13 +63,16 @@ def check_address(address: str, display_name: str = "") -> None:
     policies = _POLICIES if ascii_only else (SMTPUTF8,)
     for policy in policies:
         try:
-            value = header_address(display_name, address)
-            back = _round_trip(policy, lambda message, v=value: message.__setitem__("To", v))
+            back = _round_trip(policy, _filler("To", header_address(display_name, address)))
             found = [(a.display_name, a.addr_spec) for a in back["To"].addresses]
         except (ValueError, IndexError, TypeError) as exc:
             raise NotCarried(f"not an address a header can carry: {exc}") from None
         if back.keys() != ["To"] or found != [(display_name, address)]:
             raise NotCarried("holds an encoded word or quoting a header would not carry as is")
+
+
+def _filler(name: str, value: Address) -> Callable[[EmailMessage], None]:
+    return lambda message: message.__setitem__(name, value)
 
 
 def header_address(display_name: str, address: str) -> Address:
