@@ -205,8 +205,8 @@ def _schemas(settings: Settings) -> Json:
             "status_url": text,
             "warnings": {"type": "array", "items": text, "description": "Fields this API does "
                          "not know: ignored, and named here (MAILGATE_STRICT_PARAMETERS=1 makes "
-                         "them a 400)."},
-        }),
+                         "them a 400). Present only when there are some."},
+        }, required=["id", "status", "status_url"]),
         "EmailStatus": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),

@@ -65,8 +65,9 @@ def send_email() -> Response:
     if accepted.repeat:
         # Nothing new was queued: report where the first e-mail stands now.
         status, code = status_of(svc, account, accepted.email_id)[0].status.value, 200
-    body = {"id": accepted.email_id, "status": status, "status_url": location,
-            "warnings": [unknown_warning(unknown)] if unknown else []}  # fmt: skip
+    body: dict[str, Any] = {"id": accepted.email_id, "status": status, "status_url": location}
+    if unknown:  # only then: the answer stays as it was for a request without a stray field
+        body["warnings"] = [unknown_warning(unknown)]
     return json_response(body, code, {"Location": location})
 
 
