@@ -65,7 +65,11 @@ def parse_mailbox(part: str) -> tuple[str, str]:
     Encoded words in the name are decoded, as a reader's program would; ValueError when the
     text is not exactly one mailbox.
     """
-    header = SMTP.header_factory("To", part)
+    try:
+        header = SMTP.header_factory("To", part)
+    except (ValueError, IndexError, TypeError, AttributeError) as exc:
+        # The package's parser fails on some inputs with errors of its own (AttributeError).
+        raise ValueError(f"cannot be read as an address: {type(exc).__name__}") from None
     addresses = header.addresses
     groups = header.groups
     if len(addresses) != 1 or len(groups) != 1 or groups[0].display_name is not None:

@@ -65,7 +65,7 @@ def check_address(address: str, display_name: str = "") -> None:
         try:
             back = _round_trip(policy, _filler("To", header_address(display_name, address)))
             found = [(a.display_name, a.addr_spec) for a in back["To"].addresses]
-        except (ValueError, IndexError, TypeError) as exc:
+        except (ValueError, IndexError, TypeError, AttributeError) as exc:
             raise NotCarried(f"not an address a header can carry: {exc}") from None
         if back.keys() != ["To"] or found != [(display_name, address)]:
             raise NotCarried("holds an encoded word or quoting a header would not carry as is")
@@ -82,7 +82,7 @@ def header_address(display_name: str, address: str) -> Address:
     """
     try:
         return Address(display_name=display_name, addr_spec=address)
-    except (ValueError, IndexError, TypeError):
+    except (ValueError, IndexError, TypeError, AttributeError):
         if address.isascii():
             raise
     username, _, domain = address.rpartition("@")
@@ -110,7 +110,7 @@ def _decoded(raw: str) -> str:
         raise NotCarried(reason)
     try:
         decoded = str(SMTP.header_factory("Subject", raw))
-    except (ValueError, IndexError, TypeError) as exc:
+    except (ValueError, IndexError, TypeError, AttributeError) as exc:
         raise NotCarried(f"cannot be read as a header: {exc}") from None
     bad = first_control(decoded)
     if bad is not None:
