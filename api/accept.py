@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from api.services import Services
+from mailgate.addresses import bare
 from mailgate.broker import publish, redis_task_message, uses_redis_broker
 from mailgate.errors import (
     ApiError,
@@ -54,7 +55,7 @@ def accept(
     until then, and a worker's scheduler publishes it.
     """
     sender = request.sender or svc.settings.default_sender
-    if not account.may_send_as(sender, svc.settings.default_sender):
+    if not account.may_send_as(bare(sender), svc.settings.default_sender):
         raise SenderNotAllowed(f"{account.name} may not send as {sender}")
     job = EmailJob(
         email_id=str(uuid.uuid4()),
@@ -66,6 +67,10 @@ def accept(
         attachments=request.attachments,
         api_extension=request.api_extension,
         callback_url=request.callback_url,
+        cc=request.cc,
+        bcc=request.bcc,
+        reply_to=request.reply_to,
+        html=request.html,
     )
     if idempotency_key:
         try:

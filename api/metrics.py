@@ -39,6 +39,12 @@ from mailgate.status.counters import LAST_OUTCOME
 REQUESTS = Counter(
     "mailgate_api_requests", "API requests by command and Ozeki code", ["command", "code"]
 )
+UNKNOWN_PARAMETERS = Counter(
+    "mailgate_unknown_parameters",
+    "Request parameters (Ozeki) or JSON fields (REST) mailgate does not know, by command; "
+    "the names are in the answer's warning (client-chosen, so never a label)",
+    ["command"],
+)
 ACCEPT_SECONDS = Histogram(
     "mailgate_accept_seconds",
     "Time to answer a SendEmail request (parse, auth, validation, record, publish)",

@@ -134,7 +134,13 @@ def _schemas(settings: Settings) -> Json:
     text = {"type": "string"}
     when = {"type": ["string", "null"], "format": "date-time"}
     path = {**text, "pattern": "^/", "minLength": 1}
-    address = {**text, "format": "email"}
+    address = {
+        **text,
+        "minLength": 1,
+        "description": "An address, with or without a display "
+        'name: `jane@corp.local` or `"Doe, Jane" <jane@example.com>`.',
+    }
+    addresses = {"type": "array", "maxItems": settings.max_recipients, "items": address}
     send_at = {"oneOf": [{**text, "format": "date-time"}, {"type": "number", "minimum": 0}],
                "description": "Send then, not at once (status Scheduled until then): an ISO 8601 "
                "time with an offset, or seconds from now; at most "
@@ -142,14 +148,21 @@ def _schemas(settings: Settings) -> Json:
     return {
         "Status": {"type": "string", "enum": [s.value for s in Status]},
         "SendRequest": _object({
-            "sender": {**text, "format": "email",
-                       "description": "From; must match the account's allowed senders. "
-                       "Default: the gateway's default sender."},
-            "recipients": {"type": "array", "minItems": 1, "maxItems": settings.max_recipients,
-                           "items": {**text, "format": "email", "minLength": 1}},
+            "sender": {**text, "description": "From (a display name allowed); its address must "
+                       "match the account's allowed senders. Default: the gateway's default "
+                       "sender."},
+            "recipients": {**addresses, "minItems": 1, "description": "To. Recipients, cc and "
+                           f"bcc together: at most {settings.max_recipients}."},
+            "cc": {**addresses, "description": "Cc: in the header and the envelope."},
+            "bcc": {**addresses, "description": "Bcc: in the SMTP envelope only, never in a "
+                    "header."},
+            "reply_to": {**addresses, "description": "Reply-To."},
             "subject": {**text, "maxLength": 998},
-            "text": {**text, "minLength": 1, "description": "The UTF-8 text body, at most "
-                     f"{settings.max_message_bytes} bytes (else 413)."},
+            "text": {**text, "description": "The UTF-8 text body, at most "
+                     f"{settings.max_message_bytes} bytes (else 413); required, and may be "
+                     "empty only when html is given."},
+            "html": {**text, "description": "An HTML body: the message becomes "
+                     "multipart/alternative (text first, then HTML)."},
             "attachments": {"type": "array", "maxItems": settings.max_attachments,
                             "items": {"oneOf": [path, _ref("InlineAttachment")]},
                             "description": "Absolute paths inside MAILGATE_ATTACHMENT_ROOTS, "
@@ -158,7 +171,7 @@ def _schemas(settings: Settings) -> Json:
             "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
             "callback_url": {**text, "format": "uri", "maxLength": 2000,
                              "description": "Delivery report URL; its host must be allowed."},
-        }, required=["recipients", "text"]),
+        }, required=["recipients"], additional=True),
         "InlineAttachment": _object({
             "filename": {**text, "minLength": 1, "maxLength": 255,
                          "description": "The file name shown in the message."},
@@ -171,8 +184,12 @@ def _schemas(settings: Settings) -> Json:
             "repeated, one item each); every file part is one attachment, its file name kept.",
             "properties": {
                 "recipients": {"type": "array", "minItems": 1, "items": address},
-                "text": {**text, "minLength": 1},
-                "sender": {**text, "format": "email"},
+                "cc": {"type": "array", "items": address},
+                "bcc": {"type": "array", "items": address},
+                "reply_to": {"type": "array", "items": address},
+                "text": text,
+                "html": text,
+                "sender": text,
                 "subject": {**text, "maxLength": 998},
                 "attachments": {"type": "array", "items": path},
                 "send_at": text,
@@ -180,13 +197,16 @@ def _schemas(settings: Settings) -> Json:
                 "file": {**text, "format": "binary",
                          "description": "A file to attach (any part with a file name)."},
             },
-            "required": ["recipients", "text"],
+            "required": ["recipients"],
         },
         "Accepted": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
             "status_url": text,
-        }),
+            "warnings": {"type": "array", "items": text, "description": "Fields this API does "
+                         "not know: ignored, and named here (MAILGATE_STRICT_PARAMETERS=1 makes "
+                         "them a 400). Present only when there are some."},
+        }, required=["id", "status", "status_url"]),
         "EmailStatus": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
@@ -216,9 +236,10 @@ def _schemas(settings: Settings) -> Json:
     }  # fmt: skip
 
 
-def _object(properties: Json, required: list[str] | None = None) -> Json:
-    """A closed object; every property is required unless ``required`` says otherwise."""
-    return {"type": "object", "additionalProperties": False, "properties": properties,
+def _object(properties: Json, required: list[str] | None = None, additional: bool = False) -> Json:
+    """A closed object (unless ``additional``); every property is required unless ``required``
+    says otherwise."""
+    return {"type": "object", "additionalProperties": additional, "properties": properties,
             "required": list(properties) if required is None else required}  # fmt: skip
 
 

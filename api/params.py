@@ -69,3 +69,25 @@ def _parse(raw: bytes) -> list[tuple[str, str]]:
         raise ParseError("the request is not valid UTF-8") from None
     except ValueError:
         raise ParseError(f"more than {MAX_FIELDS} fields") from None
+
+
+KNOWN = frozenset({
+    "command", "username", "password", "recipient", "message", "sender", "subject",
+    "attachments", "apiextension", "idempotencykey", "deliveryreporturl", "sendat", "emailid",
+    "cc", "bcc", "replyto", "htmlmessage",
+})  # fmt: skip
+"""Every parameter some command reads (lower case)."""
+MAX_NAMED = 10
+"""Unknown names shown in one warning; the rest are counted, not listed."""
+
+
+def unknown_params(params: dict[str, str]) -> list[str]:
+    """The parameter names no command reads, in the order given."""
+    return [name for name in params if name not in KNOWN]
+
+
+def unknown_warning(names: list[str]) -> str:
+    """The text of a warning that names unknown parameters (a bounded number of them)."""
+    shown = ", ".join(names[:MAX_NAMED])
+    more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    return f"unknown parameters ignored: {shown}{more}"

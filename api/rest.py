@@ -16,9 +16,17 @@ from api.accept import accept, status_of
 from api.auth import authenticate, client_address
 from api.cancel import cancel
 from api.commands import iso
+from api.metrics import UNKNOWN_PARAMETERS
 from api.openapi import document
+from api.params import unknown_warning
 from api.rest_errors import INTERNAL, error_response, http_status, json_response, retry_after
-from api.rest_input import check_declared_size, idempotency_key, send_params
+from api.rest_input import (
+    InvalidField,
+    check_declared_size,
+    idempotency_key,
+    send_params,
+    unknown_fields,
+)
 from api.rest_uploads import declared_limit, read_send_body
 from api.services import Services, services
 from api.uploads import claim_uploads, with_uploads
@@ -42,6 +50,12 @@ def send_email() -> Response:
     check_declared_size(request, declared_limit(request, svc.settings))
     account = _caller(svc)
     data, send_at = read_send_body(request, svc.settings)
+    unknown = unknown_fields(data)
+    if unknown:
+        UNKNOWN_PARAMETERS.labels("SendEmail").inc(len(unknown))
+        if svc.settings.strict_parameters:
+            reason = "unknown field (MAILGATE_STRICT_PARAMETERS is on)"
+            raise InvalidField(unknown[0][:100], reason)
     params = send_params(data)
     key = idempotency_key(request, params)
     checked = with_uploads(validate_send(params, svc.settings), svc.settings)
@@ -51,7 +65,9 @@ def send_email() -> Response:
     if accepted.repeat:
         # Nothing new was queued: report where the first e-mail stands now.
         status, code = status_of(svc, account, accepted.email_id)[0].status.value, 200
-    body = {"id": accepted.email_id, "status": status, "status_url": location}
+    body: dict[str, Any] = {"id": accepted.email_id, "status": status, "status_url": location}
+    if unknown:  # only then: the answer stays as it was for a request without a stray field
+        body["warnings"] = [unknown_warning(unknown)]
     return json_response(body, code, {"Location": location})
 
 

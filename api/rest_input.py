@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Request
 
+from mailgate.addresses import split_list
 from mailgate.errors import InvalidParameter, ParseError, TooLarge
 from mailgate.validation import MAX_IDEMPOTENCY_KEY, idempotency_key_ok
 
@@ -26,13 +27,20 @@ JSON_FIELDS = {
     "Attachments": "attachments",
     "DeliveryReportURL": "callback_url",
     "IdempotencyKey": "idempotency_key",
+    "Cc": "cc",
+    "Bcc": "bcc",
+    "ReplyTo": "reply_to",
+    "HtmlMessage": "html",
 }
 """Ozeki parameter name -> the JSON field it came from."""
 
 _OZEKI = {json_name: name.lower() for name, json_name in JSON_FIELDS.items()}
-_STRINGS = ("sender", "subject", "text", "idempotency_key", "callback_url")
-_LISTS = {"recipients": ";,", "attachments": ";"}
-"""Array fields and the separators their items may not hold (validate_send splits on them)."""
+_STRINGS = ("sender", "subject", "text", "idempotency_key", "callback_url", "html")
+_LISTS = {"recipients": ";,", "attachments": ";", "cc": ";,", "bcc": ";,", "reply_to": ";,"}
+"""Array fields and the separators their items may not hold (validate_send splits on them;
+an address list only outside a quoted display name)."""
+FIELDS = frozenset({*_STRINGS, *_LISTS, "send_at"})
+"""Every JSON field of a send request."""
 
 
 class InvalidField(InvalidParameter):
@@ -75,13 +83,19 @@ def send_params(data: object) -> dict[str, str]:
     """The lower-cased parameters ``validate_send`` expects, after checking the JSON shape."""
     if not isinstance(data, dict):
         raise ParseError("the body must be a JSON object")
-    for name in data:
-        if name not in _STRINGS and name not in _LISTS:
-            raise InvalidField(name[:100], "unknown field")
+    for name in unknown_fields(data):  # ignored (the answer warns), but must be text
+        _string(name, name)
     params = {_OZEKI[name]: _string(name, data[name]) for name in _STRINGS if name in data}
     for name, separators in _LISTS.items():
         params[_OZEKI[name]] = ";".join(_string_list(name, data.get(name, []), separators))
     return params
+
+
+def unknown_fields(data: object) -> list[str]:
+    """The fields of a send request body that mailgate does not know, in the order given."""
+    if not isinstance(data, dict):
+        return []
+    return [name for name in data if name not in FIELDS]
 
 
 def idempotency_key(request: Request, params: dict[str, str]) -> str:
@@ -115,10 +129,16 @@ def _string_list(name: str, value: Any, separators: str) -> list[str]:
     if not isinstance(value, list):
         raise InvalidField(name, "must be an array of strings")
     for item in value:
-        if not _string(name, item).strip() or any(sep in item for sep in separators):
+        if not _string(name, item).strip() or _splits(item, separators):
             shown = " or ".join(separators)
             raise InvalidField(name, f"each item must be a non-empty string without {shown}")
     return value
+
+
+def _splits(item: str, separators: str) -> bool:
+    if separators == ";,":  # an address: a quoted display name may hold either
+        return len(split_list(item)) != 1
+    return any(sep in item for sep in separators)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

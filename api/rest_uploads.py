@@ -16,7 +16,7 @@ from mailgate.config import Settings
 from mailgate.errors import InvalidParameter
 from mailgate.schedule import parse_send_at
 
-LIST_FIELDS = ("recipients", "attachments")
+LIST_FIELDS = ("recipients", "attachments", "cc", "bcc", "reply_to")
 """Form fields that may repeat, one item each (the JSON arrays)."""
 _INLINE_KEYS = {"filename", "content", "content_type"}
 

@@ -11,8 +11,8 @@ from redis.exceptions import RedisError
 from api import xml
 from api.auth import authenticate, client_address
 from api.commands import COMMANDS, LABELS
-from api.metrics import ACCEPT_SECONDS, REQUESTS
-from api.params import read_params
+from api.metrics import ACCEPT_SECONDS, REQUESTS, UNKNOWN_PARAMETERS
+from api.params import read_params, unknown_params, unknown_warning
 from api.services import services
 from api.uploads import multipart_fields
 from mailgate.errors import ApiError, InvalidParameter, ParseError, Unavailable, UnknownCommand
@@ -51,7 +51,16 @@ def api() -> Response:
         label = LABELS[command.lower()]
         address = client_address(request, svc.settings.trusted_proxies)
         account = authenticate(request, params, svc.users, svc.limits, address)
-        code, response = 200, xml.success(handler(params, account, svc))
+        unknown = unknown_params(params)
+        if unknown:
+            UNKNOWN_PARAMETERS.labels(label).inc(len(unknown))
+            if svc.settings.strict_parameters:
+                reason = "unknown parameter (MAILGATE_STRICT_PARAMETERS is on)"
+                raise InvalidParameter(xml.echo(unknown[0]), reason, label)
+        fields = handler(params, account, svc)
+        if unknown:
+            fields.append(("Warning", unknown_warning(unknown)))
+        code, response = 200, xml.success(fields)
     except ApiError as exc:
         code, response = exc.code, xml.error(exc)
     except RedisError:

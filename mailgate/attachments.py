@@ -21,10 +21,35 @@ from mailgate.text import control_reason
 
 _KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+"""A drive path (``C:\\...``) or a UNC path (``\\\\host\\share...``)."""
+PathMap = tuple[tuple[str, str], ...]
+"""(Windows prefix in :func:`windows_key` form, local folder), from MAILGATE_ATTACHMENT_PATH_MAP."""
 
 
 class AttachmentRefused(ValueError):
     """The path is not one mailgate may read; the message says why (without file contents)."""
+
+
+def windows_key(path: str) -> str:
+    """A Windows or UNC path in the form prefixes are compared in: ``/`` separators, lower
+    case (Windows drive and folder names are case-insensitive), no trailing separator."""
+    return path.replace("\\", "/").rstrip("/").lower()
+
+
+def map_path(raw: str, path_map: PathMap) -> str:
+    """The local path of a Windows or UNC path (the longest matching prefix wins); any other
+    path unchanged. The result still goes through :func:`check_path`."""
+    if not _WINDOWS.match(raw):
+        return raw
+    key = windows_key(raw)
+    for prefix, folder in sorted(path_map, key=lambda entry: len(entry[0]), reverse=True):
+        if key == prefix or key.startswith(prefix + "/"):
+            rest = raw.replace("\\", "/")[len(prefix) :].strip("/")
+            return f"{folder.rstrip('/')}/{rest}" if rest else folder
+    raise AttachmentRefused(
+        "a Windows or UNC path with no matching entry in MAILGATE_ATTACHMENT_PATH_MAP"
+    )
 
 
 def check_path(raw: str, roots: Sequence[Path]) -> Attachment:

@@ -139,6 +139,12 @@ class Settings:
     """Replicas that must hold an accepted e-mail (Redis WAIT) before the API answers 200."""
     broker_quorum_queues: bool = False
     """On RabbitMQ, declare the mailgate queue as a quorum queue (replicated, durable)."""
+    recipient_domains: tuple[str, ...] = ()
+    """Domain globs Recipient, Cc and Bcc addresses must match (lower case); empty: any."""
+    strict_parameters: bool = False
+    """Refuse (302) a request with a parameter mailgate does not know, instead of a warning."""
+    attachment_path_map: tuple[tuple[str, str], ...] = ()
+    """Windows or UNC prefixes (lower case, ``/`` separators) and the local folder of each."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +208,9 @@ class Settings:
             ),
             redis_min_replicas=env.get("MAILGATE_REDIS_MIN_REPLICAS", 0, _non_negative_int),
             broker_quorum_queues=env.get("MAILGATE_BROKER_QUORUM_QUEUES", False, _flag),
+            recipient_domains=env.get("MAILGATE_RECIPIENT_DOMAINS", (), _domain_globs),
+            strict_parameters=env.get("MAILGATE_STRICT_PARAMETERS", False, _flag),
+            attachment_path_map=env.get("MAILGATE_ATTACHMENT_PATH_MAP", (), _path_map),
         )
         # Sentinel URLs carry the master's name and the sentinels' password from here on.
         master = env.raw("MAILGATE_REDIS_SENTINEL_MASTER")
@@ -332,6 +341,30 @@ def _roots(value: str) -> tuple[Path, ...]:
             raise ValueError(f"{part!r} is not an absolute path")
         roots.append(Path(os.path.realpath(path)))
     return tuple(roots)
+
+
+def _domain_globs(value: str) -> tuple[str, ...]:
+    globs = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    for glob in globs:
+        if not re.fullmatch(r"[^\s@,;]+", glob):
+            raise ValueError(f"{glob!r} is not a domain or domain glob (e.g. *.example.com)")
+    return globs
+
+
+def _path_map(value: str) -> tuple[tuple[str, str], ...]:
+    r"""``C:\Recordings=/srv/recordings;\\pbx\share=/mnt/pbx``: Windows prefix = local folder."""
+    entries = []
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        prefix, sep, folder = part.partition("=")
+        prefix, folder = prefix.strip(), folder.strip()
+        if not sep or not re.match(r"^(?:[A-Za-z]:|\\\\[^\\/]+)", prefix):
+            raise ValueError(f"{part!r} is not WINDOWS_PREFIX=/local/folder (C:\\X=/srv/x)")
+        if not Path(folder).is_absolute():
+            raise ValueError(f"{folder!r} is not an absolute path")
+        entries.append((prefix.replace("\\", "/").rstrip("/").lower(), folder))
+    return tuple(entries)
 
 
 def _networks(value: str) -> tuple[str, ...]:

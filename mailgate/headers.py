@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from email import message_from_bytes, message_from_string
+from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.policy import SMTP, SMTPUTF8, EmailPolicy, default
 
@@ -52,18 +53,40 @@ def check_filename(name: str) -> None:
             raise NotCarried("the file name would not reach the reader as it is")
 
 
-def check_address(address: str) -> None:
-    """Refuse an address (as sent) that a From/To header would not carry exactly as it is."""
+def check_address(address: str, display_name: str = "") -> None:
+    """Refuse an address (as sent), with its display name, that a From/To header would not
+    carry exactly as it is."""
     _decoded(address)
-    policies = (SMTPUTF8,) if not address.isascii() else _POLICIES
+    if display_name:
+        _decoded(display_name)
+    ascii_only = address.isascii()
+    policies = _POLICIES if ascii_only else (SMTPUTF8,)
     for policy in policies:
         try:
-            back = _round_trip(policy, lambda message: message.__setitem__("To", address))
+            back = _round_trip(policy, _filler("To", header_address(display_name, address)))
             found = [(a.display_name, a.addr_spec) for a in back["To"].addresses]
-        except (ValueError, IndexError, TypeError) as exc:
+        except (ValueError, IndexError, TypeError, AttributeError) as exc:
             raise NotCarried(f"not an address a header can carry: {exc}") from None
-        if back.keys() != ["To"] or found != [("", address)]:
+        if back.keys() != ["To"] or found != [(display_name, address)]:
             raise NotCarried("holds an encoded word or quoting a header would not carry as is")
+
+
+def _filler(name: str, value: Address) -> Callable[[EmailMessage], None]:
+    return lambda message: message.__setitem__(name, value)
+
+
+def header_address(display_name: str, address: str) -> Address:
+    """The email package's Address for a display name and an address as sent.
+
+    A non-ASCII local part (SMTPUTF8) is given in parts: the package will not parse one.
+    """
+    try:
+        return Address(display_name=display_name, addr_spec=address)
+    except (ValueError, IndexError, TypeError, AttributeError):
+        if address.isascii():
+            raise
+    username, _, domain = address.rpartition("@")
+    return Address(display_name=display_name, username=username, domain=domain)
 
 
 def wire_address(address: str) -> str:
@@ -87,7 +110,7 @@ def _decoded(raw: str) -> str:
         raise NotCarried(reason)
     try:
         decoded = str(SMTP.header_factory("Subject", raw))
-    except (ValueError, IndexError, TypeError) as exc:
+    except (ValueError, IndexError, TypeError, AttributeError) as exc:
         raise NotCarried(f"cannot be read as a header: {exc}") from None
     bad = first_control(decoded)
     if bad is not None:

@@ -66,6 +66,16 @@ class EmailJob:
     api_extension: str = ""
     callback_url: str = ""
     """Where to POST the delivery report when the e-mail ends Sent or Failed ("" for none)."""
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    """Envelope recipients only: never written into a header."""
+    reply_to: tuple[str, ...] = ()
+    html: str = ""
+    """The HTML alternative of ``message`` ("" for a text-only e-mail)."""
+
+    def envelope_recipients(self) -> tuple[str, ...]:
+        """Everyone the e-mail goes to (To, Cc, Bcc), in header form; see mailgate.addresses."""
+        return (*self.recipients, *self.cc, *self.bcc)
 
     def fingerprint(self) -> str:
         """A digest of what the caller asked for, to tell a true repeat from a reused key."""
@@ -74,6 +84,9 @@ class EmailJob:
             "message": self.message, "attachments": [a.identity for a in self.attachments],
             "callback_url": self.callback_url,
         }  # fmt: skip
+        # Added later: left out when empty, so older keys keep matching their fingerprints.
+        extra = {"cc": self.cc, "bcc": self.bcc, "reply_to": self.reply_to, "html": self.html}
+        content.update({name: value for name, value in extra.items() if value})
         canonical = json.dumps(content, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -85,6 +98,8 @@ class EmailJob:
     def from_json(cls, text: str) -> EmailJob:
         """Read back what :meth:`to_json` wrote."""
         data: dict[str, Any] = json.loads(text)
-        data["recipients"] = tuple(data["recipients"])
+        for name in ("recipients", "cc", "bcc", "reply_to"):
+            if name in data:  # records written before Cc, Bcc and ReplyTo lack them
+                data[name] = tuple(data[name])
         data["attachments"] = tuple(Attachment(**a) for a in data.get("attachments", ()))
         return cls(**data)

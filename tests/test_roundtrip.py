@@ -1,7 +1,8 @@
 """Property test (issue 9): whatever Unicode a caller puts in a free-text field, encoded words
 included, a Code 200 always ends Sent, and the message that reaches the SMTP server parses back
 to exactly what was accepted: one From, To and Subject, no other header field, the same
-subject, recipients, attachment file names and bytes, and no bare CR, LF or NUL on the wire."""
+subject, recipients (display names included), Cc and Reply-To, attachment file names and bytes,
+and no bare CR, LF or NUL on the wire."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from mailgate.addresses import split
 from mailgate.attachments import read_checked
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter, TooLarge
@@ -30,11 +32,20 @@ from mailgate.jobs import EmailJob
 from mailgate.validation import SendRequest, validate_send
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import SmtpServer, wait_for
-from worker.message import render
+from worker.message import envelope, render
 from worker.smtp import SmtpTransport
 
 SENDER = "ivr@domain.com"  # one the seed account may use
-FIELDS = {"Subject", "Message", "ApiExtension", "Attachments", "Recipient"}
+FIELDS = {
+    "Subject",
+    "Message",
+    "ApiExtension",
+    "Attachments",
+    "Recipient",
+    "Sender",
+    "Cc",
+    "ReplyTo",
+}
 DANGEROUS = ["\r", "\n", "\r\n", "\x00", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c",
              "\t", " ", "  ", "=?", "?=", "?", ".", "\r\n.\r\n", "\r.\r", ":", ";", ",", '"',
              "<", ">", "\\", "=", "_", "From: x@evil.example", "\ud800"]  # fmt: skip
@@ -77,6 +88,9 @@ def texts(letters: st.SearchStrategy[str], specials: list[str]) -> st.SearchStra
 free_text = st.one_of(texts(clean_chars, SAFE), texts(clean_chars, SAFE), texts(chars, DANGEROUS))
 file_names = st.one_of(st.none(), texts(clean_chars, SAFE).map(lambda name: f"{name}.pdf"),
                        free_text)  # fmt: skip
+display_names = st.one_of(st.none(), st.sampled_from(["Acme IVR", '"Doe, Jane"', "Jörg Müller"]),
+                          free_text)  # fmt: skip
+"""None for a bare address; else the display name as a caller writes it (quoted or not)."""
 local_parts = st.one_of(st.sampled_from(["r", "r.s+t", "Jürgen", "o'neil"]), st.just("r"),
                         st.just("r"), free_text)  # fmt: skip
 
@@ -105,14 +119,17 @@ def check_received(data: bytes, request: SendRequest) -> None:
     expected = {"From", "To", "Date", "Message-ID", "MIME-Version", "Content-Type"}
     if request.subject:
         expected.add("Subject")
+    for field, addresses in (("Cc", request.cc), ("Reply-To", request.reply_to)):
+        if addresses:
+            expected.add(field)
+            assert mailboxes(message, field) == pairs(addresses)
     if not request.attachments:
         expected.add("Content-Transfer-Encoding")
     assert sorted(message.keys()) == sorted(expected)
     assert str(message.get("Subject", "")) == request.subject
-    assert [a.addr_spec for a in message["To"].addresses] == [
-        wire_address(r) for r in request.recipients
-    ]
-    assert [a.addr_spec for a in message["From"].addresses] == [SENDER]
+    assert mailboxes(message, "To") == pairs(request.recipients)
+    assert mailboxes(message, "From") == pairs([request.sender or SENDER])
+    assert pairs([request.sender or SENDER])[0][1] == SENDER
     # Bodies from the bytes (an 8bit text is UTF-8 bytes), headers from the text (SMTPUTF8).
     message = message_from_bytes(data, policy=default)
     assert isinstance(message, EmailMessage)
@@ -130,6 +147,19 @@ def check_received(data: bytes, request: SendRequest) -> None:
     assert body.get_content().replace("\r\n", "\n") == "".join(
         line.decode() + "\n" for line in lines
     )
+
+
+def pairs(addresses: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """(display name, address as sent) of each accepted address."""
+    return [(name, wire_address(address)) for name, address in map(split, addresses)]
+
+
+def mailboxes(message: EmailMessage, field: str) -> list[tuple[str, str]]:
+    return [(a.display_name, a.addr_spec) for a in message[field].addresses]
+
+
+def named(display: str | None, address: str) -> str:
+    return address if display is None else f"{display} <{address}>"
 
 
 def accepted(params: dict[str, str], settings: Settings) -> SendRequest | None:
@@ -160,13 +190,22 @@ def transport(settings: Settings) -> Iterator[SmtpTransport]:
 
 @examples(300)
 @given(subject=free_text, message=free_text, extension=free_text,
-       name=file_names, local=local_parts)  # fmt: skip
+       name=file_names, local=local_parts, to_name=display_names, from_name=display_names,
+       cc_name=display_names, reply_name=display_names)  # fmt: skip
 def test_the_builder_sends_exactly_what_the_api_accepted(
     settings: Settings, smtp_server: SmtpServer, transport: SmtpTransport, attachment_root: Path,
     subject: str, message: str, extension: str, name: str | None, local: str,
+    to_name: str | None, from_name: str | None, cc_name: str | None, reply_name: str | None,
 ) -> None:  # fmt: skip
-    params = {"recipient": f"{local}@x.example", "message": message or "m", "subject": subject,
-              "apiextension": extension, "sender": SENDER}  # fmt: skip
+    params = {
+        "recipient": named(to_name, f"{local}@x.example"),
+        "message": message or "m",
+        "subject": subject,
+        "apiextension": extension,
+        "sender": named(from_name, SENDER),
+        "cc": named(cc_name, "cc@corp.local") if cc_name is not None else "",
+        "replyto": named(reply_name, "desk@pbx") if reply_name is not None else "",
+    }
     fill(params, attachment_root, name)
     request = accepted(params, settings)
     event("accepted" if request else "refused")
@@ -174,14 +213,16 @@ def test_the_builder_sends_exactly_what_the_api_accepted(
         return
     event("with an attachment" if request.attachments else "without attachments")
     event("subject with an encoded word" if "=?" in subject else "plain subject")
+    event("display names" if "<" in params["recipient"] + params["sender"] else "bare addresses")
     job = EmailJob(
-        str(uuid.uuid4()), "o", SENDER, request.recipients, request.message, request.subject,
-        request.attachments, request.api_extension,
+        str(uuid.uuid4()), "o", request.sender or SENDER, request.recipients, request.message,
+        request.subject, request.attachments, request.api_extension, cc=request.cc,
+        reply_to=request.reply_to,
     )  # fmt: skip
     roots = settings.attachment_roots
     # A 200 must never be refused here.
     data = render(job, "test", lambda a: read_checked(a, roots), settings.max_email_bytes)
-    assert transport.send(data, SENDER, [wire_address(r) for r in job.recipients]).startswith("250")
+    assert transport.send(data, *envelope(job)).startswith("250")
     received = smtp_server.handler.find(job.email_id)
     assert received is not None
     check_received(received.data, request)

@@ -18,11 +18,10 @@ from enum import StrEnum
 from mailgate.attachments import AttachmentRefused, read_checked
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
-from mailgate.headers import wire_address
 from mailgate.jobs import EmailJob
 from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
-from worker.message import render
+from worker.message import envelope, render
 from worker.reports import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
@@ -133,7 +132,7 @@ class Delivery:
 
     def _send(self, job: EmailJob) -> str:
         data = self._render(job)
-        sender, recipients = wire_address(job.sender), [wire_address(r) for r in job.recipients]
+        sender, recipients = envelope(job)
         return self.transport.send(data, sender, recipients)
 
     def _render(self, job: EmailJob) -> bytes:

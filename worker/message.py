@@ -11,13 +11,21 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email import message_from_bytes, message_from_string
+from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.policy import SMTP, SMTPUTF8, default
 from email.utils import formatdate
 
-from mailgate.headers import check_address, check_filename, subject_text, wire_address
+from mailgate.addresses import bare, split
+from mailgate.headers import (
+    check_address,
+    check_filename,
+    header_address,
+    subject_text,
+    wire_address,
+)
 from mailgate.jobs import Attachment, EmailJob
 
 Reader = Callable[[Attachment], bytes]
@@ -31,23 +39,45 @@ class MessageRefused(ValueError):
     """The message cannot be sent as intended; the text says why (no content)."""
 
 
+def envelope(job: EmailJob) -> tuple[str, list[str]]:
+    """MAIL FROM and RCPT TO: bare addresses as sent; Bcc here and nowhere else."""
+    return wire_address(bare(job.sender)), [wire_address(bare(r)) for r in
+                                             job.envelope_recipients()]  # fmt: skip
+
+
+def header_addresses(texts: Sequence[str]) -> tuple[Address, ...]:
+    """Addresses for a From/To/Cc/Reply-To field, display names kept, each checked again."""
+    found = []
+    for text in texts:
+        display_name, address = split(text)
+        address = wire_address(address)
+        check_address(address, display_name)
+        found.append(header_address(display_name, address))
+    return tuple(found)
+
+
 def build_message(job: EmailJob, message_id_host: str, read: Reader) -> EmailMessage:
     """The message for ``job``; ``read`` loads each attachment (and checks it again)."""
-    sender, recipients = wire_address(job.sender), [wire_address(r) for r in job.recipients]
-    for address in (sender, *recipients):
-        check_address(address)
+    header_addresses(job.bcc)  # checked like the others, though only the envelope holds them
     # The accepted subject is already the decoded text: this must leave it as it is.
     if job.subject and subject_text(job.subject) != job.subject:
         raise MessageRefused("the subject would not reach the reader as accepted")
     message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = ", ".join(recipients)
+    message["From"] = header_addresses([job.sender])
+    message["To"] = header_addresses(job.recipients)
+    if job.cc:
+        message["Cc"] = header_addresses(job.cc)
+    if job.reply_to:
+        message["Reply-To"] = header_addresses(job.reply_to)
     if job.subject:
         message["Subject"] = job.subject
     message["Date"] = formatdate(localtime=False, usegmt=True)
     # A stable Message-ID lets receivers drop the rare duplicate of a crash after the 250.
     message["Message-ID"] = f"<{job.email_id}@{message_id_host}>"
     message.set_content(job.message)
+    if job.html:
+        # multipart/alternative: the text first, the HTML (preferred by most readers) last.
+        message.add_alternative(job.html, subtype="html")
     for attachment in job.attachments:
         # An upload keeps its caller's name and type; a path attachment's come from the path.
         filename = attachment.filename or os.path.basename(attachment.path)
@@ -73,8 +103,9 @@ def render(job: EmailJob, message_id_host: str, read: Reader, max_bytes: int) ->
     Only one large copy of the message is kept at a time where it can be helped.
     """
     message = build_message(job, message_id_host, read)
-    addresses = [str(message["From"]), str(message["To"])]
-    policy = SMTP if all(a.isascii() for a in addresses) else SMTPUTF8
+    # Only a non-ASCII address needs SMTPUTF8; a non-ASCII display name is an encoded word.
+    sender, recipients = envelope(job)
+    policy = SMTP if all(a.isascii() for a in [sender, *recipients]) else SMTPUTF8
     data = message.as_bytes(policy=policy)
     intended = shape(message)  # after as_bytes, which chooses the MIME boundaries
     del message  # the encoded attachments: not needed while the bytes are read back
