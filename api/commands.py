@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from api.accept import accept, status_of
+from api.accept import accept, checked_key, status_of
 from api.cancel import cancel_email
 from api.services import Services
 from api.uploads import claim_uploads, with_uploads
@@ -13,7 +13,7 @@ from api.xml import Field
 from mailgate.errors import InvalidParameter
 from mailgate.schedule import parse_send_at
 from mailgate.users import Account
-from mailgate.validation import idempotency_key_ok, validate_send
+from mailgate.validation import validate_send
 
 Fields = list[Field]
 
@@ -22,10 +22,7 @@ def send_email(params: dict[str, str], account: Account, svc: Services) -> Field
     """Validate, record as Queued, publish; the EmailId is the caller's receipt."""
     request = with_uploads(validate_send(params, svc.settings), svc.settings)
     send_at = parse_send_at(params.get("sendat", ""), svc.settings)
-    key = params.get("idempotencykey", "")
-    if key and not idempotency_key_ok(key):
-        reason = "at most 200 characters, no control characters"
-        raise InvalidParameter("IdempotencyKey", reason, "SendEmail")
+    key = checked_key(params.get("idempotencykey"))
     accepted = claim_uploads(accept(svc, account, request, key, send_at))
     return [("EmailId", accepted.email_id)]
 

@@ -17,7 +17,7 @@ from api.auth import authenticate, client_address
 from api.cancel import cancel
 from api.commands import iso
 from api.openapi import document
-from api.rest_errors import INTERNAL, error_response, http_status, json_response, retry_after
+from api.rest_errors import INTERNAL, error_response, json_response, outcome, retry_after
 from api.rest_input import check_declared_size, idempotency_key, send_params
 from api.rest_uploads import declared_limit, read_send_body
 from api.services import Services, services
@@ -84,7 +84,7 @@ def rest_error(exc: Exception) -> Response:
     """Every failure under /api/v1 as a JSON error body; never an HTML page or a traceback."""
     if isinstance(exc, RedisError):
         exc = Unavailable("Redis is unavailable")
-    status, _ = http_status(type(exc))
+    status, _ = outcome(exc)
     if status == INTERNAL[0]:
         log.error("unexpected error in %s %s", request.method, request.path, exc_info=exc)
     wait = None
