@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import redis
 from flask import Blueprint, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,7 +31,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
 from api.services import services
-from mailgate.broker import is_redis_broker
 from mailgate.jobs import QUEUE
 from mailgate.status import LATENCY_BUCKETS, StatusStore
 
@@ -49,14 +49,16 @@ bp = Blueprint("metrics", __name__)
 class QueueCollector:
     """Queue depth and due-set size, read from Redis when scraped."""
 
-    def __init__(self, store: StatusStore, redis_broker: bool) -> None:
+    def __init__(self, store: StatusStore, broker: redis.Redis | None) -> None:
         self.store = store
-        self.redis_broker = redis_broker
+        self.broker = broker
+        """The broker's Redis (it may be another than the store's), None for RabbitMQ."""
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("mailgate_redis_up", "1 when Redis answered this scrape")
         try:
-            depth = self.store.queue_depth(QUEUE) if self.redis_broker else None
+            # kombu's Redis transport keeps each queue as a list named after it.
+            depth = int(self.broker.llen(QUEUE)) if self.broker is not None else None
             due, overdue = self.store.due_counts()
         except RedisError:
             up.add_metric([], 0)
@@ -117,7 +119,6 @@ def metrics() -> Response:
     else:
         local = REGISTRY
     shared = CollectorRegistry()
-    redis_broker = is_redis_broker(svc.settings.broker_url)
-    shared.register(QueueCollector(svc.store, redis_broker))
+    shared.register(QueueCollector(svc.store, svc.broker_redis))
     body = generate_latest(local) + generate_latest(shared)
     return Response(body, 200, content_type=CONTENT_TYPE_LATEST)

@@ -282,10 +282,6 @@ class StatusStore:
         total, overdue = pipe.execute()
         return int(total), int(overdue)
 
-    def queue_depth(self, queue: str) -> int:
-        """Messages waiting in a Redis-broker queue (kombu keeps each queue as a list)."""
-        return int(self.redis.llen(queue))
-
     def forget_due(self, email_id: str) -> None:
         """Drop an id from the due set (its record is gone)."""
         self.redis.zrem(DUE_KEY, email_id)
