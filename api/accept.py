@@ -14,6 +14,8 @@ from mailgate.addresses import bare
 from mailgate.broker import publish, redis_task_message, uses_redis_broker
 from mailgate.errors import (
     ApiError,
+    IdempotencyMismatch,
+    InvalidField,
     InvalidParameter,
     NotFound,
     SenderNotAllowed,
@@ -22,16 +24,9 @@ from mailgate.errors import (
 from mailgate.jobs import QUEUE, EmailJob
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
-from mailgate.validation import SendRequest
+from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
 
 log = logging.getLogger(__name__)
-
-
-class IdempotencyMismatch(InvalidParameter):
-    """An idempotency key reused with different content (302 on Ozeki, 409 on REST)."""
-
-    def __init__(self, command: str = "SendEmail") -> None:
-        super().__init__("IdempotencyKey", "already used with different content", command)
 
 
 @dataclass(frozen=True)
@@ -40,6 +35,24 @@ class Accepted:
 
     email_id: str
     repeat: bool = False
+
+
+def checked_key(key: str | None, field: str = "") -> str:
+    """The caller's idempotency key once checked; "" when none was given.
+
+    Ozeki (``field`` empty) names it ``IdempotencyKey`` and takes an empty parameter as none,
+    since its clients send every parameter; REST names its JSON ``field``, and a key given
+    there must hold at least one character.
+    """
+    if key is None or (not key and not field):
+        return ""
+    if idempotency_key_ok(key):
+        return key
+    if field:
+        reason = f"1 to {MAX_IDEMPOTENCY_KEY} characters, no control characters"
+        raise InvalidField(field, reason)
+    reason = f"at most {MAX_IDEMPOTENCY_KEY} characters, no control characters"
+    raise InvalidParameter("IdempotencyKey", reason, "SendEmail")
 
 
 def accept(

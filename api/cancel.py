@@ -8,23 +8,13 @@ from redis.exceptions import RedisError
 
 from api.services import Services
 from api.xml import Field
-from mailgate.errors import InvalidParameter, NotFound, Unavailable
+from mailgate.errors import InvalidParameter, NotCancellable, NotFound, Unavailable
 from mailgate.spool import discard_spooled
 from mailgate.status import Status
 from mailgate.users import Account
 
 log = logging.getLogger(__name__)
 COMMAND = "CancelEmail"
-
-
-class NotCancellable(InvalidParameter):
-    """The e-mail is already being sent, sent, or failed (302 on Ozeki, 409 on REST)."""
-
-    def __init__(self, status: Status, name: str = "EmailId") -> None:
-        reason = f"the e-mail is {status.value}: only Scheduled, Queued or Retrying e-mail " \
-                 "can be cancelled"  # fmt: skip
-        super().__init__(name, reason, COMMAND)
-        self.status = status
 
 
 def cancel(svc: Services, account: Account, email_id: str, name: str = "EmailId") -> None:
@@ -44,7 +34,7 @@ def cancel(svc: Services, account: Account, email_id: str, name: str = "EmailId"
     if status is None:
         raise NotFound()  # expired between the two calls
     if status is not Status.CANCELLED:
-        raise NotCancellable(status, name)
+        raise NotCancellable(status.value, name)
     if job is not None:
         discard_spooled(job, svc.settings)  # the uploads are never needed now
         log.info("cancelled %s for %s", email_id, account.name)

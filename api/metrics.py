@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 
+import redis
 from flask import Blueprint, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,7 +32,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
 from api.services import services
-from mailgate.broker import is_redis_broker
 from mailgate.jobs import QUEUE
 from mailgate.status import LATENCY_BUCKETS, StatusStore
 from mailgate.status.counters import LAST_OUTCOME
@@ -57,15 +57,19 @@ bp = Blueprint("metrics", __name__)
 class QueueCollector:
     """Queue depth and due-set size, read from Redis when scraped."""
 
-    def __init__(self, store: StatusStore, redis_broker: bool, stall_seconds: float) -> None:
+    def __init__(
+        self, store: StatusStore, broker: redis.Redis | None, stall_seconds: float
+    ) -> None:
         self.store = store
-        self.redis_broker = redis_broker
+        self.broker = broker
+        """The broker's Redis (it may be another than the store's), None for RabbitMQ."""
         self.stall_seconds = stall_seconds
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("mailgate_redis_up", "1 when Redis answered this scrape")
         try:
-            depth = self.store.queue_depth(QUEUE) if self.redis_broker else None
+            # kombu's Redis transport keeps each queue as a list named after it.
+            depth = int(self.broker.llen(QUEUE)) if self.broker is not None else None
             due, overdue = self.store.due_counts()
             counters = self.store.metrics()
         except RedisError:
@@ -150,10 +154,9 @@ def metrics() -> Response:
     else:
         local = REGISTRY
     shared = CollectorRegistry()
-    redis_broker = is_redis_broker(svc.settings.broker_url)
     # A worker records an outcome at least every redelivery period while it has work: twice
     # that without one, with work waiting, is a stall.
     stall = 2 * svc.settings.redelivery_seconds
-    shared.register(QueueCollector(svc.store, redis_broker, stall))
+    shared.register(QueueCollector(svc.store, svc.broker_redis, stall))
     body = generate_latest(local) + generate_latest(shared)
     return Response(body, 200, content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ only the wire format differs: JSON bodies, real HTTP status codes, HTTP Basic cr
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, Response, g, request, url_for
@@ -15,22 +16,15 @@ from redis.exceptions import RedisError
 from api.accept import accept, status_of
 from api.auth import authenticate, client_address
 from api.cancel import cancel
-from api.commands import iso
 from api.metrics import UNKNOWN_PARAMETERS
 from api.openapi import document
 from api.params import unknown_warning
-from api.rest_errors import INTERNAL, error_response, http_status, json_response, retry_after
-from api.rest_input import (
-    InvalidField,
-    check_declared_size,
-    idempotency_key,
-    send_params,
-    unknown_fields,
-)
+from api.rest_errors import INTERNAL, error_response, json_response, outcome, retry_after
+from api.rest_input import check_declared_size, idempotency_key, send_params, unknown_fields
 from api.rest_uploads import declared_limit, read_send_body
 from api.services import Services, services
 from api.uploads import claim_uploads, with_uploads
-from mailgate.errors import Unavailable
+from mailgate.errors import InvalidField, Unavailable
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
 from mailgate.validation import validate_send
@@ -100,7 +94,7 @@ def rest_error(exc: Exception) -> Response:
     """Every failure under /api/v1 as a JSON error body; never an HTML page or a traceback."""
     if isinstance(exc, RedisError):
         exc = Unavailable("Redis is unavailable")
-    status, _ = http_status(type(exc))
+    status, _ = outcome(exc)
     if status == INTERNAL[0]:
         log.error("unexpected error in %s %s", request.method, request.path, exc_info=exc)
     wait = None
@@ -119,20 +113,15 @@ def _caller(svc: Services) -> Account:
 
 
 def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:
-    """The JSON status record: every field present, null where not (yet) known."""
-    return {
-        "id": record.email_id,
-        "status": record.status.value,
-        "attempts": record.attempts,
-        "created_at": iso(record.created_at),
-        "updated_at": iso(record.updated_at),
-        "sent_at": iso(record.sent_at) if record.sent_at else None,
-        "next_attempt_at": iso(record.next_attempt_at) if record.next_attempt_at else None,
-        "last_error": record.last_error,
-        "smtp_response": record.smtp_response,
-        "delivery_report": record.report_status.value if record.report_status else None,
-        "history": [
-            {"attempt": h.attempt, "at": iso(h.at), "outcome": h.outcome.value, "detail": h.detail}
-            for h in history
-        ],
-    }
+    """The JSON status record: every field present (snake_case), null where not (yet) known."""
+    body: dict[str, Any] = {_snake(name): value for name, value in record.fields()}
+    body["history"] = [{_snake(name): value for name, value in h.fields()} for h in history]
+    return body
+
+
+_JSON_NAMES = {"EmailId": "id", "Number": "attempt"}
+
+
+def _snake(name: str) -> str:
+    """The JSON name of an Ozeki field: ``NextAttemptAt`` -> ``next_attempt_at``."""
+    return _JSON_NAMES.get(name) or re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

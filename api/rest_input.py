@@ -11,9 +11,10 @@ from typing import Any
 
 from flask import Request
 
+from api.accept import checked_key
 from mailgate.addresses import split_list
-from mailgate.errors import InvalidParameter, ParseError, TooLarge
-from mailgate.validation import MAX_IDEMPOTENCY_KEY, idempotency_key_ok
+from mailgate.errors import InvalidField, ParseError, TooLarge, UnsupportedMediaType
+from mailgate.validation import MAX_IDEMPOTENCY_KEY
 
 JSON_TYPE = "application/json"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -43,17 +44,6 @@ FIELDS = frozenset({*_STRINGS, *_LISTS, "send_at"})
 """Every JSON field of a send request."""
 
 
-class InvalidField(InvalidParameter):
-    """A JSON field at fault, named as the caller wrote it (never mapped from an Ozeki name)."""
-
-
-class UnsupportedMediaType(ParseError):
-    """A body that is not ``application/json`` (Code 300 in Ozeki terms, 415 over REST)."""
-
-    def __init__(self, mimetype: str) -> None:
-        super().__init__(f"unsupported content type {mimetype[:100]!r}, use {JSON_TYPE}")
-
-
 def check_declared_size(request: Request, max_bytes: int) -> None:
     """413 before anything else when the declared body is too large: it is never read."""
     if request.content_length is not None and request.content_length > max_bytes:
@@ -63,7 +53,7 @@ def check_declared_size(request: Request, max_bytes: int) -> None:
 def read_json(request: Request, max_bytes: int) -> object:
     """The body as JSON: UTF-8, at most ``max_bytes``, no duplicate keys, no NaN."""
     if request.mimetype != JSON_TYPE:
-        raise UnsupportedMediaType(request.mimetype or "none")
+        raise UnsupportedMediaType(request.mimetype or "none", JSON_TYPE)
     body = request.stream.read(max_bytes + 1)
     if len(body) > max_bytes:
         raise TooLarge("request body too large")
@@ -104,14 +94,7 @@ def idempotency_key(request: Request, params: dict[str, str]) -> str:
     field = params.get("idempotencykey")
     if header is not None and field is not None and header != field:
         raise InvalidField("idempotency_key", f"differs from the {IDEMPOTENCY_HEADER} header")
-    key = header if header is not None else field
-    if key is None:
-        return ""
-    if not idempotency_key_ok(key):
-        raise InvalidField(
-            "idempotency_key", f"1 to {MAX_KEY_LENGTH} characters, no control characters"
-        )
-    return key
+    return checked_key(header if header is not None else field, "idempotency_key")
 
 
 def _string(name: str, value: Any) -> str:

@@ -10,10 +10,10 @@ from typing import Any
 
 from flask import Request
 
-from api.rest_input import InvalidField, read_json
+from api.rest_input import read_json
 from api.uploads import MULTIPART_TYPE, body_limit, read_multipart, spool_bytes
 from mailgate.config import Settings
-from mailgate.errors import InvalidParameter
+from mailgate.errors import InvalidField, InvalidParameter
 from mailgate.schedule import parse_send_at
 
 LIST_FIELDS = ("recipients", "attachments", "cc", "bcc", "reply_to")

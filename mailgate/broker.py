@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 
+import redis
 from celery import Celery
 from kombu import serialization
 from kombu.entity import Queue
@@ -17,7 +18,7 @@ from kombu.utils import json as kombu_json
 from mailgate import broker_transport
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
-from mailgate.redisconn import SentinelTarget, is_sentinel, same_redis
+from mailgate.redisconn import SentinelTarget, is_redis, is_sentinel, redis_client, same_redis
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -34,7 +35,7 @@ def make_celery(settings: Settings) -> Celery:
         sentinel = SentinelTarget.parse(broker_url)
         broker_url = sentinel.kombu_url()
     app = Celery("mailgate", broker=broker_url, set_as_current=False)
-    redis_broker = is_redis_broker(settings.broker_url)
+    redis_broker = is_redis(settings.broker_url)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -76,11 +77,6 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def is_redis_broker(url: str) -> bool:
-    """True for a Redis broker (one server or a Sentinel group), False for RabbitMQ."""
-    return url.startswith(("redis", "rediss", "unix", "sentinel"))
-
-
 def publish(app: Celery, email_id: str) -> None:
     """Publish the delivery task for one e-mail; the task id is the EmailId.
 
@@ -99,6 +95,16 @@ def publish(app: Celery, email_id: str) -> None:
 def uses_redis_broker(settings: Settings) -> bool:
     """True when the broker is the status store's Redis, so both can share one transaction."""
     return same_redis(settings.broker_url, settings.redis_url)
+
+
+def broker_redis(settings: Settings, store_client: redis.Redis) -> redis.Redis | None:
+    """A client of the broker's Redis (``store_client`` when it is the store's own), or None
+    for RabbitMQ: where the queue depth is read."""
+    if uses_redis_broker(settings):
+        return store_client
+    if not is_redis(settings.broker_url):
+        return None
+    return redis_client(settings.broker_url, socket_timeout=5, socket_connect_timeout=2)
 
 
 def redis_task_message(app: Celery, email_id: str) -> str:

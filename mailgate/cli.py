@@ -127,7 +127,7 @@ def user_remove(name: str) -> None:
 @_friendly
 def status(email_id: str) -> None:
     """Show the status record of EMAIL_ID (any owner: this is the operator's view)."""
-    from mailgate.status import StatusStore
+    from mailgate.status import StatusStore, iso
 
     settings = _settings()
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
@@ -135,24 +135,15 @@ def status(email_id: str) -> None:
     if record is None:
         click.echo(f"mailgate: no e-mail {email_id}", err=True)
         sys.exit(1)
-    rows = [
-        ("EmailId", record.email_id),
-        ("Owner", record.owner),
-        ("Status", record.status.value),
-        ("Attempts", str(record.attempts)),
-        ("CreatedAt", _iso(record.created_at)),
-        ("UpdatedAt", _iso(record.updated_at)),
-        ("SentAt", _iso(record.sent_at)),
-        ("NextAttemptAt", _iso(record.next_attempt_at)),
-        ("LastError", record.last_error or ""),
-        ("SmtpResponse", record.smtp_response or ""),
-        ("DeliveryReport", record.report_status.value if record.report_status else ""),
-    ]
+    # The operator's view adds the owner, and writes times with +00:00.
+    rows = record.fields(zone="+00:00")
+    rows.insert(1, ("Owner", record.owner))
     for name, value in rows:
-        if value:
+        if value is not None and value != "":
             click.echo(f"{name}: {value}")
     for log in store.history(email_id):
-        click.echo(f"  attempt {log.attempt} at {_iso(log.at)}: {log.outcome.value}: {log.detail}")
+        at = iso(log.at, "+00:00")
+        click.echo(f"  attempt {log.attempt} at {at}: {log.outcome.value}: {log.detail}")
 
 
 @main.command()
@@ -202,9 +193,3 @@ def _moment(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _iso(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")

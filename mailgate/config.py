@@ -19,7 +19,7 @@ from dotenv import dotenv_values
 from limits import parse as parse_rate
 
 from mailgate.errors import ConfigError
-from mailgate.redisconn import SentinelTarget, is_sentinel
+from mailgate.redisconn import SentinelTarget, is_redis, is_sentinel
 
 T = TypeVar("T")
 
@@ -295,14 +295,13 @@ def _port(value: str) -> int:
 
 
 def _redis_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix", "redis+sentinel", "sentinel"):
+    if not is_redis(value):
         raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
     return value
 
 
 def _broker_url(value: str) -> str:
-    schemes = ("redis", "rediss", "unix", "redis+sentinel", "sentinel", "amqp", "amqps", "pyamqp")
-    if urlsplit(value).scheme not in schemes:
+    if not is_redis(value) and urlsplit(value).scheme not in ("amqp", "amqps", "pyamqp"):
         raise ValueError(
             "must start with redis://, rediss://, redis+sentinel://, amqp:// or amqps://"
         )

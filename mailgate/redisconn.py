@@ -21,7 +21,14 @@ from limits.storage import RedisSentinelStorage, Storage, storage_from_string
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel", "sentinel")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
 DEFAULT_SENTINEL_PORT = 26379
+
+
+def is_redis(url: str) -> bool:
+    """True for a Redis URL (one server or a Sentinel group): the one answer to "is the broker
+    Redis?"; anything else mailgate accepts as a broker is RabbitMQ."""
+    return urlsplit(url).scheme in REDIS_SCHEMES
 
 
 def is_sentinel(url: str) -> bool:

@@ -29,8 +29,10 @@ from mailgate.broker import make_celery
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter
 from mailgate.jobs import REPORT_TASK_NAME, EmailJob
-from mailgate.status import Record, ReportStatus, Status, StatusStore
+from mailgate.status import REPORTS_DUE_KEY, Record, ReportStatus, Status, StatusStore
+from mailgate.status import iso as iso_utc
 from mailgate.users import UserStore
+from mailgate.validation import check_callback_url
 from tests.support import (
     RedisServer,
     Service,
@@ -41,26 +43,22 @@ from tests.support import (
     worker_args,
 )
 from worker.delivery import Delivery, Outcome
-from worker.reports import (
-    MAX_ATTEMPTS,
+from worker.report_http import (
     Answer,
-    Reporter,
-    Result,
     Verdict,
     classify,
     form_body,
     http_post,
-    iso_utc,
     report_headers,
     safe_url,
     sign,
-    target,
 )
+from worker.reports import MAX_ATTEMPTS, SLOT_WAIT_SECONDS, Reporter, Result
 from worker.tasks import publish_report
 
 USER, PASSWORD = "reports", "reports-test-pw"
 SECRET = "test-callback-secret"
-REDELIVERY = 10.0  # report POST timeout 2.5 s; countdowns capped at 1 s (the retry max delay)
+REDELIVERY = 10.0  # report POST timeout 2.5 s; back-off capped at 1 s (the retry max delay)
 
 
 @dataclass
@@ -452,8 +450,8 @@ def test_logged_urls_lose_credentials_and_query(url: str, shown: str) -> None:
 )  # fmt: skip
 def test_a_url_is_checked_again_before_sending(url: str) -> None:
     with pytest.raises(InvalidParameter):
-        target(url, ("127.0.0.1:8080",))
-    assert target("http://127.0.0.1:8080/hook", ("127.0.0.1:8080",))
+        check_callback_url(url, ("127.0.0.1:8080",))
+    assert check_callback_url("http://127.0.0.1:8080/hook", ("127.0.0.1:8080",))
 
 
 def test_redirects_are_not_followed(hooks: CallbackServer) -> None:
@@ -481,25 +479,62 @@ def test_a_host_no_longer_allowed_gets_no_report(
     path = unique("disallowed")
     email_id = sent_record(store, hooks.url(path))
     reporter = Reporter(store, replace(settings, callback_allowed=("hooks.example",)))
-    assert reporter.report(email_id, 1).result is Result.REFUSED
-    assert reporter.report(email_id, 2).result is Result.SKIPPED  # settled: not tried again
+    assert reporter.report(email_id, 1) is Result.REFUSED
+    assert reporter.report(email_id, 2) is Result.SKIPPED  # settled: not tried again
     record = record_of(store, email_id)
     assert (record.report_status, record.report_attempts) == (ReportStatus.FAILED, 0)
     assert record.report_error == "host and port not in MAILGATE_CALLBACK_ALLOWED"
     assert hooks.hits_for(path) == []
 
 
-@pytest.mark.parametrize("redelivery", [10, 15, 60, 300, 3600])
-def test_a_retry_countdown_and_its_post_fit_in_the_visibility_timeout(
-    settings: Settings, store: StatusStore, redelivery: float
+class Refuses:
+    """A callback endpoint that always answers 503, counting the POSTs."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    def __call__(self, url: str, body: bytes, headers: object, timeout: float) -> Answer:
+        self.posts += 1
+        return Answer(503, "HTTP 503")
+
+
+@pytest.mark.parametrize("redelivery", [10, 60, 3600])
+def test_a_report_retry_is_scheduled_on_the_report_due_set_not_as_a_countdown(
+    settings: Settings, store: StatusStore, hooks: CallbackServer, redelivery: float
 ) -> None:
-    slow = replace(settings, retry_base_seconds=30, retry_max_delay_seconds=86400,
+    # Back-off far longer than the visibility timeout: with the due set that is harmless.
+    slow = replace(settings, retry_base_seconds=3000, retry_max_delay_seconds=86400,
                    redelivery_seconds=redelivery)  # fmt: skip
-    reporter = Reporter(store, slow)
-    delays = [reporter.retry_delay(attempt) for attempt in range(1, MAX_ATTEMPTS)]
-    assert max(delays) <= redelivery / 2
-    visibility = make_celery(slow).conf.broker_transport_options["visibility_timeout"]
-    assert redelivery / 2 + reporter.timeout < visibility
+    email_id = sent_record(store, hooks.url(unique("unused")))
+    now = time.time()
+    endpoint = Refuses()
+    reporter = Reporter(store, slow, post=endpoint, clock=lambda: now)
+    assert reporter.report(email_id) is Result.RETRYING
+    due = store.redis.zscore(REPORTS_DUE_KEY, email_id)
+    assert due is not None and now + 1500 <= due <= now + 4500  # 3000 s ± 50 % jitter
+    record = record_of(store, email_id)
+    assert (record.report_status, record.report_attempts) == (ReportStatus.RETRYING, 1)
+    # The next run is the second attempt, counted from the record, not from the task.
+    assert reporter.report(email_id) is Result.RETRYING
+    assert (record_of(store, email_id).report_attempts, endpoint.posts) == (2, 2)
+
+
+def test_a_report_with_no_free_slot_comes_back_in_a_second_through_the_due_set(
+    settings: Settings, store: StatusStore, hooks: CallbackServer
+) -> None:
+    email_id = sent_record(store, hooks.url(unique("unused")))
+    now = time.time()
+    endpoint = Refuses()
+    reporter = Reporter(store, settings, post=endpoint, clock=lambda: now)
+    assert reporter.size_slots(8) == 2
+    assert reporter.slots.acquire(blocking=False) and reporter.slots.acquire(blocking=False)
+    assert reporter.run(email_id) is Result.DEFERRED
+    assert store.redis.zscore(REPORTS_DUE_KEY, email_id) == now + SLOT_WAIT_SECONDS
+    record = record_of(store, email_id)
+    assert (record.report_status, record.report_attempts, endpoint.posts) == (None, 0, 0)
+    reporter.slots.release()
+    assert reporter.run(email_id) is Result.RETRYING  # a slot is free again: a real attempt
+    assert (record_of(store, email_id).report_attempts, endpoint.posts) == (1, 1)
 
 
 class Accepts:
@@ -528,8 +563,8 @@ def test_an_already_settled_report_is_not_sent_again(
     path = unique("settled")
     email_id = sent_record(store, hooks.url(path))
     reporter = Reporter(store, settings)
-    assert reporter.report(email_id, 1).result is Result.DELIVERED
-    assert reporter.report(email_id, 1).result is Result.SKIPPED  # a redelivered task
+    assert reporter.report(email_id, 1) is Result.DELIVERED
+    assert reporter.report(email_id, 1) is Result.SKIPPED  # a redelivered task
     assert len(hooks.hits_for(path)) == 1
 
 
@@ -556,5 +591,5 @@ def test_a_settled_report_clears_its_watchdog(
     store.create(job, watchdog_at=time.time() + 3600)
     store.mark_sent(job.email_id, 1, "250 ok", report_due=time.time() + 3600)
     assert store.redis.zscore("mailgate:reports:due", job.email_id) is not None
-    assert Reporter(store, settings).report(job.email_id, 1).result is Result.DELIVERED
+    assert Reporter(store, settings).report(job.email_id, 1) is Result.DELIVERED
     assert store.redis.zscore("mailgate:reports:due", job.email_id) is None

@@ -27,9 +27,7 @@ from schemathesis.checks import (
 
 import api.rest
 from api import create_app
-from api.rest_errors import INTERNAL, http_status
 from mailgate.config import Settings
-from mailgate.errors import ApiError
 from mailgate.users import UserStore
 from tests.conftest import OTHER_PASSWORD, OTHER_USER, SEED_PASSWORD, SEED_USER
 from tests.support import RedisServer, SmtpServer, free_port, wait_for
@@ -320,17 +318,6 @@ def test_an_unexpected_error_is_a_json_500_without_details(
     assert response.get_json() == {
         "error": {"code": "internal_error", "field": None, "message": "internal error"}
     }
-
-
-def _subclasses(cls: type[ApiError]) -> Iterator[type[ApiError]]:
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
-
-
-@pytest.mark.parametrize("error", list(_subclasses(ApiError)), ids=lambda cls: cls.__name__)
-def test_every_api_error_has_an_http_status(error: type[ApiError]) -> None:
-    assert http_status(error) != INTERNAL
 
 
 def test_the_openapi_document_is_valid_openapi_31(api_url: str) -> None:

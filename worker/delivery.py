@@ -22,7 +22,7 @@ from mailgate.jobs import EmailJob
 from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
 from worker.message import envelope, render
-from worker.reports import safe_url
+from worker.report_http import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
 

@@ -1,5 +1,5 @@
 """Publishes what is due: retries whose back-off has passed, watchdogs that fired, and
-delivery reports whose watchdog fired (their first publish was lost, or a retry was).
+delivery reports whose next try (a retry, a wait for a report slot) or watchdog has come.
 
 Retries are not Celery countdowns: an ETA message longer than the Redis visibility timeout is
 redelivered again and again (kombu #337). Instead each non-final e-mail has one entry in the

@@ -29,7 +29,7 @@ from mailgate.status.keys import (
     history_key,
     idempotency_key,
 )
-from mailgate.status.records import AttemptLog, Record, ReportStatus, Status
+from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, iso
 from mailgate.status.store import StatusStore
 
 __all__ = [
@@ -46,4 +46,5 @@ __all__ = [
     "email_key",
     "history_key",
     "idempotency_key",
+    "iso",
 ]

@@ -222,11 +222,15 @@ class StatusStore:
         if status.final or next_due is None:
             self.forget_report_due(email_id)
         else:
-            self.redis.zadd(REPORTS_DUE_KEY, {email_id: next_due})
+            self.schedule_report(email_id, next_due)
         return written
 
+    def schedule_report(self, email_id: str, at: float) -> None:
+        """Have the scheduler publish this e-mail's report at ``at`` (a retry, a wait)."""
+        self.redis.zadd(REPORTS_DUE_KEY, {email_id: at})
+
     def forget_report_due(self, email_id: str) -> None:
-        """Drop a report's watchdog (settled, or nothing left to report)."""
+        """Drop a report's due entry (settled, or nothing left to report)."""
         self.redis.zrem(REPORTS_DUE_KEY, email_id)
 
     def requeue(self, email_id: str, watchdog_at: float) -> bool:
@@ -277,10 +281,6 @@ class StatusStore:
         pipe.zcount(DUE_KEY, "-inf", time.time())
         total, overdue = pipe.execute()
         return int(total), int(overdue)
-
-    def queue_depth(self, queue: str) -> int:
-        """Messages waiting in a Redis-broker queue (kombu keeps each queue as a list)."""
-        return int(self.redis.llen(queue))
 
     def forget_due(self, email_id: str) -> None:
         """Drop an id from the due set (its record is gone)."""
