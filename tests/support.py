@@ -268,8 +268,9 @@ def worker_args(concurrency: int = 4) -> list[str]:
     ]  # fmt: skip
 
 
-def gunicorn_args() -> list[str]:
-    return [str(VENV_BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "api:create_app()"]
+def web_args() -> list[str]:
+    """The Procfile's ``web`` line: ``mailgate web`` (granian) on MAILGATE_PORT."""
+    return [str(VENV_BIN / "mailgate"), "web"]
 
 
 class Gate:
