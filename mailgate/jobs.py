@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 TASK_NAME = "mailgate.deliver"
@@ -60,8 +60,13 @@ class EmailJob:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> str:
-        """Serialize for the status record."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        """Serialize for the status record (what ``json.dumps(asdict(self))`` gives, without
+        asdict's deep copy)."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in _JOB_FIELDS}
+        data["attachments"] = [
+            {"path": a.path, "size": a.size, "mtime_ns": a.mtime_ns} for a in self.attachments
+        ]
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> EmailJob:
@@ -70,3 +75,6 @@ class EmailJob:
         data["recipients"] = tuple(data["recipients"])
         data["attachments"] = tuple(Attachment(**a) for a in data.get("attachments", ()))
         return cls(**data)
+
+
+_JOB_FIELDS = tuple(field.name for field in fields(EmailJob))

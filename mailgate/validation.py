@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
@@ -74,11 +75,17 @@ def normalize_address(raw: str, name: str) -> str:
     if _HEADER_BREAKERS.search(raw):
         raise _invalid(name, "CR, LF or NUL in an address")
     try:
-        checked = validate_email(
-            raw.strip(), check_deliverability=False, globally_deliverable=False
-        )
+        return _normalized(raw.strip())
     except EmailNotValidError as exc:
         raise _invalid(name, f"not a valid address: {exc}") from None
+
+
+@lru_cache(maxsize=4096)
+def _normalized(address: str) -> str:
+    """email-validator's verdict, remembered: an IVR sends to the same few addresses all day,
+    and the check costs more than the rest of the request's parsing. Refusals (exceptions) are
+    not cached; the cache holds at most 4,096 addresses of at most a request's size each."""
+    checked = validate_email(address, check_deliverability=False, globally_deliverable=False)
     return str(checked.normalized)
 
 
