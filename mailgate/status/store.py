@@ -37,6 +37,7 @@ class StatusStore:
         self._requeue = client.register_script(scripts.REQUEUE)
         self._start = client.register_script(scripts.START)
         self._report = client.register_script(scripts.REPORT)
+        self._create = client.register_script(scripts.CREATE)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int) -> StatusStore:
@@ -50,24 +51,22 @@ class StatusStore:
     def create(
         self, job: EmailJob, watchdog_at: float, task: tuple[str, str] | None = None
     ) -> None:
-        """Write a new Queued record and its watchdog entry in one transaction.
+        """Write a new Queued record and its watchdog entry in one atomic step (a Lua script).
 
         ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
-        transaction, so the e-mail is recorded and queued together or not at all.
+        step, so the e-mail is recorded and queued together or not at all.
         """
         now = time.time()
-        key = email_key(job.email_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={
-            "owner": job.owner, "status": Status.QUEUED.value, "attempts": 0,
-            "created_at": now, "updated_at": now, "since": now, "job": job.to_json(),
-            "callback_url": job.callback_url,
-        })  # fmt: skip
-        pipe.expire(key, self.ttl)
-        pipe.zadd(DUE_KEY, {job.email_id: watchdog_at})
-        if task is not None:
-            pipe.lpush(*task)
-        pipe.execute()
+        queue, message = task if task is not None else (DUE_KEY, "")
+        self._create(
+            keys=[email_key(job.email_id), DUE_KEY, queue],
+            args=[
+                self.ttl, watchdog_at, job.email_id, message,
+                "owner", job.owner, "status", Status.QUEUED.value, "attempts", 0,
+                "created_at", now, "updated_at", now, "since", now, "job", job.to_json(),
+                "callback_url", job.callback_url,
+            ],
+        )  # fmt: skip
 
     def get(self, email_id: str) -> Record | None:
         """The record, or None when there is none (never sent, or expired)."""
