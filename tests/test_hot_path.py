@@ -86,9 +86,17 @@ def test_cached_address_check_is_email_validator(raw: str) -> None:
 
 JOBS = [
     EmailJob("id-1", "owner", "s@example.com", ("a@example.com",), "body"),
-    EmailJob("id-2", "owner", "s@example.com", ("a@example.com", "b@example.com"), "bödy ✓",
-             "subject", (Attachment("/srv/a.pdf", 10, 123), Attachment("/srv/b", 0, 0)),
-             "ext", "https://hooks.example/x"),  # fmt: skip
+    EmailJob(
+        "id-2",
+        "owner",
+        "s@example.com",
+        ("a@example.com", "b@example.com"),
+        "bödy ✓",
+        "subject",
+        (Attachment("/srv/a.pdf", 10, 123), Attachment("/srv/b", 0, 0)),
+        "ext",
+        "https://hooks.example/x",
+    ),
 ]
 
 
