@@ -163,10 +163,12 @@ GUNICORN_SYNC_WORKERS = 2
 def start_gunicorn_sync(
     stack: Stack, name: str, app: str, env: dict[str, str]
 ) -> tuple[Process, str]:
-    """``app`` the stock way to serve Flask: gunicorn's sync workers, one per core (2)."""
+    """``app`` the stock way to serve Flask: gunicorn's sync workers, one per core (2). The
+    control socket (one fixed path per user) is off, so servers elsewhere on the host keep
+    theirs."""
     port = free_port()
     args = [str(VENV_BIN / "gunicorn"), "--workers", str(GUNICORN_SYNC_WORKERS),
-            "--bind", f"127.0.0.1:{port}", app]  # fmt: skip
+            "--bind", f"127.0.0.1:{port}", "--no-control-socket", app]  # fmt: skip
     return _serve(stack, name, args, env, port)
 
 
