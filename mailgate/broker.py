@@ -7,7 +7,10 @@ its boot steps on top. Neither imports the other.
 from __future__ import annotations
 
 import base64
+import os
+import re
 import uuid
+from dataclasses import dataclass
 
 import redis
 from celery import Celery
@@ -114,7 +117,20 @@ def redis_task_message(app: Celery, email_id: str) -> str:
     adds (base64 body, delivery tag, routing to the queue). The API pushes it in the same
     Redis transaction as the status record, so an e-mail is recorded and queued together or
     not at all, in one round trip. tests/test_broker.py checks it against kombu's own output.
+
+    Only the EmailId (task id, root id, argument, correlation id), the body's base64, the
+    delivery tag and the thread's reply-to differ from one message to the next, so the JSON
+    is built once per process (:class:`_Template`) and filled in per message.
     """
+    key = (id(app), os.getpid())  # the origin header names the process
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = _TEMPLATES[key] = _Template.build(app)
+    return template.fill(email_id, app.thread_oid, str(uuid.uuid4()))
+
+
+def build_task_message(app: Celery, email_id: str, reply_to: str, delivery_tag: str) -> str:
+    """The message as Celery and kombu's virtual channel build it (the template's source)."""
     headers, properties, body, _ = app.amqp.as_task_v2(
         email_id, TASK_NAME, args=[email_id], kwargs={}, root_id=email_id, ignore_result=None
     )
@@ -127,12 +143,56 @@ def redis_task_message(app: Celery, email_id: str) -> str:
         "headers": headers,
         "properties": {
             **properties,
-            "reply_to": app.thread_oid,
+            "reply_to": reply_to,
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": QUEUE},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": delivery_tag,
         },
     }
     return str(kombu_json.dumps(envelope))  # type: ignore[no-untyped-call]
+
+
+_PLACEHOLDER_ID = "00000000-0000-4000-8000-00000000abcd"
+_SLOTS = {"id": _PLACEHOLDER_ID, "reply_to": "@@reply@to@@", "tag": "@@delivery@tag@@"}
+_BODY_SLOT = "@@body@@"
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A task message cut at the parts that change: ``pieces[i]`` comes before ``slots[i]``."""
+
+    pieces: tuple[str, ...]
+    slots: tuple[str, ...]
+    body: tuple[bytes, bytes]
+    """The raw (pre-base64) body before and after the EmailId."""
+
+    @classmethod
+    def build(cls, app: Celery) -> _Template:
+        sample = build_task_message(app, _PLACEHOLDER_ID, _SLOTS["reply_to"], _SLOTS["tag"])
+        envelope = kombu_json.loads(sample)  # type: ignore[no-untyped-call]
+        raw = base64.b64decode(envelope["body"])
+        before, found, after = raw.partition(_PLACEHOLDER_ID.encode())
+        if not found or _PLACEHOLDER_ID.encode() in after:
+            raise RuntimeError("unexpected task body: the EmailId must appear exactly once")
+        text = sample.replace(envelope["body"], _BODY_SLOT)
+        names = {value: name for name, value in _SLOTS.items()} | {_BODY_SLOT: "body"}
+        parts = re.split("(" + "|".join(re.escape(v) for v in names) + ")", text)
+        return cls(tuple(parts[0::2]), tuple(names[p] for p in parts[1::2]), (before, after))
+
+    def fill(self, email_id: str, reply_to: str, delivery_tag: str) -> str:
+        raw = self.body[0] + email_id.encode() + self.body[1]
+        values = {
+            "id": email_id,
+            "reply_to": reply_to,
+            "tag": delivery_tag,
+            "body": base64.b64encode(raw).decode("ascii"),
+        }
+        out = [self.pieces[0]]
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
+            out += (values[slot], piece)
+        return "".join(out)
+
+
+_TEMPLATES: dict[tuple[int, int], _Template] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -59,6 +60,34 @@ def supervise(command: tuple[str, ...]) -> None:
     from mailgate.supervise import supervise as run_supervised
 
     sys.exit(run_supervised(list(command), lambda line: click.echo(line, err=True)))
+
+
+@main.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="MAILGATE_WEB_WORKERS",
+    help="API processes (default: one per core; env MAILGATE_WEB_WORKERS).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="MAILGATE_WEB_THREADS",
+    help="Request threads per process (default: granian's; env MAILGATE_WEB_THREADS).",
+)
+@click.option(
+    "--access-log", is_flag=True, help="Log one line per request (path only, no query string)."
+)
+@_friendly
+def web(workers: int | None, threads: int | None, access_log: bool) -> None:
+    """Serve the API (granian, WSGI) on MAILGATE_HOST and $PORT, else MAILGATE_PORT."""
+    from mailgate.logs import json_logs
+    from mailgate.web import options, serve
+
+    settings = _settings()
+    serve(options(settings, os.environ, workers, threads, access_log), json_logs())
 
 
 @main.group()

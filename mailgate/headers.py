@@ -15,6 +15,7 @@ from email import message_from_bytes, message_from_string
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.policy import SMTP, SMTPUTF8, EmailPolicy, default
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -28,6 +29,7 @@ class NotCarried(ValueError):
     """Text a header cannot carry exactly; the message says why."""
 
 
+@lru_cache(maxsize=1024)  # an IVR sends a few subjects all day; the check is a round trip
 def subject_text(raw: str) -> str:
     """The subject a reader will see for ``raw``: encoded words decoded, outer spaces dropped."""
     decoded = _decoded(raw).strip()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 TASK_NAME = "mailgate.deliver"
@@ -91,8 +91,13 @@ class EmailJob:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> str:
-        """Serialize for the status record."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        """Serialize for the status record (what ``json.dumps(asdict(self))`` gives, without
+        asdict's deep copy)."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in _JOB_FIELDS}
+        data["attachments"] = [
+            {name: getattr(a, name) for name in _ATTACHMENT_FIELDS} for a in self.attachments
+        ]
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> EmailJob:
@@ -103,3 +108,7 @@ class EmailJob:
                 data[name] = tuple(data[name])
         data["attachments"] = tuple(Attachment(**a) for a in data.get("attachments", ()))
         return cls(**data)
+
+
+_JOB_FIELDS = tuple(field.name for field in fields(EmailJob))
+_ATTACHMENT_FIELDS = tuple(field.name for field in fields(Attachment))

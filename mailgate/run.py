@@ -1,8 +1,8 @@
 """``mailgate run``: the whole gateway in one terminal, for a first try and for development.
 
 Starts an embedded Redis where ``MAILGATE_REDIS_URL`` is unset and an SMTP sink where
-``MAILGATE_SMTP_URL`` is unset, then the API (gunicorn), one worker and Flower, under honcho:
-output is prefixed per process, and Ctrl-C stops every child (whole process groups).
+``MAILGATE_SMTP_URL`` is unset, then the API (``mailgate web``), one worker and Flower, under
+honcho: output is prefixed per process, and Ctrl-C stops every child (whole process groups).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def commands(settings: Settings, flower_port: int = FLOWER_PORT) -> dict[str, st
     """The gateway's own processes, as Procfile-style command lines."""
     celery = f"{_bin('celery')} -A worker.app"
     return {
-        "web": f"{_bin('gunicorn')} -c python:api.gunicorn_conf 'api:create_app()'",
+        "web": f"{_bin('mailgate')} web",
         "worker": f"{celery} worker --pool threads --concurrency {settings.worker_concurrency}"
         " -Q mailgate -E -n mailgate@%h --loglevel INFO",
         "flower": f"{celery} flower --address=127.0.0.1 --port={flower_port}",
@@ -99,7 +99,10 @@ def run_all() -> int:
             command = f"exec {command}"
         manager.add_process(name, f"{supervise} sh -c {shlex.quote(command)}", env=env)
     for name, command in commands(settings, flower_port).items():
-        manager.add_process(name, f"{supervise} {command}", env=env)
+        # The API listens on MAILGATE_PORT here (the printed curl names it), not on a $PORT
+        # that the caller's shell may hold.
+        own = {k: v for k, v in env.items() if k != "PORT"} if name == "web" else env
+        manager.add_process(name, f"{supervise} {command}", env=own)
     manager.loop()
     return int(manager.returncode or 0)
 

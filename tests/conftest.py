@@ -20,8 +20,8 @@ from tests.support import (
     Service,
     SmtpServer,
     free_port,
-    gunicorn_args,
     wait_for,
+    web_args,
     worker_args,
 )
 
@@ -66,6 +66,7 @@ def env(
 ) -> dict[str, str]:
     """The environment every mailgate process of the session runs with."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
+    base.pop("PORT", None)  # `mailgate web` would listen there rather than on MAILGATE_PORT
     return {
         **base,
         "MAILGATE_REDIS_URL": redis_server.url,
@@ -110,8 +111,8 @@ def worker(env: dict[str, str], workdir: Path, users: UserStore) -> Iterator[Ser
 
 @pytest.fixture(scope="session")
 def api_url(env: dict[str, str], workdir: Path, users: UserStore) -> Iterator[str]:
-    """The API served by gunicorn, as the Procfile runs it."""
-    service = Service("web", gunicorn_args(), env, workdir / "web.log").start()
+    """The API served as the Procfile runs it (``mailgate web``)."""
+    service = Service("web", web_args(), env, workdir / "web.log").start()
     url = f"http://127.0.0.1:{env['MAILGATE_PORT']}"
 
     def healthy() -> bool:

@@ -21,7 +21,7 @@ import pytest
 
 from mailgate.embedded import free_port
 from tests.conftest import SEED_PASSWORD, SEED_USER
-from tests.support import Received, Service, SmtpServer, gunicorn_args, wait_for
+from tests.support import Received, Service, SmtpServer, wait_for, web_args
 from tests.test_clients import call, ozeki, sent, xml
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -233,7 +233,7 @@ def strict_api(env: dict[str, str], workdir: Path) -> Iterator[str]:
     port = free_port()
     strict = {**env, "MAILGATE_PORT": str(port), "MAILGATE_STRICT_PARAMETERS": "1",
               "MAILGATE_RECIPIENT_DOMAINS": "*.Example.com, corp.local"}  # fmt: skip
-    service = Service("strict-web", gunicorn_args(), strict, workdir / "strict-web.log").start()
+    service = Service("strict-web", web_args(), strict, workdir / "strict-web.log").start()
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: call(f"{url}/healthz")[0] == 200 if _listening(port) else False, 30,
              "the strict API")  # fmt: skip

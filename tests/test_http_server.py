@@ -1,5 +1,6 @@
-"""Hostile HTTP against the real gunicorn server, as the Procfile runs it: slow clients, odd
-request lines whose logs must not show the password, parallel password guessing."""
+"""Hostile HTTP against the real API servers: `mailgate web` (granian) as the Procfile runs it,
+and gunicorn with api.gunicorn_conf, the documented alternative: slow clients, odd request
+lines whose logs must not show the password, parallel password guessing."""
 
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from mailgate.embedded import free_port
 from mailgate.users import UserStore
-from tests.support import RedisServer, Service, gunicorn_args, wait_for
+from tests.support import RedisServer, Service, free_port, gunicorn_args, wait_for, web_args
 
 
 class Server:
-    """One gunicorn API server of this module, with its own log file."""
+    """One API server of this module, with its own log file."""
 
     def __init__(self, service: Service, port: int) -> None:
         self.service = service
@@ -40,7 +40,18 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module", params=["json", "text"])
+SERVERS = {
+    # With its access log on, so that every request (ours, the marker) leaves a line to check.
+    "granian": lambda: [*web_args(), "--access-log"],
+    "gunicorn": gunicorn_args,
+}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(name, fmt) for name in SERVERS for fmt in ("json", "text")],
+    ids=lambda p: "-".join(p),
+)
 def server(
     request: pytest.FixtureRequest,
     env: dict[str, str],
@@ -48,16 +59,17 @@ def server(
     users: UserStore,
     redis_server: RedisServer,
 ) -> Iterator[Server]:
-    """A server per log format; its login throttles in a Redis database of their own."""
+    """A server per kind and log format; its login throttles in a Redis database of their own."""
+    kind, fmt = request.param
     port = free_port()
     own = {
         **env,
         "MAILGATE_PORT": str(port),
-        "MAILGATE_LOG_FORMAT": request.param,
+        "MAILGATE_LOG_FORMAT": fmt,
         "MAILGATE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/3",
     }
-    log = workdir / f"web-hostile-{request.param}.log"
-    service = Service(f"web-{request.param}", gunicorn_args(), own, log).start()
+    log = workdir / f"web-hostile-{kind}-{fmt}.log"
+    service = Service(f"web-{kind}-{fmt}", SERVERS[kind](), own, log).start()
     found = Server(service, port)
     wait_for(lambda: _healthy(found.url), 30, "the API to answer /healthz")
     yield found

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
+from email.message import Message
 from typing import Any
 from urllib.error import HTTPError
 
@@ -63,17 +64,18 @@ def new_address() -> str:
 
 
 def http(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
-         ) -> tuple[int, dict[str, str], Any]:  # fmt: skip
-    """One real HTTP request: status, headers and the JSON body."""
+         ) -> tuple[int, Message, Any]:  # fmt: skip
+    """One real HTTP request: status, headers (names case-insensitive, as in HTTP: the server
+    sends them in lower case) and the JSON body."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data, {**(headers or {})}, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
+            return response.status, response.headers, json.loads(response.read())
     except HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read())
+        return exc.code, exc.headers, json.loads(exc.read())
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,9 @@ from tests.support import (
     Service,
     SmtpServer,
     count_records,
-    gunicorn_args,
     mailgate_env,
     wait_for,
+    web_args,
     worker_args,
 )
 from worker.delivery import Delivery, Outcome
@@ -315,7 +315,7 @@ def test_a_master_failover_loses_nothing_accepted(
     )  # fmt: skip
     UserStore(workdir / "users.toml").add(USER, PASSWORD)
     worker = Service("worker", worker_args(CONCURRENCY), env, workdir / "worker.log").start()
-    web = Service("web", gunicorn_args(), env, workdir / "web.log").start()
+    web = Service("web", web_args(), env, workdir / "web.log").start()
     api = f"http://127.0.0.1:{env['MAILGATE_PORT']}"
     sender = Sender(api)
     try:

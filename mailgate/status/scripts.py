@@ -79,3 +79,15 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
+
+# A new Queued record, its TTL and its watchdog entry, and (ARGV[4] not empty) the delivery task
+# pushed onto the broker queue KEYS[3]: recorded and queued together or not at all, in one
+# command (a MULTI of five costs the API about half as much again to pack and parse).
+# ARGV: ttl, watchdog time, EmailId, task message or '', then the record's field/value pairs.
+CREATE = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
+return 1
+"""

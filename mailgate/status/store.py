@@ -44,6 +44,7 @@ class StatusStore:
         self._report = client.register_script(scripts.REPORT)
         self._cancel = client.register_script(scripts.CANCEL)
         self._withdraw = client.register_script(scripts.WITHDRAW)
+        self._create = client.register_script(scripts.CREATE)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int, min_replicas: int = 0) -> StatusStore:
@@ -83,29 +84,29 @@ class StatusStore:
         task: tuple[str, str] | None = None,
         send_at: float | None = None,
     ) -> None:
-        """Write a new Queued record and its watchdog entry in one transaction.
+        """Write a new Queued record and its watchdog entry in one atomic step (a Lua script).
 
         ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
-        transaction, so the e-mail is recorded and queued together or not at all.
+        step, so the e-mail is recorded and queued together or not at all.
         ``send_at``: the record is Scheduled instead, its due entry (``watchdog_at``) is then
         the moment the scheduler publishes it, and its retry deadline starts there.
         """
         now = time.time()
-        key = email_key(job.email_id)
-        fields: dict[str, Any] = {
-            "owner": job.owner, "status": Status.QUEUED.value, "attempts": 0,
-            "created_at": now, "updated_at": now, "since": now, "job": job.to_json(),
-            "callback_url": job.callback_url,
-        }  # fmt: skip
+        queue, message = task if task is not None else (DUE_KEY, "")
+        status, since = Status.QUEUED.value, now
+        scheduled: list[Any] = []
         if send_at is not None:
-            fields.update(status=Status.SCHEDULED.value, since=send_at, next_attempt_at=send_at)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
-        pipe.expire(key, self.ttl)
-        pipe.zadd(DUE_KEY, {job.email_id: watchdog_at})
-        if task is not None:
-            pipe.lpush(*task)
-        pipe.execute()
+            status, since = Status.SCHEDULED.value, send_at
+            scheduled = ["next_attempt_at", send_at]
+        self._create(
+            keys=[email_key(job.email_id), DUE_KEY, queue],
+            args=[
+                self.ttl, watchdog_at, job.email_id, message,
+                "owner", job.owner, "status", status, "attempts", 0,
+                "created_at", now, "updated_at", now, "since", since, "job", job.to_json(),
+                "callback_url", job.callback_url, *scheduled,
+            ],
+        )  # fmt: skip
 
     def get(self, email_id: str) -> Record | None:
         """The record, or None when there is none (never sent, or expired)."""
