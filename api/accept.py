@@ -120,20 +120,10 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
     if uses_redis_broker(svc.settings):
         # Record and task in one Redis transaction: both or neither, in one round trip.
         task = (QUEUE, redis_task_message(svc.celery, job.email_id))
-        try:
-            svc.store.create(job, watchdog_at, task=task)
-        except RedisError as exc:
-            log.warning("Redis unavailable: %s", type(exc).__name__)
-            raise Unavailable("Redis is unavailable") from None
-        _ensure_replicated(svc, job.email_id)
+        _create(svc, job, watchdog_at, "Redis", task=task)
         return
     # Another broker: the record comes first, since a worker may look for it at once.
-    try:
-        svc.store.create(job, watchdog_at)
-    except RedisError as exc:
-        log.warning("status store unavailable: %s", type(exc).__name__)
-        raise Unavailable("the status store is unavailable") from None
-    _ensure_replicated(svc, job.email_id)
+    _create(svc, job, watchdog_at, "the status store")
     try:
         publish(svc.celery, job.email_id)
     except Exception as exc:
@@ -146,11 +136,24 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
 
 
 def _record_scheduled(svc: Services, job: EmailJob, send_at: float) -> None:
+    _create(svc, job, send_at, "the status store", send_at=send_at)
+
+
+def _create(
+    svc: Services,
+    job: EmailJob,
+    due_at: float,
+    what: str,
+    task: tuple[str, str] | None = None,
+    send_at: float | None = None,
+) -> None:
+    """Write the record (and ``task`` with it), then hold it to the replica rule; 503 when
+    ``what`` (the Redis that failed, for the caller) does not answer."""
     try:
-        svc.store.create(job, send_at, send_at=send_at)
+        svc.store.create(job, due_at, task=task, send_at=send_at)
     except RedisError as exc:
-        log.warning("status store unavailable: %s", type(exc).__name__)
-        raise Unavailable("the status store is unavailable") from None
+        log.warning("%s unavailable: %s", what, type(exc).__name__)
+        raise Unavailable(f"{what} is unavailable") from None
     _ensure_replicated(svc, job.email_id)
 
 
@@ -183,12 +186,19 @@ def _release(svc: Services, account: Account, key: str) -> None:
 
 def status_of(svc: Services, account: Account, email_id: str) -> tuple[Record, list[AttemptLog]]:
     """The caller's own e-mail and its attempt history; 404 for any other id."""
-    if not email_id or len(email_id) > 64:
-        raise NotFound()
     try:
-        record = svc.store.get(email_id)
-        if record is None or record.owner != account.name:
-            raise NotFound()
+        record = own_record(svc, account, email_id)
         return record, svc.store.history(email_id)
     except RedisError:
         raise Unavailable("the status store is unavailable") from None
+
+
+def own_record(svc: Services, account: Account, email_id: str) -> Record:
+    """The record of one of the caller's own e-mails; 404 for any other id, so nobody learns
+    which ids exist (RedisError passes: the caller answers 503)."""
+    if not email_id or len(email_id) > 64:
+        raise NotFound()
+    record = svc.store.get(email_id)
+    if record is None or record.owner != account.name:
+        raise NotFound()
+    return record

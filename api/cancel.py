@@ -6,6 +6,7 @@ import logging
 
 from redis.exceptions import RedisError
 
+from api.accept import own_record
 from api.services import Services
 from api.xml import Field
 from mailgate.errors import InvalidParameter, NotCancellable, NotFound, Unavailable
@@ -22,12 +23,8 @@ def cancel(svc: Services, account: Account, email_id: str, name: str = "EmailId"
 
     404 for anyone else's id; :class:`NotCancellable` once a worker holds it or it is final.
     """
-    if not email_id or len(email_id) > 64:
-        raise NotFound()
     try:
-        record = svc.store.get(email_id)
-        if record is None or record.owner != account.name:
-            raise NotFound()
+        own_record(svc, account, email_id)
         status, job = svc.store.cancel(email_id)
     except RedisError:
         raise Unavailable("the status store is unavailable") from None
