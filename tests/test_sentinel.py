@@ -320,7 +320,7 @@ def test_a_master_failover_loses_nothing_accepted(
     sender = Sender(api)
     try:
         worker.wait_output(r"ready\.", 60)
-        web.wait_output(r"Booting worker", 30)
+        wait_for(lambda: _answers(f"{api}/healthz"), 30, "the API to answer")
         sender.start()
         wait_for(lambda: len(sender.accepted) >= 100, 30, "100 e-mails accepted before the kill")
 
@@ -411,3 +411,11 @@ def test_without_enough_replicas_nothing_is_accepted_or_sent(redis_server: Redis
     assert outcome == Outcome.BUSY
     assert transport.sent == 0
     assert raw.exists(claim_key(job.email_id)) == 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
