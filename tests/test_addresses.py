@@ -1,7 +1,7 @@
 """Real clients end to end (issue 11, points 2-4): display names and internal domains, Cc, Bcc,
 ReplyTo and HTML, unknown parameters, Windows attachment paths.
 
-Each test goes over real HTTP to gunicorn, through Redis and a Celery worker process, to the
+Each test goes over real HTTP to the API (`mailgate web`), through Redis and a Celery worker process, to the
 aiosmtpd server, and checks the delivered headers and the SMTP envelope there.
 """
 
@@ -207,7 +207,7 @@ def test_unknown_parameters_are_named_in_a_warning_and_counted(
     assert "bcc_typo" in answer["Warning"] and "ozekifield" in answer["Warning"]
     received = sent(api_url, smtp_server, answer["EmailId"])
     assert received.rcpt_tos == ["warned@example.com"]  # the typo dropped nothing silently
-    # Every gunicorn process counts its own; a scrape may reach another: wait for the sum.
+    # Every API process counts its own; a scrape may reach another: wait for the sum.
     wait_for(lambda: metric(api_url, counted) >= before + 2, 10, "the unknown-parameter count")
     status, body = rest(api_url, {"recipients": ["w@example.com"], "text": "x", "bcc_typo": []})
     assert status == 202 and len(body["warnings"]) == 1 and "bcc_typo" in body["warnings"][0]

