@@ -29,4 +29,4 @@ USER mailgate
 EXPOSE 9509 5555
 
 # The API by default; compose overrides this for the worker and Flower.
-CMD ["gunicorn", "-c", "python:api.gunicorn_conf", "api:create_app()"]
+CMD ["mailgate", "web"]

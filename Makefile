@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check fmt bench clean constraints browser
+.PHONY: run test check fmt bench mutate clean constraints browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench: $(STAMP)
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1; } || \
 	  echo "smtp-sink not installed: the drain uses the Python sink (bench.sink) instead"
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Breaks each delivery guarantee's mechanism in a temporary copy of the tree and checks that
+# the tests guarding it fail (tools/mutate.py; README, Guarantees). Exits 1 if a mutant survives.
+mutate: $(STAMP)
+	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
 
 # Re-pin after changing dependencies in pyproject.toml.
 constraints: $(STAMP)

@@ -9,6 +9,9 @@ from mailgate.config import Settings
 from mailgate.errors import ParseError
 from mailgate.logs import configure_logging
 
+OZEKI_PATHS = ("/", "/api")
+"""Where the Ozeki-compatible endpoint answers (XE clients call the root path)."""
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; tests pass their own settings, servers read the environment."""
@@ -16,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.rest import rest_bp
     from api.rest_errors import error_response
     from api.services import Services
+    from api.uploads import discard_unclaimed
 
     configure_logging()
     app = Flask(__name__)
@@ -23,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(views.bp)
     app.register_blueprint(rest_bp)
     app.register_blueprint(metrics.bp)
+    app.teardown_request(discard_unclaimed)  # no refused request leaves an upload behind
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response | HTTPException:
@@ -30,8 +35,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         path = request.path
         if path == "/api/v1" or path.startswith("/api/v1/"):
             return error_response(exc)
-        if path == "/api" and exc.code != 404:
+        if path in (*OZEKI_PATHS, "/api/") and exc.code != 404:
             return xml.error(ParseError(exc.name))
+        if exc.code == 404:
+            # Any other path is the Ozeki side's: an XML answer (HTTP 404) naming the path.
+            return xml.unknown_path(path)
         return exc
 
     return app

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from api.services import Services
+from mailgate.addresses import bare
 from mailgate.broker import publish, redis_task_message, uses_redis_broker
 from mailgate.errors import (
     ApiError,
+    IdempotencyMismatch,
+    InvalidField,
     InvalidParameter,
     NotFound,
     SenderNotAllowed,
@@ -21,16 +24,9 @@ from mailgate.errors import (
 from mailgate.jobs import QUEUE, EmailJob
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
-from mailgate.validation import SendRequest
+from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
 
 log = logging.getLogger(__name__)
-
-
-class IdempotencyMismatch(InvalidParameter):
-    """An idempotency key reused with different content (302 on Ozeki, 409 on REST)."""
-
-    def __init__(self, command: str = "SendEmail") -> None:
-        super().__init__("IdempotencyKey", "already used with different content", command)
 
 
 @dataclass(frozen=True)
@@ -41,12 +37,38 @@ class Accepted:
     repeat: bool = False
 
 
+def checked_key(key: str | None, field: str = "") -> str:
+    """The caller's idempotency key once checked; "" when none was given.
+
+    Ozeki (``field`` empty) names it ``IdempotencyKey`` and takes an empty parameter as none,
+    since its clients send every parameter; REST names its JSON ``field``, and a key given
+    there must hold at least one character.
+    """
+    if key is None or (not key and not field):
+        return ""
+    if idempotency_key_ok(key):
+        return key
+    if field:
+        reason = f"1 to {MAX_IDEMPOTENCY_KEY} characters, no control characters"
+        raise InvalidField(field, reason)
+    reason = f"at most {MAX_IDEMPOTENCY_KEY} characters, no control characters"
+    raise InvalidParameter("IdempotencyKey", reason, "SendEmail")
+
+
 def accept(
-    svc: Services, account: Account, request: SendRequest, idempotency_key: str = ""
+    svc: Services,
+    account: Account,
+    request: SendRequest,
+    idempotency_key: str = "",
+    send_at: float | None = None,
 ) -> Accepted:
-    """Check the sender and rate, record as Queued, publish. Nothing is queued on any error."""
+    """Check the sender and rate, record as Queued, publish. Nothing is queued on any error.
+
+    With ``send_at`` the record is Scheduled and nothing is published: the due set holds it
+    until then, and a worker's scheduler publishes it.
+    """
     sender = request.sender or svc.settings.default_sender
-    if not account.may_send_as(sender, svc.settings.default_sender):
+    if not account.may_send_as(bare(sender), svc.settings.default_sender):
         raise SenderNotAllowed(f"{account.name} may not send as {sender}")
     job = EmailJob(
         email_id=str(uuid.uuid4()),
@@ -58,6 +80,10 @@ def accept(
         attachments=request.attachments,
         api_extension=request.api_extension,
         callback_url=request.callback_url,
+        cc=request.cc,
+        bcc=request.bcc,
+        reply_to=request.reply_to,
+        html=request.html,
     )
     if idempotency_key:
         try:
@@ -76,7 +102,10 @@ def accept(
             svc.limits.check_send(account)
         except RedisError:
             raise Unavailable("the rate limiter is unavailable") from None
-        _record_and_publish(svc, job)
+        if send_at is None:
+            _record_and_publish(svc, job)
+        else:
+            _record_scheduled(svc, job, send_at)
     except ApiError:
         if idempotency_key:  # not accepted after all: a retry with the same key may go ahead
             _release(svc, account, idempotency_key)
@@ -91,18 +120,10 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
     if uses_redis_broker(svc.settings):
         # Record and task in one Redis transaction: both or neither, in one round trip.
         task = (QUEUE, redis_task_message(svc.celery, job.email_id))
-        try:
-            svc.store.create(job, watchdog_at, task=task)
-        except RedisError as exc:
-            log.warning("Redis unavailable: %s", type(exc).__name__)
-            raise Unavailable("Redis is unavailable") from None
+        _create(svc, job, watchdog_at, "Redis", task=task)
         return
     # Another broker: the record comes first, since a worker may look for it at once.
-    try:
-        svc.store.create(job, watchdog_at)
-    except RedisError as exc:
-        log.warning("status store unavailable: %s", type(exc).__name__)
-        raise Unavailable("the status store is unavailable") from None
+    _create(svc, job, watchdog_at, "the status store")
     try:
         publish(svc.celery, job.email_id)
     except Exception as exc:
@@ -114,6 +135,48 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
         raise Unavailable("the broker is unavailable") from None
 
 
+def _record_scheduled(svc: Services, job: EmailJob, send_at: float) -> None:
+    _create(svc, job, send_at, "the status store", send_at=send_at)
+
+
+def _create(
+    svc: Services,
+    job: EmailJob,
+    due_at: float,
+    what: str,
+    task: tuple[str, str] | None = None,
+    send_at: float | None = None,
+) -> None:
+    """Write the record (and ``task`` with it), then hold it to the replica rule; 503 when
+    ``what`` (the Redis that failed, for the caller) does not answer."""
+    try:
+        svc.store.create(job, due_at, task=task, send_at=send_at)
+    except RedisError as exc:
+        log.warning("%s unavailable: %s", what, type(exc).__name__)
+        raise Unavailable(f"{what} is unavailable") from None
+    _ensure_replicated(svc, job.email_id)
+
+
+def _ensure_replicated(svc: Services, email_id: str) -> None:
+    """With MAILGATE_REDIS_MIN_REPLICAS, a 200 means that many replicas hold the e-mail, so a
+    failover cannot lose it. Short of that the e-mail is withdrawn and the answer is 503 (no
+    worker sends before the same replicas hold its claim); one already final stays."""
+    try:
+        if svc.store.replicated():
+            return
+        withdrawn = svc.store.withdraw(email_id)
+    except RedisError as exc:
+        log.warning("Redis failed while waiting for replicas of %s: %s", email_id,
+                    type(exc).__name__)  # fmt: skip
+        raise Unavailable("Redis is unavailable") from None
+    if not withdrawn:
+        log.info("%s reached too few replicas but is final already", email_id)
+        return
+    log.warning("withdrew %s: fewer than %d replica(s) confirmed it", email_id,
+                svc.store.min_replicas)  # fmt: skip
+    raise Unavailable("too few Redis replicas confirmed the e-mail") from None
+
+
 def _release(svc: Services, account: Account, key: str) -> None:
     try:
         svc.store.forget_key(account.name, key)
@@ -123,12 +186,19 @@ def _release(svc: Services, account: Account, key: str) -> None:
 
 def status_of(svc: Services, account: Account, email_id: str) -> tuple[Record, list[AttemptLog]]:
     """The caller's own e-mail and its attempt history; 404 for any other id."""
-    if not email_id or len(email_id) > 64:
-        raise NotFound()
     try:
-        record = svc.store.get(email_id)
-        if record is None or record.owner != account.name:
-            raise NotFound()
+        record = own_record(svc, account, email_id)
         return record, svc.store.history(email_id)
     except RedisError:
         raise Unavailable("the status store is unavailable") from None
+
+
+def own_record(svc: Services, account: Account, email_id: str) -> Record:
+    """The record of one of the caller's own e-mails; 404 for any other id, so nobody learns
+    which ids exist (RedisError passes: the caller answers 503)."""
+    if not email_id or len(email_id) > 64:
+        raise NotFound()
+    record = svc.store.get(email_id)
+    if record is None or record.owner != account.name:
+        raise NotFound()
+    return record

@@ -1,8 +1,9 @@
 """Who is calling, and from where.
 
 Credentials: Username/Password parameters, or HTTP Basic when those are absent. Recently
-verified credentials pass without argon2 work or throttling; anything else meets the
-failed-login throttle first, so guessing costs the guesser, not our CPU. The account's network
+verified credentials pass without argon2 work or throttling; any argon2 check first reserves its
+slot in the failed-login throttle (api.ratelimit), so guessing costs the guesser, not our CPU,
+and a known client is not locked out by someone else's guessing. The account's network
 list is checked after authentication, so it cannot be probed without a password.
 """
 
@@ -14,7 +15,7 @@ from flask import Request
 
 from api.ratelimit import Limits
 from mailgate.errors import AddressForbidden, AuthFailed, AuthRequired
-from mailgate.users import Account, UserStore, parsed_networks
+from mailgate.users import Account, UserStore, parsed_networks, plausible
 
 
 def client_address(request: Request, trusted: tuple[str, ...]) -> str:
@@ -52,14 +53,11 @@ def authenticate(
             name, password = auth.username or "", auth.password or ""
     if not name or not password:
         raise AuthRequired()
+    if not plausible(name, password):
+        raise AuthFailed()  # before any Redis key or argon2 work is spent on it
     account = users.cached(name, password)
     if account is None:
-        limits.check_login(address, name)
-        try:
-            account = users.verify(name, password)
-        except AuthFailed:
-            limits.login_failed(address, name)
-            raise
+        account = users.verify(name, password, lambda: limits.login_attempt(address, name))
     if not account.allows_address(address):
         raise AddressForbidden(f"{account.name} may not call from {address}")
     return account

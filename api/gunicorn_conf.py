@@ -7,18 +7,26 @@ import os
 import sys
 import tempfile
 
+from api.bind import bind_address
 from mailgate.config import Settings
 from mailgate.errors import ConfigError
 
 try:
     _settings = Settings.from_env()
+    bind = bind_address(_settings, os.environ)
 except ConfigError as _exc:
     sys.exit(f"mailgate: {_exc}")
 
-bind = f"{_settings.host}:{_settings.port}"
 workers = 2
-worker_class = "gthread"
+# gthread, except that the event loop reads each request before a thread takes it: slow
+# clients (slowloris) cost a socket, never a thread (see api/gunicorn_worker.py).
+worker_class = "api.gunicorn_worker.BufferingThreadWorker"
 threads = 8
+worker_connections = 500
+keepalive = 5
+# No query string (it holds the password) and no raw control character in any line gunicorn
+# writes, in either log format (see api/gunicorn_log.py).
+logger_class = "api.gunicorn_log.SafeLogger"
 # Long Ozeki GET requests carry the whole message in the URL; mailgate applies its own limit
 # (MAILGATE_MAX_REQUEST_BYTES) and answers Code 413 rather than gunicorn's HTML 400.
 limit_request_line = 0

@@ -9,8 +9,10 @@ process shows the whole deployment.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
+import redis
 from flask import Blueprint, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,9 +34,16 @@ from redis.exceptions import RedisError
 from api.services import services
 from mailgate.jobs import QUEUE
 from mailgate.status import LATENCY_BUCKETS, StatusStore
+from mailgate.status.counters import LAST_OUTCOME
 
 REQUESTS = Counter(
     "mailgate_api_requests", "API requests by command and Ozeki code", ["command", "code"]
+)
+UNKNOWN_PARAMETERS = Counter(
+    "mailgate_unknown_parameters",
+    "Request parameters (Ozeki) or JSON fields (REST) mailgate does not know, by command; "
+    "the names are in the answer's warning (client-chosen, so never a label)",
+    ["command"],
 )
 ACCEPT_SECONDS = Histogram(
     "mailgate_accept_seconds",
@@ -48,15 +57,21 @@ bp = Blueprint("metrics", __name__)
 class QueueCollector:
     """Queue depth and due-set size, read from Redis when scraped."""
 
-    def __init__(self, store: StatusStore, redis_broker: bool) -> None:
+    def __init__(
+        self, store: StatusStore, broker: redis.Redis | None, stall_seconds: float
+    ) -> None:
         self.store = store
-        self.redis_broker = redis_broker
+        self.broker = broker
+        """The broker's Redis (it may be another than the store's), None for RabbitMQ."""
+        self.stall_seconds = stall_seconds
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("mailgate_redis_up", "1 when Redis answered this scrape")
         try:
-            depth = self.store.queue_depth(QUEUE) if self.redis_broker else None
+            # kombu's Redis transport keeps each queue as a list named after it.
+            depth = int(self.broker.llen(QUEUE)) if self.broker is not None else None
             due, overdue = self.store.due_counts()
+            counters = self.store.metrics()
         except RedisError:
             up.add_metric([], 0)
             yield up
@@ -75,7 +90,30 @@ class QueueCollector:
             "E-mails whose retry or watchdog time has passed but no worker has published yet",
             value=overdue,
         )
-        yield from delivery_metrics(self.store.metrics())
+        yield from stall_metrics(counters, bool(depth) or overdue > 0, overdue, self.stall_seconds)
+        yield from delivery_metrics(counters)
+
+
+def stall_metrics(
+    counters: dict[str, float], waiting: bool, overdue: int, stall_seconds: float
+) -> Iterator[Metric]:
+    """How long since any worker recorded an outcome, and whether delivery looks stalled:
+    work waiting (queued tasks or overdue e-mails) and no outcome for ``stall_seconds``, or
+    never one while e-mails are overdue."""
+    last = counters.get(LAST_OUTCOME)
+    since = None if last is None else max(0.0, time.time() - last)
+    if since is not None:
+        yield GaugeMetricFamily(
+            "mailgate_seconds_since_last_delivery",
+            "Seconds since a worker last recorded a delivery outcome (Sent, retry or Failed)",
+            value=since,
+        )
+    stalled = waiting and (overdue > 0 if since is None else since > stall_seconds)
+    yield GaugeMetricFamily(
+        "mailgate_delivery_stalled",
+        "1 when work is waiting and no worker has recorded an outcome for a while",
+        value=int(stalled),
+    )
 
 
 def delivery_metrics(counters: dict[str, float]) -> Iterator[Metric]:
@@ -116,7 +154,9 @@ def metrics() -> Response:
     else:
         local = REGISTRY
     shared = CollectorRegistry()
-    redis_broker = svc.settings.broker_url.startswith(("redis", "rediss", "unix"))
-    shared.register(QueueCollector(svc.store, redis_broker))
+    # A worker records an outcome at least every redelivery period while it has work: twice
+    # that without one, with work waiting, is a stall.
+    stall = 2 * svc.settings.redelivery_seconds
+    shared.register(QueueCollector(svc.store, svc.broker_redis, stall))
     body = generate_latest(local) + generate_latest(shared)
     return Response(body, 200, content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ from typing import Any
 from api.rest_errors import CODES
 from api.rest_input import IDEMPOTENCY_HEADER, MAX_KEY_LENGTH
 from mailgate.config import Settings
+from mailgate.schedule import max_ahead
 from mailgate.status import ReportStatus, Status
 
 Json = dict[str, Any]
@@ -18,7 +19,7 @@ _ERRORS: dict[str, str] = {
     "404": "No such e-mail of this account.",
     "409": "The idempotency key was used before with different content.",
     "413": "The body or the text is over the size limit.",
-    "415": "The body is not `application/json`.",
+    "415": "The body is not `application/json` or `multipart/form-data`.",
     "429": "Over the account's send rate, or too many failed logins: see `Retry-After`.",
     "500": "An unexpected error; nothing was queued.",
     "503": "Redis or the broker is unavailable; nothing was queued.",
@@ -42,7 +43,7 @@ def document(settings: Settings) -> Json:
         "security": [{"basicAuth": []}],
         "paths": {
             "/api/v1/emails": {"post": _send()},
-            "/api/v1/emails/{email_id}": {"get": _status()},
+            "/api/v1/emails/{email_id}": {"get": _status(), "delete": _cancel()},
             "/api/v1/openapi.json": {"get": _self()},
         },
         "components": {
@@ -76,7 +77,8 @@ def _send() -> Json:
         }],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _ref("SendRequest")}},
+            "content": {"application/json": {"schema": _ref("SendRequest")},
+                        "multipart/form-data": {"schema": _ref("SendForm")}},
         },
         "responses": {
             "202": _json("Queued; nothing is sent yet.", "Accepted", located),
@@ -101,6 +103,20 @@ def _status() -> Json:
     }  # fmt: skip
 
 
+def _cancel() -> Json:
+    return {
+        "operationId": "cancelEmail",
+        "summary": "Cancel a Scheduled, Queued or Retrying e-mail; it is never sent",
+        "parameters": [{"name": "email_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "minLength": 1}}],
+        "responses": {
+            "200": _json("Cancelled (now, or earlier): the status record.", "EmailStatus"),
+            "409": _json("Already Sending, Sent or Failed: no longer cancellable.", "Error"),
+            **_refs("401", "403", "404", "429", "500", "503"),
+        },
+    }  # fmt: skip
+
+
 def _self() -> Json:
     return {
         "operationId": "getOpenApi",
@@ -117,29 +133,80 @@ def _self() -> Json:
 def _schemas(settings: Settings) -> Json:
     text = {"type": "string"}
     when = {"type": ["string", "null"], "format": "date-time"}
+    path = {**text, "pattern": "^/", "minLength": 1}
+    address = {
+        **text,
+        "minLength": 1,
+        "description": "An address, with or without a display "
+        'name: `jane@corp.local` or `"Doe, Jane" <jane@example.com>`.',
+    }
+    addresses = {"type": "array", "maxItems": settings.max_recipients, "items": address}
+    send_at = {"oneOf": [{**text, "format": "date-time"}, {"type": "number", "minimum": 0}],
+               "description": "Send then, not at once (status Scheduled until then): an ISO 8601 "
+               "time with an offset, or seconds from now; at most "
+               f"{int(max_ahead(settings))} seconds ahead."}  # fmt: skip
     return {
         "Status": {"type": "string", "enum": [s.value for s in Status]},
         "SendRequest": _object({
-            "sender": {**text, "format": "email",
-                       "description": "From; must match the account's allowed senders. "
-                       "Default: the gateway's default sender."},
-            "recipients": {"type": "array", "minItems": 1, "maxItems": settings.max_recipients,
-                           "items": {**text, "format": "email", "minLength": 1}},
+            "sender": {**text, "description": "From (a display name allowed); its address must "
+                       "match the account's allowed senders. Default: the gateway's default "
+                       "sender."},
+            "recipients": {**addresses, "minItems": 1, "description": "To. Recipients, cc and "
+                           f"bcc together: at most {settings.max_recipients}."},
+            "cc": {**addresses, "description": "Cc: in the header and the envelope."},
+            "bcc": {**addresses, "description": "Bcc: in the SMTP envelope only, never in a "
+                    "header."},
+            "reply_to": {**addresses, "description": "Reply-To."},
             "subject": {**text, "maxLength": 998},
-            "text": {**text, "minLength": 1, "description": "The UTF-8 text body, at most "
-                     f"{settings.max_message_bytes} bytes (else 413)."},
+            "text": {**text, "description": "The UTF-8 text body, at most "
+                     f"{settings.max_message_bytes} bytes (else 413); required, and may be "
+                     "empty only when html is given."},
+            "html": {**text, "description": "An HTML body: the message becomes "
+                     "multipart/alternative (text first, then HTML)."},
             "attachments": {"type": "array", "maxItems": settings.max_attachments,
-                            "items": {**text, "pattern": "^/", "minLength": 1},
-                            "description": "Absolute paths inside MAILGATE_ATTACHMENT_ROOTS."},
+                            "items": {"oneOf": [path, _ref("InlineAttachment")]},
+                            "description": "Absolute paths inside MAILGATE_ATTACHMENT_ROOTS, "
+                            "or files given inline (base64; the body's size limit applies)."},
+            "send_at": send_at,
             "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
             "callback_url": {**text, "format": "uri", "maxLength": 2000,
                              "description": "Delivery report URL; its host must be allowed."},
-        }, required=["recipients", "text"]),
+        }, required=["recipients"], additional=True),
+        "InlineAttachment": _object({
+            "filename": {**text, "minLength": 1, "maxLength": 255,
+                         "description": "The file name shown in the message."},
+            "content": {**text, "contentEncoding": "base64"},
+            "content_type": {**text, "description": "Guessed from the file name when absent."},
+        }, required=["filename", "content"]),
+        "SendForm": {
+            "type": "object",
+            "description": "The SendRequest fields as form fields (recipients and attachments "
+            "repeated, one item each); every file part is one attachment, its file name kept.",
+            "properties": {
+                "recipients": {"type": "array", "minItems": 1, "items": address},
+                "cc": {"type": "array", "items": address},
+                "bcc": {"type": "array", "items": address},
+                "reply_to": {"type": "array", "items": address},
+                "text": text,
+                "html": text,
+                "sender": text,
+                "subject": {**text, "maxLength": 998},
+                "attachments": {"type": "array", "items": path},
+                "send_at": text,
+                "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+                "file": {**text, "format": "binary",
+                         "description": "A file to attach (any part with a file name)."},
+            },
+            "required": ["recipients"],
+        },
         "Accepted": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
             "status_url": text,
-        }),
+            "warnings": {"type": "array", "items": text, "description": "Fields this API does "
+                         "not know: ignored, and named here (MAILGATE_STRICT_PARAMETERS=1 makes "
+                         "them a 400). Present only when there are some."},
+        }, required=["id", "status", "status_url"]),
         "EmailStatus": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
@@ -169,9 +236,10 @@ def _schemas(settings: Settings) -> Json:
     }  # fmt: skip
 
 
-def _object(properties: Json, required: list[str] | None = None) -> Json:
-    """A closed object; every property is required unless ``required`` says otherwise."""
-    return {"type": "object", "additionalProperties": False, "properties": properties,
+def _object(properties: Json, required: list[str] | None = None, additional: bool = False) -> Json:
+    """A closed object (unless ``additional``); every property is required unless ``required``
+    says otherwise."""
+    return {"type": "object", "additionalProperties": additional, "properties": properties,
             "required": list(properties) if required is None else required}  # fmt: skip
 
 

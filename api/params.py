@@ -5,6 +5,7 @@ Parsing is strict (UTF-8, a bounded number of fields) so garbage gets Code 300, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from flask import Request
@@ -13,14 +14,23 @@ from mailgate.errors import InvalidParameter, ParseError, TooLarge
 
 MAX_FIELDS = 100
 FORM_TYPE = "application/x-www-form-urlencoded"
+MULTIPART_TYPE = "multipart/form-data"
+MultipartReader = Callable[[Request], list[tuple[str, str]]]
 
 
-def read_params(request: Request, max_bytes: int) -> dict[str, str]:
-    """All parameters, keyed by lower-cased name. A name given twice must repeat its value."""
+def read_params(
+    request: Request, max_bytes: int, multipart: MultipartReader | None = None
+) -> dict[str, str]:
+    """All parameters, keyed by lower-cased name. A name given twice must repeat its value.
+
+    ``multipart`` reads a ``multipart/form-data`` body (its fields; it keeps the files).
+    """
     if len(request.query_string) > max_bytes:
         raise TooLarge("query string too long")
     pairs = _parse(request.query_string)
-    if request.method == "POST":
+    if request.method == "POST" and multipart is not None and request.mimetype == MULTIPART_TYPE:
+        pairs += multipart(request)
+    elif request.method == "POST":
         pairs += _parse(_read_body(request, max_bytes))
     params: dict[str, str] = {}
     for name, value in pairs:
@@ -41,7 +51,7 @@ def _read_body(request: Request, max_bytes: int) -> bytes:
     if len(body) > max_bytes:
         raise TooLarge("request body too large")
     if body and mimetype != FORM_TYPE:
-        raise ParseError(f"unsupported content type, use {FORM_TYPE}")
+        raise ParseError(f"unsupported content type, use {FORM_TYPE} or {MULTIPART_TYPE}")
     return body
 
 
@@ -59,3 +69,25 @@ def _parse(raw: bytes) -> list[tuple[str, str]]:
         raise ParseError("the request is not valid UTF-8") from None
     except ValueError:
         raise ParseError(f"more than {MAX_FIELDS} fields") from None
+
+
+KNOWN = frozenset({
+    "command", "username", "password", "recipient", "message", "sender", "subject",
+    "attachments", "apiextension", "idempotencykey", "deliveryreporturl", "sendat", "emailid",
+    "cc", "bcc", "replyto", "htmlmessage",
+})  # fmt: skip
+"""Every parameter some command reads (lower case)."""
+MAX_NAMED = 10
+"""Unknown names shown in one warning; the rest are counted, not listed."""
+
+
+def unknown_params(params: dict[str, str]) -> list[str]:
+    """The parameter names no command reads, in the order given."""
+    return [name for name in params if name not in KNOWN]
+
+
+def unknown_warning(names: list[str]) -> str:
+    """The text of a warning that names unknown parameters (a bounded number of them)."""
+    shown = ", ".join(names[:MAX_NAMED])
+    more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    return f"unknown parameters ignored: {shown}{more}"

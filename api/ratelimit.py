@@ -1,52 +1,134 @@
 """Rate limits, counted in Redis so they hold across every API process.
 
-- Per-account send rates (``rate = "20/second"`` in the users file).
-- Failed-login throttles, checked *before* any argon2 work so a brute-force run costs almost
-  no CPU: per client address and user name, per address, and per user name.
+- Per-account send rates (``rate = "20/second"`` in the users file), by the ``limits`` library.
+- Failed-login throttles that slow the guesser, not the owner (README, Security):
+
+  * Every argon2 check first *reserves* a slot in Redis, atomically (one Lua script), in the
+    scopes that apply; a success gives the slots back, a failure keeps them. So parallel guesses
+    never run more argon2 checks than the limits allow, and only failures count.
+  * Scopes: this address and user name (``client``), this address (``address``), this user
+    name from anywhere (``user``). Each is a window that starts at its first failure.
+  * A *known client* (this user name logged in successfully from this address within
+    :data:`KNOWN_CLIENT_SECONDS`) meets only its own ``client`` scope: someone else's guessing,
+    from elsewhere or from its own office address, cannot lock it out.
+  * When the ``user`` scope is full, an unknown address may still try at
+    :data:`OVERFLOW_RATE` for that user name: a slow lane that keeps a distributed guess slow
+    without locking the owner out for the rest of the window.
+
+User names and addresses reach Redis only as truncated SHA-256 digests, so a key's size never
+depends on what a caller sent.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from mailgate.config import Settings
-from mailgate.errors import RateLimited
+from mailgate.errors import AuthFailed, RateLimited
+from mailgate.redisconn import limits_storage, redis_client
 from mailgate.users import Account
+
+KNOWN_CLIENT_SECONDS = 7 * 24 * 3600
+"""How long a successful login makes its (address, user name) pair a known client."""
+OVERFLOW_RATE = "1/minute"
+"""Attempts per user name from unknown addresses while its ``user`` scope is full."""
+
+# KEYS: known, client, address, user, overflow. ARGV: limit and window of keys 2..5.
+# Returns how many of the keys 2..5 were taken (1, 3 or 4), or 0 when refused.
+_RESERVE = """
+local function full(i)
+  return tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[2 * i - 3])
+end
+local taken = 1
+if full(2) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if full(3) then return 0 end
+  taken = 3
+  if full(4) then
+    if full(5) then return 0 end
+    taken = 4
+  end
+end
+for i = 2, taken + 1 do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i - 2]) end
+end
+return taken
+"""
+
+# KEYS: the reserved keys, then the known-client key. ARGV: its lifetime.
+_SUCCEEDED = """
+for i = 1, #KEYS - 1 do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n > 0 then redis.call('DECR', KEYS[i]) end
+end
+redis.call('SET', KEYS[#KEYS], '1', 'EX', ARGV[1])
+return 1
+"""
+
+
+def digest(text: str) -> str:
+    """A short fixed-size stand-in for caller-supplied text in a Redis key."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class Limits:
-    """The API's rate limits over one Redis storage."""
+    """The API's rate limits over one Redis server."""
 
     def __init__(self, settings: Settings) -> None:
-        storage = storage_from_string(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
-        )
+        storage = limits_storage(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         self._limiter = MovingWindowRateLimiter(storage)
-        self._logins: list[tuple[RateLimitItem, str]] = [
-            (parse(settings.login_failures_per_client), "client"),
-            (parse(settings.login_failures_per_address), "address"),
-            (parse(settings.login_failures_per_user), "user"),
-        ]
+        self._redis = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._succeeded = self._redis.register_script(_SUCCEEDED)
+        scopes = (
+            settings.login_failures_per_client,
+            settings.login_failures_per_address,
+            settings.login_failures_per_user,
+            OVERFLOW_RATE,
+        )
+        items: list[RateLimitItem] = [parse(rate) for rate in scopes]
+        self._login_args = [n for item in items for n in (item.amount, item.get_expiry())]
 
     def check_send(self, account: Account) -> None:
         """Count one e-mail against the account's rate; 429 when over it."""
         if account.rate and not self._limiter.hit(parse(account.rate), "send", account.name):
             raise RateLimited(f"{account.name} may send {account.rate}")
 
-    def _keys(self, address: str, name: str) -> dict[str, tuple[str, ...]]:
-        return {"client": (address, name), "address": (address,), "user": (name,)}
+    @contextmanager
+    def login_attempt(self, address: str, name: str) -> Iterator[None]:
+        """Reserve one password check before it runs (429 if none is left); a success gives
+        the reservation back and marks the client known, a failure keeps it."""
+        user, place = digest(name), digest(address)
+        keys = [
+            f"mailgate:login:known:{place}:{user}",
+            f"mailgate:login:client:{place}:{user}",
+            f"mailgate:login:address:{place}",
+            f"mailgate:login:user:{user}",
+            f"mailgate:login:overflow:{user}",
+        ]
+        taken = int(self._reserve(keys=keys, args=self._login_args))
+        if not taken:
+            raise RateLimited("too many failed logins; try again later")
+        reserved = keys[1 : taken + 1]
+        try:
+            yield
+        except AuthFailed:
+            raise
+        except BaseException:
+            self._refund(reserved)  # not a failed login: the check did not finish
+            raise
+        self._succeeded(keys=[*reserved, keys[0]], args=[KNOWN_CLIENT_SECONDS])
 
-    def check_login(self, address: str, name: str) -> None:
-        """429 when this address or user name has failed too often lately."""
-        keys = self._keys(address, name)
-        for item, scope in self._logins:
-            if not self._limiter.test(item, "login-fail", scope, *keys[scope]):
-                raise RateLimited("too many failed logins; try again later")
-
-    def login_failed(self, address: str, name: str) -> None:
-        """Count one failed login against every scope."""
-        keys = self._keys(address, name)
-        for item, scope in self._logins:
-            self._limiter.hit(item, "login-fail", scope, *keys[scope])
+    def _refund(self, keys: list[str]) -> None:
+        try:
+            for key in keys:
+                if int(self._redis.get(key) or 0) > 0:
+                    self._redis.decr(key)
+        except redis.RedisError:
+            pass  # the window's expiry frees the slot anyway

@@ -7,6 +7,7 @@ only the wire format differs: JSON bodies, real HTTP status codes, HTTP Basic cr
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, Response, g, request, url_for
@@ -14,12 +15,16 @@ from redis.exceptions import RedisError
 
 from api.accept import accept, status_of
 from api.auth import authenticate, client_address
-from api.commands import iso
+from api.cancel import cancel
+from api.metrics import UNKNOWN_PARAMETERS
 from api.openapi import document
-from api.rest_errors import INTERNAL, error_response, http_status, json_response, retry_after
-from api.rest_input import check_declared_size, idempotency_key, read_json, send_params
+from api.params import unknown_warning
+from api.rest_errors import INTERNAL, error_response, json_response, outcome, retry_after
+from api.rest_input import check_declared_size, idempotency_key, send_params, unknown_fields
+from api.rest_uploads import declared_limit, read_send_body
 from api.services import Services, services
-from mailgate.errors import Unavailable
+from api.uploads import claim_uploads, with_uploads
+from mailgate.errors import InvalidField, Unavailable
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
 from mailgate.validation import validate_send
@@ -36,17 +41,27 @@ _RULE: dict[str, Any] = {"provide_automatic_options": False, "merge_slashes": Fa
 def send_email() -> Response:
     """Accept an e-mail: 202 with its id, or 200 with the first id for a repeated key."""
     svc = services()
-    check_declared_size(request, svc.settings.max_request_bytes)
+    check_declared_size(request, declared_limit(request, svc.settings))
     account = _caller(svc)
-    params = send_params(read_json(request, svc.settings.max_request_bytes))
+    data, send_at = read_send_body(request, svc.settings)
+    unknown = unknown_fields(data)
+    if unknown:
+        UNKNOWN_PARAMETERS.labels("SendEmail").inc(len(unknown))
+        if svc.settings.strict_parameters:
+            reason = "unknown field (MAILGATE_STRICT_PARAMETERS is on)"
+            raise InvalidField(unknown[0][:100], reason)
+    params = send_params(data)
     key = idempotency_key(request, params)
-    accepted = accept(svc, account, validate_send(params, svc.settings), key)
+    checked = with_uploads(validate_send(params, svc.settings), svc.settings)
+    accepted = claim_uploads(accept(svc, account, checked, key, send_at))
     location = url_for("rest.email_status", email_id=accepted.email_id)
-    status, code = "Queued", 202
+    status, code = ("Queued" if send_at is None else "Scheduled"), 202
     if accepted.repeat:
         # Nothing new was queued: report where the first e-mail stands now.
         status, code = status_of(svc, account, accepted.email_id)[0].status.value, 200
-    body = {"id": accepted.email_id, "status": status, "status_url": location}
+    body: dict[str, Any] = {"id": accepted.email_id, "status": status, "status_url": location}
+    if unknown:  # only then: the answer stays as it was for a request without a stray field
+        body["warnings"] = [unknown_warning(unknown)]
     return json_response(body, code, {"Location": location})
 
 
@@ -55,6 +70,16 @@ def email_status(email_id: str) -> Response:
     """The status of one of the caller's e-mails and its attempt history."""
     svc = services()
     record, history = status_of(svc, _caller(svc), email_id)
+    return json_response(_status_body(record, history), 200)
+
+
+@rest_bp.delete("/emails/<email_id>", **_RULE)
+def cancel_email(email_id: str) -> Response:
+    """Cancel a Scheduled, Queued or Retrying e-mail: 200 with its (Cancelled) status."""
+    svc = services()
+    account = _caller(svc)
+    cancel(svc, account, email_id, name="email_id")
+    record, history = status_of(svc, account, email_id)
     return json_response(_status_body(record, history), 200)
 
 
@@ -69,7 +94,7 @@ def rest_error(exc: Exception) -> Response:
     """Every failure under /api/v1 as a JSON error body; never an HTML page or a traceback."""
     if isinstance(exc, RedisError):
         exc = Unavailable("Redis is unavailable")
-    status, _ = http_status(type(exc))
+    status, _ = outcome(exc)
     if status == INTERNAL[0]:
         log.error("unexpected error in %s %s", request.method, request.path, exc_info=exc)
     wait = None
@@ -88,20 +113,15 @@ def _caller(svc: Services) -> Account:
 
 
 def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:
-    """The JSON status record: every field present, null where not (yet) known."""
-    return {
-        "id": record.email_id,
-        "status": record.status.value,
-        "attempts": record.attempts,
-        "created_at": iso(record.created_at),
-        "updated_at": iso(record.updated_at),
-        "sent_at": iso(record.sent_at) if record.sent_at else None,
-        "next_attempt_at": iso(record.next_attempt_at) if record.next_attempt_at else None,
-        "last_error": record.last_error,
-        "smtp_response": record.smtp_response,
-        "delivery_report": record.report_status.value if record.report_status else None,
-        "history": [
-            {"attempt": h.attempt, "at": iso(h.at), "outcome": h.outcome.value, "detail": h.detail}
-            for h in history
-        ],
-    }
+    """The JSON status record: every field present (snake_case), null where not (yet) known."""
+    body: dict[str, Any] = {_snake(name): value for name, value in record.fields()}
+    body["history"] = [{_snake(name): value for name, value in h.fields()} for h in history]
+    return body
+
+
+_JSON_NAMES = {"EmailId": "id", "Number": "attempt"}
+
+
+def _snake(name: str) -> str:
+    """The JSON name of an Ozeki field: ``NextAttemptAt`` -> ``next_attempt_at``."""
+    return _JSON_NAMES.get(name) or re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -1,4 +1,4 @@
-"""REST error responses: one table from error class to HTTP status, one JSON shape for all.
+"""REST error responses: one JSON shape for all (each ApiError carries its status and code).
 
 Every error body is ``{"error": {"code": ..., "field": ..., "message": ...}}``; ``field`` names
 the JSON field at fault, or is null.
@@ -11,63 +11,37 @@ from typing import Any
 
 from flask import Response
 from limits import parse
-from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed
-from werkzeug.exceptions import NotFound as NoRoute
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from api.accept import IdempotencyMismatch
-from api.rest_input import JSON_FIELDS, InvalidField, UnsupportedMediaType
+from api.rest_input import JSON_FIELDS
 from mailgate.config import Settings
-from mailgate.errors import (
-    AddressForbidden,
-    ApiError,
-    AuthFailed,
-    AuthRequired,
-    InvalidParameter,
-    NotFound,
-    ParseError,
-    RateLimited,
-    SenderNotAllowed,
-    TooLarge,
-    Unavailable,
-    UnknownCommand,
-)
-
-STATUS: dict[type[Exception], tuple[int, str]] = {
-    ParseError: (400, "invalid_json"),
-    UnsupportedMediaType: (415, "unsupported_media_type"),
-    UnknownCommand: (404, "not_found"),  # Ozeki-only; mapped so the tree is complete
-    InvalidParameter: (400, "invalid_parameter"),
-    IdempotencyMismatch: (409, "idempotency_conflict"),
-    AuthRequired: (401, "authentication_required"),
-    AuthFailed: (401, "authentication_failed"),
-    SenderNotAllowed: (403, "sender_not_allowed"),
-    AddressForbidden: (403, "address_forbidden"),
-    NotFound: (404, "not_found"),
-    BadRequest: (400, "bad_request"),  # e.g. the client hung up while sending the body
-    NoRoute: (404, "not_found"),
-    MethodNotAllowed: (405, "method_not_allowed"),
-    TooLarge: (413, "too_large"),
-    RateLimited: (429, "rate_limited"),
-    Unavailable: (503, "unavailable"),
-}
-"""Error class -> (HTTP status, error code); a subclass not listed takes its parent's entry."""
+from mailgate.errors import ApiError, InvalidField, InvalidParameter
 
 INTERNAL = (500, "internal_error")
-CODES = sorted({code for _, code in STATUS.values()} | {INTERNAL[1]})
+_ROUTING = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+"""Werkzeug's own refusals (a rule that takes no such path or method, a body cut short)."""
+
+
+def _api_errors(cls: type[ApiError] = ApiError) -> list[type[ApiError]]:
+    return [sub for child in cls.__subclasses__() for sub in (child, *_api_errors(child))]
+
+
+CODES = sorted({e.rest_code for e in _api_errors()} | set(_ROUTING.values()) | {INTERNAL[1]})
 """Every error code a body may carry (the OpenAPI document lists them)."""
 
 
-def http_status(error: type[Exception]) -> tuple[int, str]:
-    """The HTTP status and error code for an exception class: its nearest class in the table."""
-    for cls in error.__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
+def outcome(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and error code: an ApiError carries its own; anything else is a 500."""
+    if isinstance(exc, ApiError):
+        return exc.http_status, exc.rest_code
+    if isinstance(exc, HTTPException) and exc.code in _ROUTING:
+        return exc.code, _ROUTING[exc.code]
     return INTERNAL
 
 
 def error_response(exc: Exception, retry_after: int | None = None) -> Response:
     """The JSON error response for ``exc``, with the headers its status calls for."""
-    status, code = http_status(type(exc))
+    status, code = outcome(exc)
     field: str | None = None
     if isinstance(exc, ApiError):
         # A REST caller wants the reason, not Ozeki's fixed sentence, where there is one.

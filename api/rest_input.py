@@ -11,8 +11,10 @@ from typing import Any
 
 from flask import Request
 
-from mailgate.errors import InvalidParameter, ParseError, TooLarge
-from mailgate.validation import MAX_IDEMPOTENCY_KEY, idempotency_key_ok
+from api.accept import checked_key
+from mailgate.addresses import split_list
+from mailgate.errors import InvalidField, ParseError, TooLarge, UnsupportedMediaType
+from mailgate.validation import MAX_IDEMPOTENCY_KEY
 
 JSON_TYPE = "application/json"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -26,24 +28,20 @@ JSON_FIELDS = {
     "Attachments": "attachments",
     "DeliveryReportURL": "callback_url",
     "IdempotencyKey": "idempotency_key",
+    "Cc": "cc",
+    "Bcc": "bcc",
+    "ReplyTo": "reply_to",
+    "HtmlMessage": "html",
 }
 """Ozeki parameter name -> the JSON field it came from."""
 
 _OZEKI = {json_name: name.lower() for name, json_name in JSON_FIELDS.items()}
-_STRINGS = ("sender", "subject", "text", "idempotency_key", "callback_url")
-_LISTS = {"recipients": ";,", "attachments": ";"}
-"""Array fields and the separators their items may not hold (validate_send splits on them)."""
-
-
-class InvalidField(InvalidParameter):
-    """A JSON field at fault, named as the caller wrote it (never mapped from an Ozeki name)."""
-
-
-class UnsupportedMediaType(ParseError):
-    """A body that is not ``application/json`` (Code 300 in Ozeki terms, 415 over REST)."""
-
-    def __init__(self, mimetype: str) -> None:
-        super().__init__(f"unsupported content type {mimetype[:100]!r}, use {JSON_TYPE}")
+_STRINGS = ("sender", "subject", "text", "idempotency_key", "callback_url", "html")
+_LISTS = {"recipients": ";,", "attachments": ";", "cc": ";,", "bcc": ";,", "reply_to": ";,"}
+"""Array fields and the separators their items may not hold (validate_send splits on them;
+an address list only outside a quoted display name)."""
+FIELDS = frozenset({*_STRINGS, *_LISTS, "send_at"})
+"""Every JSON field of a send request."""
 
 
 def check_declared_size(request: Request, max_bytes: int) -> None:
@@ -55,7 +53,7 @@ def check_declared_size(request: Request, max_bytes: int) -> None:
 def read_json(request: Request, max_bytes: int) -> object:
     """The body as JSON: UTF-8, at most ``max_bytes``, no duplicate keys, no NaN."""
     if request.mimetype != JSON_TYPE:
-        raise UnsupportedMediaType(request.mimetype or "none")
+        raise UnsupportedMediaType(request.mimetype or "none", JSON_TYPE)
     body = request.stream.read(max_bytes + 1)
     if len(body) > max_bytes:
         raise TooLarge("request body too large")
@@ -75,13 +73,19 @@ def send_params(data: object) -> dict[str, str]:
     """The lower-cased parameters ``validate_send`` expects, after checking the JSON shape."""
     if not isinstance(data, dict):
         raise ParseError("the body must be a JSON object")
-    for name in data:
-        if name not in _STRINGS and name not in _LISTS:
-            raise InvalidField(name[:100], "unknown field")
+    for name in unknown_fields(data):  # ignored (the answer warns), but must be text
+        _string(name, name)
     params = {_OZEKI[name]: _string(name, data[name]) for name in _STRINGS if name in data}
     for name, separators in _LISTS.items():
         params[_OZEKI[name]] = ";".join(_string_list(name, data.get(name, []), separators))
     return params
+
+
+def unknown_fields(data: object) -> list[str]:
+    """The fields of a send request body that mailgate does not know, in the order given."""
+    if not isinstance(data, dict):
+        return []
+    return [name for name in data if name not in FIELDS]
 
 
 def idempotency_key(request: Request, params: dict[str, str]) -> str:
@@ -90,14 +94,7 @@ def idempotency_key(request: Request, params: dict[str, str]) -> str:
     field = params.get("idempotencykey")
     if header is not None and field is not None and header != field:
         raise InvalidField("idempotency_key", f"differs from the {IDEMPOTENCY_HEADER} header")
-    key = header if header is not None else field
-    if key is None:
-        return ""
-    if not idempotency_key_ok(key):
-        raise InvalidField(
-            "idempotency_key", f"1 to {MAX_KEY_LENGTH} characters, no control characters"
-        )
-    return key
+    return checked_key(header if header is not None else field, "idempotency_key")
 
 
 def _string(name: str, value: Any) -> str:
@@ -115,10 +112,16 @@ def _string_list(name: str, value: Any, separators: str) -> list[str]:
     if not isinstance(value, list):
         raise InvalidField(name, "must be an array of strings")
     for item in value:
-        if not _string(name, item).strip() or any(sep in item for sep in separators):
+        if not _string(name, item).strip() or _splits(item, separators):
             shown = " or ".join(separators)
             raise InvalidField(name, f"each item must be a non-empty string without {shown}")
     return value
+
+
+def _splits(item: str, separators: str) -> bool:
+    if separators == ";,":  # an address: a quoted display name may hold either
+        return len(split_list(item)) != 1
+    return any(sep in item for sep in separators)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
 from celery import Celery
 from flask import current_app
 
 from api.ratelimit import Limits
-from mailgate.broker import make_celery
+from mailgate.broker import broker_redis, make_celery
 from mailgate.config import Settings
 from mailgate.status import StatusStore
 from mailgate.users import UserStore
@@ -23,15 +24,21 @@ class Services:
     users: UserStore
     celery: Celery
     limits: Limits
+    broker_redis: redis.Redis | None = None
+    """The broker's Redis (None for RabbitMQ), for the queue depth in /metrics."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
+        store = StatusStore.from_url(
+            settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
+        )
         return cls(
             settings=settings,
-            store=StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds),
+            store=store,
             users=UserStore(settings.users_file, settings.auth_cache_seconds),
             celery=make_celery(settings),
             limits=Limits(settings),
+            broker_redis=broker_redis(settings, store.redis),
         )
 
 

@@ -11,23 +11,37 @@ from redis.exceptions import RedisError
 from api import xml
 from api.auth import authenticate, client_address
 from api.commands import COMMANDS, LABELS
-from api.metrics import ACCEPT_SECONDS, REQUESTS
-from api.params import read_params
+from api.metrics import ACCEPT_SECONDS, REQUESTS, UNKNOWN_PARAMETERS
+from api.params import read_params, unknown_params, unknown_warning
 from api.services import services
-from mailgate.errors import ApiError, InvalidParameter, Unavailable, UnknownCommand
+from api.uploads import multipart_fields
+from mailgate.errors import ApiError, InvalidParameter, ParseError, Unavailable, UnknownCommand
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 
-@bp.route("/api", methods=["GET", "POST"])
+ACTING_METHODS = frozenset({"GET", "POST"})
+
+# Every method reaches the view (no automatic HEAD/OPTIONS answers from Flask), so whatever a
+# client sends to /api is answered in XML; only GET and POST act.
+_ANY_METHOD = ["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"]
+
+
+# "/" is where Ozeki Phone System XE clients call.
+@bp.route("/", methods=_ANY_METHOD, provide_automatic_options=False)
+@bp.route("/api", methods=_ANY_METHOD, provide_automatic_options=False)
+@bp.route("/api/", methods=_ANY_METHOD, provide_automatic_options=False)
 def api() -> Response:
     """Parse, pick the command, authenticate, run it; every outcome is an XML document."""
     started = time.perf_counter()
     label = "other"
     try:
+        if request.method not in ACTING_METHODS:
+            # HEAD would act and drop the EmailId with the body; the rest mean nothing here.
+            raise ParseError(f"method {request.method} not allowed: use GET or POST")
         svc = services()
-        params = read_params(request, svc.settings.max_request_bytes)
+        params = read_params(request, svc.settings.max_request_bytes, multipart_fields)
         command = params.get("command", "")
         if not command:
             raise InvalidParameter("command", "the command is required")
@@ -37,7 +51,16 @@ def api() -> Response:
         label = LABELS[command.lower()]
         address = client_address(request, svc.settings.trusted_proxies)
         account = authenticate(request, params, svc.users, svc.limits, address)
-        code, response = 200, xml.success(handler(params, account, svc))
+        unknown = unknown_params(params)
+        if unknown:
+            UNKNOWN_PARAMETERS.labels(label).inc(len(unknown))
+            if svc.settings.strict_parameters:
+                reason = "unknown parameter (MAILGATE_STRICT_PARAMETERS is on)"
+                raise InvalidParameter(xml.echo(unknown[0]), reason, label)
+        fields = handler(params, account, svc)
+        if unknown:
+            fields.append(("Warning", unknown_warning(unknown)))
+        code, response = 200, xml.success(fields)
     except ApiError as exc:
         code, response = exc.code, xml.error(exc)
     except RedisError:

@@ -121,15 +121,18 @@ def measure(ctx: phases.Context, gateway: Gateway, results: Results) -> None:
         say(f"accept: {name}")
         server, base = gateway.start_baseline(name)
         queued = gateway.naive_queued if name == "naive_celery" else None
-        accepted[name] = summarise(phases.accept(ctx, base, queued))
+        accepted[name] = summarise(phases.accept(ctx, base, queued, server.pid))
         ctx.stack.stop(server)
-        say(f"  {_fmt(accepted[name], 'rps', 'req/s')}, p99 {_fmt(accepted[name], 'p99_ms', 'ms')}")
+        figures = accepted[name]
+        say(f"  {_fmt(figures, 'rps', 'req/s')}, p99 {_fmt(figures, 'p99_ms', 'ms')}, "
+            f"CPU {_fmt(figures, 'cpu_ms', 'ms/request', 3)}")  # fmt: skip
     say("accept: mailgate")
     server, base = gateway.start_api()
-    accepted["mailgate"] = summarise(phases.accept(ctx, base, gateway.queued))
+    accepted["mailgate"] = summarise(phases.accept(ctx, base, gateway.queued, server.pid))
     results["memory"] = {"api": figure([sum(gateway.api_rss(server))])}
     say(f"  {_fmt(accepted['mailgate'], 'rps', 'req/s')}, "
-        f"p99 {_fmt(accepted['mailgate'], 'p99_ms', 'ms')}")  # fmt: skip
+        f"p99 {_fmt(accepted['mailgate'], 'p99_ms', 'ms')}, "
+        f"CPU {_fmt(accepted['mailgate'], 'cpu_ms', 'ms/request', 3)}")  # fmt: skip
     say(f"drain, local sink: mailgate worker as shipped, backlog {plan.backlog:,}")
     drained["mailgate"] = summarise(drain.drain_mailgate(ctx, base))
     _say_drain(drained["mailgate"])
@@ -164,9 +167,9 @@ def _say_drain(summary: dict[str, Any]) -> None:
         f"/mail, largest process {_fmt(summary, 'rss_max_mb', 'MiB')}")  # fmt: skip
 
 
-def _fmt(summary: dict[str, Any], key: str, unit: str) -> str:
+def _fmt(summary: dict[str, Any], key: str, unit: str, digits: int = 1) -> str:
     found = summary.get(key)
-    return f"{found['median']:,.1f} {unit}" if found else f"— {unit}"
+    return f"{found['median']:,.{digits}f} {unit}" if found else f"— {unit}"
 
 
 def write(results: Results, folder: Path, stamp: str) -> None:

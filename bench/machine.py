@@ -43,3 +43,16 @@ def rss_mb(pid: int, children: bool = True) -> list[float]:
         except psutil.NoSuchProcess:
             continue
     return sizes
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and every live descendant."""
+    leader = psutil.Process(pid)
+    total = 0.0
+    for process in [leader, *leader.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total

@@ -16,8 +16,9 @@ from bench.servers import (
     Process,
     Stack,
     redis_url,
-    start_gunicorn,
+    start_gunicorn_sync,
     start_redis,
+    start_web,
     wait_for,
 )
 from bench.sink import SinkClient
@@ -40,12 +41,13 @@ class Gateway:
     redis_url: str
 
     def start_api(self) -> tuple[Process, str]:
-        """The Procfile's ``web`` line (gunicorn, api.gunicorn_conf, ``api:create_app()``)."""
-        return start_gunicorn(self.stack, "web", "api:create_app()", self.context.gateway_env)
+        """The Procfile's ``web`` line: ``mailgate web`` (granian, one process per core)."""
+        return start_web(self.stack, "web", self.context.gateway_env)
 
     def start_baseline(self, name: str) -> tuple[Process, str]:
+        """A baseline app served the stock way: gunicorn, 2 sync workers."""
         env = self.context.naive_env if name == "naive_celery" else self.context.gateway_env
-        return start_gunicorn(self.stack, name, BASELINE_APPS[name], env)
+        return start_gunicorn_sync(self.stack, name, BASELINE_APPS[name], env)
 
     def queued(self) -> int:
         """E-mails the API accepted and no worker has finished (the due set)."""

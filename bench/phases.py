@@ -17,6 +17,7 @@ import redis
 
 from bench import payload
 from bench.load import Generator
+from bench.machine import cpu_seconds
 from bench.plan import Plan
 from bench.servers import Stack
 
@@ -59,6 +60,9 @@ class AcceptRun:
     errors: int
     recorded: int | None
     """E-mails the server really queued during the run (None for the bare endpoint)."""
+    cpu_ms: float | None = None
+    """CPU time (user + system) of the server's processes per request, in ms: unlike req/s,
+    hardly moved by whatever else runs on the machine."""
 
 
 def settle(client: redis.Redis, quiet: float = 0.5, timeout: float = 15.0) -> None:
@@ -85,19 +89,26 @@ def api_url(base: str) -> str:
     return f"{base}/api?{payload.query()}"
 
 
-def accept(ctx: Context, base: str, recorded: Callable[[], int] | None) -> list[AcceptRun]:
-    """Closed-loop SendEmail load at ``connections``, after a warm-up, ``runs`` times."""
+def accept(
+    ctx: Context, base: str, recorded: Callable[[], int] | None, server: int | None = None
+) -> list[AcceptRun]:
+    """Closed-loop SendEmail load at ``connections``, after a warm-up, ``runs`` times.
+
+    ``server``: the server's process id, to measure its CPU time per request."""
     url, runs = api_url(base), []
     for _ in range(ctx.plan.runs):
         ctx.generator.run(url, ctx.plan.connections, ctx.plan.warmup_seconds)
         wipe(ctx.redis)
+        cpu_before = cpu_seconds(server) if server else 0.0
         load = ctx.generator.run(url, ctx.plan.connections, ctx.plan.accept_seconds)
+        cpu_ms = (cpu_seconds(server) - cpu_before) * 1000 / load.requests if server else None
         settle(ctx.redis)
         queued = recorded() if recorded else None
         if load.ok is not None:  # the Python client read every <Code>
             errors = load.errors + load.requests - load.ok
         else:  # wrk: answers that queued nothing (a few may still be in flight at the end)
             errors = load.errors + max(0, load.requests - (queued or load.requests))
-        runs.append(AcceptRun(load.rps, load.p50_ms, load.p99_ms, load.requests, errors, queued))
+        runs.append(AcceptRun(load.rps, load.p50_ms, load.p99_ms, load.requests, errors, queued,
+                              cpu_ms if load.requests else None))  # fmt: skip
         wipe(ctx.redis)
     return runs

@@ -1,4 +1,4 @@
-"""The processes a benchmark run starts: Redis, the SMTP sink, gunicorn and Celery workers.
+"""The processes a benchmark run starts: Redis, the SMTP sink, HTTP servers, Celery workers.
 
 Every child runs in its own process group (its own session) with its output in a log file, and
 :class:`Stack` stops whatever is still running, newest first, on any exit: the end of the run,
@@ -149,14 +149,33 @@ def redis_url(client: redis.Redis, db: int = 0) -> str:
     return f"redis://127.0.0.1:{port}/{db}"
 
 
-def start_gunicorn(stack: Stack, name: str, app: str, env: dict[str, str]) -> tuple[Process, str]:
-    """``app`` under mailgate's gunicorn settings (2 processes x 8 threads), and its base URL."""
+def start_web(stack: Stack, name: str, env: dict[str, str]) -> tuple[Process, str]:
+    """mailgate's API as the Procfile's ``web`` line starts it (``mailgate web``: granian, one
+    process per core), and its base URL."""
     port = free_port()
-    metrics = stack.workdir / f"{name}-metrics"
-    metrics.mkdir()
-    server_env = {**env, "MAILGATE_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-    args = [str(VENV_BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", app]
-    process = stack.start(name, args, server_env)
+    server_env = {k: v for k, v in env.items() if k != "PORT"} | {"MAILGATE_PORT": str(port)}
+    return _serve(stack, name, [str(VENV_BIN / "mailgate"), "web"], server_env, port)
+
+
+GUNICORN_SYNC_WORKERS = 2
+
+
+def start_gunicorn_sync(
+    stack: Stack, name: str, app: str, env: dict[str, str]
+) -> tuple[Process, str]:
+    """``app`` the stock way to serve Flask: gunicorn's sync workers, one per core (2). The
+    control socket (one fixed path per user) is off, so servers elsewhere on the host keep
+    theirs."""
+    port = free_port()
+    args = [str(VENV_BIN / "gunicorn"), "--workers", str(GUNICORN_SYNC_WORKERS),
+            "--bind", f"127.0.0.1:{port}", "--no-control-socket", app]  # fmt: skip
+    return _serve(stack, name, args, env, port)
+
+
+def _serve(
+    stack: Stack, name: str, args: list[str], env: dict[str, str], port: int
+) -> tuple[Process, str]:
+    process = stack.start(name, args, env)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

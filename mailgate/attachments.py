@@ -1,8 +1,10 @@
 """The attachment sandbox: which files may be attached, checked by the API and the worker.
 
 A path must be absolute, resolve (symlinks followed) inside one of the configured roots, and
-name a regular readable file. The worker opens the file with ``O_NOFOLLOW`` and checks what it
-actually opened, so a file swapped after the API's check is refused rather than sent.
+name a regular readable file with a single link (a hard link could reach a file outside the
+roots) and a file name a header can carry. The worker opens the file with ``O_NOFOLLOW`` and
+checks what it actually opened (device, inode, ctime, size, mtime), so a file swapped after the
+API's check is refused rather than sent.
 """
 
 from __future__ import annotations
@@ -13,22 +15,50 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailgate.headers import NotCarried, check_filename
 from mailgate.jobs import Attachment
+from mailgate.text import control_reason
 
 _KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+"""A drive path (``C:\\...``) or a UNC path (``\\\\host\\share...``)."""
+PathMap = tuple[tuple[str, str], ...]
+"""(Windows prefix in :func:`windows_key` form, local folder), from MAILGATE_ATTACHMENT_PATH_MAP."""
 
 
 class AttachmentRefused(ValueError):
     """The path is not one mailgate may read; the message says why (without file contents)."""
 
 
+def windows_key(path: str) -> str:
+    """A Windows or UNC path in the form prefixes are compared in: ``/`` separators, lower
+    case (Windows drive and folder names are case-insensitive), no trailing separator."""
+    return path.replace("\\", "/").rstrip("/").lower()
+
+
+def map_path(raw: str, path_map: PathMap) -> str:
+    """The local path of a Windows or UNC path (the longest matching prefix wins); any other
+    path unchanged. The result still goes through :func:`check_path`."""
+    if not _WINDOWS.match(raw):
+        return raw
+    key = windows_key(raw)
+    for prefix, folder in sorted(path_map, key=lambda entry: len(entry[0]), reverse=True):
+        if key == prefix or key.startswith(prefix + "/"):
+            rest = raw.replace("\\", "/")[len(prefix) :].strip("/")
+            return f"{folder.rstrip('/')}/{rest}" if rest else folder
+    raise AttachmentRefused(
+        "a Windows or UNC path with no matching entry in MAILGATE_ATTACHMENT_PATH_MAP"
+    )
+
+
 def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
     """Validate one attachment path at request time and describe the file found there."""
     if not roots:
         raise AttachmentRefused("attachments are disabled (MAILGATE_ATTACHMENT_ROOTS is empty)")
-    if "\x00" in raw or "\r" in raw or "\n" in raw:
-        raise AttachmentRefused("control character in path")
+    reason = control_reason(raw)
+    if reason:
+        raise AttachmentRefused(f"{reason} in the path")
     if raw.startswith("\\\\") or _SCHEME.match(raw):
         raise AttachmentRefused("only local absolute paths are accepted")
     if not raw.startswith("/"):
@@ -44,9 +74,18 @@ def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
         raise AttachmentRefused("file does not exist") from None
     if not stat.S_ISREG(info.st_mode):
         raise AttachmentRefused("not a regular file")
+    if info.st_nlink > 1:
+        raise AttachmentRefused("the file has more than one hard link")
     if not os.access(real, os.R_OK):
         raise AttachmentRefused("file is not readable")
-    return Attachment(path=real, size=info.st_size, mtime_ns=info.st_mtime_ns)
+    try:
+        check_filename(os.path.basename(real))
+    except NotCarried as exc:
+        raise AttachmentRefused(f"file name: {exc}") from None
+    return Attachment(
+        path=real, size=info.st_size, mtime_ns=info.st_mtime_ns,
+        device=info.st_dev, inode=info.st_ino, ctime_ns=info.st_ctime_ns,
+    )  # fmt: skip
 
 
 def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
@@ -55,19 +94,39 @@ def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
         fd = os.open(attachment.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         raise AttachmentRefused("file vanished or became a link") from None
+    try:
+        _check_opened(fd, attachment, roots)
+    except BaseException:
+        os.close(fd)
+        raise
+    # Checked before fdopen: open() itself refuses a folder with IsADirectoryError.
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise AttachmentRefused("not a regular file")
-        opened = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None
-        if opened is not None and not _inside(opened, roots):
-            raise AttachmentRefused("path is outside the attachment roots")
-        if (info.st_size, info.st_mtime_ns) != (attachment.size, attachment.mtime_ns):
-            raise AttachmentRefused("file changed after the e-mail was accepted")
         data = handle.read(attachment.size + 1)
     if len(data) != attachment.size:
         raise AttachmentRefused("file changed after the e-mail was accepted")
     return data
+
+
+def _check_opened(fd: int, attachment: Attachment, roots: Sequence[Path]) -> None:
+    """What was opened must be the file accepted: regular, inside the roots, unchanged."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise AttachmentRefused("not a regular file")
+    opened = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None
+    if opened is not None and not _inside(opened, roots):
+        raise AttachmentRefused("path is outside the attachment roots")
+    if info.st_nlink > 1:
+        raise AttachmentRefused("the file has more than one hard link")
+    if not _same_file(info, attachment):
+        raise AttachmentRefused("file changed after the e-mail was accepted")
+
+
+def _same_file(info: os.stat_result, attachment: Attachment) -> bool:
+    seen = (info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns)
+    kept = (attachment.size, attachment.mtime_ns, attachment.device, attachment.inode,
+            attachment.ctime_ns)  # fmt: skip
+    # Older records lack device, inode and ctime (None): compare what they hold.
+    return all(want is None or want == got for got, want in zip(seen, kept, strict=True))
 
 
 def _inside(real: str, roots: Sequence[Path]) -> bool:

@@ -7,26 +7,38 @@ its boot steps on top. Neither imports the other.
 from __future__ import annotations
 
 import base64
+import os
+import re
 import uuid
+from dataclasses import dataclass
 
+import redis
 from celery import Celery
 from kombu import serialization
+from kombu.entity import Queue
 from kombu.utils import json as kombu_json
 
+from mailgate import broker_transport
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
+from mailgate.redisconn import SentinelTarget, is_redis, is_sentinel, redis_client, same_redis
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the Redis broker, set up for late acks and fast redelivery."""
+    broker_transport.install()  # redis:// and sentinel:// use kombu's transports, fixed
     # kombu restores a dead worker's unacknowledged messages once they are older than the
     # visibility timeout, checking every restore interval: together they stay within
     # MAILGATE_REDELIVERY_SECONDS. Retries never use ETA messages (see worker.scheduler), so a
     # short visibility timeout cannot cause the repeated redelivery of long countdowns.
     interval = max(1, min(10, int(settings.redelivery_seconds / 10)))
     visibility = max(2, int(settings.redelivery_seconds) - 2 * interval)
-    app = Celery("mailgate", broker=settings.broker_url, set_as_current=False)
-    redis_broker = settings.broker_url.startswith(("redis", "rediss", "unix"))
+    broker_url, sentinel = settings.broker_url, None
+    if is_sentinel(broker_url):
+        sentinel = SentinelTarget.parse(broker_url)
+        broker_url = sentinel.kombu_url()
+    app = Celery("mailgate", broker=broker_url, set_as_current=False)
+    redis_broker = is_redis(settings.broker_url)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -55,6 +67,16 @@ def make_celery(settings: Settings) -> Celery:
         else {"confirm_publish": True},
         enable_utc=True,
     )
+    if sentinel is not None:
+        app.conf.broker_transport_options.update(
+            master_name=sentinel.master,
+            sentinel_kwargs=sentinel.sentinel_kwargs(socket_timeout=10, socket_connect_timeout=3),
+        )
+    if settings.broker_quorum_queues and not redis_broker:
+        # A quorum queue is replicated across the RabbitMQ cluster and survives a node's loss;
+        # Celery then turns off global QoS, which quorum queues do not support.
+        quorum = Queue(QUEUE, queue_arguments={"x-queue-type": "quorum"})  # type: ignore[no-untyped-call]
+        app.conf.task_queues = [quorum]
     return app
 
 
@@ -75,7 +97,17 @@ def publish(app: Celery, email_id: str) -> None:
 
 def uses_redis_broker(settings: Settings) -> bool:
     """True when the broker is the status store's Redis, so both can share one transaction."""
-    return settings.broker_url == settings.redis_url
+    return same_redis(settings.broker_url, settings.redis_url)
+
+
+def broker_redis(settings: Settings, store_client: redis.Redis) -> redis.Redis | None:
+    """A client of the broker's Redis (``store_client`` when it is the store's own), or None
+    for RabbitMQ: where the queue depth is read."""
+    if uses_redis_broker(settings):
+        return store_client
+    if not is_redis(settings.broker_url):
+        return None
+    return redis_client(settings.broker_url, socket_timeout=5, socket_connect_timeout=2)
 
 
 def redis_task_message(app: Celery, email_id: str) -> str:
@@ -85,7 +117,20 @@ def redis_task_message(app: Celery, email_id: str) -> str:
     adds (base64 body, delivery tag, routing to the queue). The API pushes it in the same
     Redis transaction as the status record, so an e-mail is recorded and queued together or
     not at all, in one round trip. tests/test_broker.py checks it against kombu's own output.
+
+    Only the EmailId (task id, root id, argument, correlation id), the body's base64, the
+    delivery tag and the thread's reply-to differ from one message to the next, so the JSON
+    is built once per process (:class:`_Template`) and filled in per message.
     """
+    key = (id(app), os.getpid())  # the origin header names the process
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = _TEMPLATES[key] = _Template.build(app)
+    return template.fill(email_id, app.thread_oid, str(uuid.uuid4()))
+
+
+def build_task_message(app: Celery, email_id: str, reply_to: str, delivery_tag: str) -> str:
+    """The message as Celery and kombu's virtual channel build it (the template's source)."""
     headers, properties, body, _ = app.amqp.as_task_v2(
         email_id, TASK_NAME, args=[email_id], kwargs={}, root_id=email_id, ignore_result=None
     )
@@ -98,12 +143,56 @@ def redis_task_message(app: Celery, email_id: str) -> str:
         "headers": headers,
         "properties": {
             **properties,
-            "reply_to": app.thread_oid,
+            "reply_to": reply_to,
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": QUEUE},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
+            "delivery_tag": delivery_tag,
         },
     }
     return str(kombu_json.dumps(envelope))  # type: ignore[no-untyped-call]
+
+
+_PLACEHOLDER_ID = "00000000-0000-4000-8000-00000000abcd"
+_SLOTS = {"id": _PLACEHOLDER_ID, "reply_to": "@@reply@to@@", "tag": "@@delivery@tag@@"}
+_BODY_SLOT = "@@body@@"
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A task message cut at the parts that change: ``pieces[i]`` comes before ``slots[i]``."""
+
+    pieces: tuple[str, ...]
+    slots: tuple[str, ...]
+    body: tuple[bytes, bytes]
+    """The raw (pre-base64) body before and after the EmailId."""
+
+    @classmethod
+    def build(cls, app: Celery) -> _Template:
+        sample = build_task_message(app, _PLACEHOLDER_ID, _SLOTS["reply_to"], _SLOTS["tag"])
+        envelope = kombu_json.loads(sample)  # type: ignore[no-untyped-call]
+        raw = base64.b64decode(envelope["body"])
+        before, found, after = raw.partition(_PLACEHOLDER_ID.encode())
+        if not found or _PLACEHOLDER_ID.encode() in after:
+            raise RuntimeError("unexpected task body: the EmailId must appear exactly once")
+        text = sample.replace(envelope["body"], _BODY_SLOT)
+        names = {value: name for name, value in _SLOTS.items()} | {_BODY_SLOT: "body"}
+        parts = re.split("(" + "|".join(re.escape(v) for v in names) + ")", text)
+        return cls(tuple(parts[0::2]), tuple(names[p] for p in parts[1::2]), (before, after))
+
+    def fill(self, email_id: str, reply_to: str, delivery_tag: str) -> str:
+        raw = self.body[0] + email_id.encode() + self.body[1]
+        values = {
+            "id": email_id,
+            "reply_to": reply_to,
+            "tag": delivery_tag,
+            "body": base64.b64encode(raw).decode("ascii"),
+        }
+        out = [self.pieces[0]]
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
+            out += (values[slot], piece)
+        return "".join(out)
+
+
+_TEMPLATES: dict[tuple[int, int], _Template] = {}

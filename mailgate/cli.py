@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -52,13 +53,77 @@ def run() -> None:
     sys.exit(run_all())
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: MAILGATE_WORKER_PROCESSES, else one per core).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="E-mails in flight per process (default: MAILGATE_WORKER_CONCURRENCY).",
+)
+@click.option("--name", default=None, help="Node name (default: mailgate, or mailgate-$PORT).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @_friendly
-def worker() -> None:
-    """Start the delivery workers: one process per core (MAILGATE_WORKER_PROCESSES)."""
+def worker(
+    processes: int | None, concurrency: int | None, name: str | None, celery_args: tuple[str, ...]
+) -> None:
+    """Start the delivery workers: one Celery process per core; CELERY_ARGS go to each."""
+    from dataclasses import replace
+
     from mailgate.run import run_workers
 
-    sys.exit(run_workers())
+    settings = _settings()
+    settings = replace(
+        settings,
+        worker_processes=processes or settings.worker_processes,
+        worker_concurrency=concurrency or settings.worker_concurrency,
+    )
+    port = os.environ.get("PORT")
+    sys.exit(
+        run_workers(settings, name or ("mailgate-" + port if port else "mailgate"), celery_args)
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def supervise(command: tuple[str, ...]) -> None:
+    """Run COMMAND and start it again whenever it exits (mailgate supervise -- CMD ...)."""
+    from mailgate.supervise import supervise as run_supervised
+
+    sys.exit(run_supervised(list(command), lambda line: click.echo(line, err=True)))
+
+
+@main.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="MAILGATE_WEB_WORKERS",
+    help="API processes (default: one per core; env MAILGATE_WEB_WORKERS).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="MAILGATE_WEB_THREADS",
+    help="Request threads per process (default: granian's; env MAILGATE_WEB_THREADS).",
+)
+@click.option(
+    "--access-log", is_flag=True, help="Log one line per request (path only, no query string)."
+)
+@_friendly
+def web(workers: int | None, threads: int | None, access_log: bool) -> None:
+    """Serve the API (granian, WSGI) on MAILGATE_HOST and $PORT, else MAILGATE_PORT."""
+    from mailgate.logs import json_logs
+    from mailgate.web import options, serve
+
+    settings = _settings()
+    serve(options(settings, os.environ, workers, threads, access_log), json_logs())
 
 
 @main.group()
@@ -127,7 +192,7 @@ def user_remove(name: str) -> None:
 @_friendly
 def status(email_id: str) -> None:
     """Show the status record of EMAIL_ID (any owner: this is the operator's view)."""
-    from mailgate.status import StatusStore
+    from mailgate.status import StatusStore, iso
 
     settings = _settings()
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
@@ -135,24 +200,15 @@ def status(email_id: str) -> None:
     if record is None:
         click.echo(f"mailgate: no e-mail {email_id}", err=True)
         sys.exit(1)
-    rows = [
-        ("EmailId", record.email_id),
-        ("Owner", record.owner),
-        ("Status", record.status.value),
-        ("Attempts", str(record.attempts)),
-        ("CreatedAt", _iso(record.created_at)),
-        ("UpdatedAt", _iso(record.updated_at)),
-        ("SentAt", _iso(record.sent_at)),
-        ("NextAttemptAt", _iso(record.next_attempt_at)),
-        ("LastError", record.last_error or ""),
-        ("SmtpResponse", record.smtp_response or ""),
-        ("DeliveryReport", record.report_status.value if record.report_status else ""),
-    ]
+    # The operator's view adds the owner, and writes times with +00:00.
+    rows = record.fields(zone="+00:00")
+    rows.insert(1, ("Owner", record.owner))
     for name, value in rows:
-        if value:
+        if value is not None and value != "":
             click.echo(f"{name}: {value}")
     for log in store.history(email_id):
-        click.echo(f"  attempt {log.attempt} at {_iso(log.at)}: {log.outcome.value}: {log.detail}")
+        at = iso(log.at, "+00:00")
+        click.echo(f"  attempt {log.attempt} at {at}: {log.outcome.value}: {log.detail}")
 
 
 @main.command()
@@ -202,9 +258,3 @@ def _moment(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _iso(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")

@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 from limits import parse as parse_rate
 
 from mailgate.errors import ConfigError
+from mailgate.redisconn import SentinelTarget, is_redis, is_sentinel
 
 T = TypeVar("T")
 
@@ -89,6 +90,8 @@ class Settings:
     smtp: SmtpTarget = field(default_factory=lambda: SmtpTarget.parse(DEFAULT_SMTP_URL))
     users_file: Path = Path("var/users.toml")
     attachment_roots: tuple[Path, ...] = ()
+    spool_dir: Path = Path("var/spool")
+    """Where uploaded attachments wait for delivery (private, 0700); next to the users file."""
     default_sender: str = "mailgate@localhost"
     host: str = "127.0.0.1"
     port: int = 9509
@@ -110,6 +113,8 @@ class Settings:
     max_attachments: int = 20
     max_attachment_bytes: int = 25 * 1024 * 1024
     """Total size of all attachments of one e-mail."""
+    max_email_bytes: int = 25 * 1024 * 1024
+    """The whole e-mail as sent (attachments in base64): what a relay's size limit measures."""
     auth_cache_seconds: float = 60.0
     worker_concurrency: int = 32
     """E-mails (SMTP sessions) in flight per worker process."""
@@ -133,6 +138,16 @@ class Settings:
     """Failed logins for one user name from anywhere (a distributed guess)."""
     redis_appendfsync: str = "everysec"
     """The embedded Redis's AOF fsync policy: everysec (default) or always."""
+    redis_min_replicas: int = 0
+    """Replicas that must hold an accepted e-mail (Redis WAIT) before the API answers 200."""
+    broker_quorum_queues: bool = False
+    """On RabbitMQ, declare the mailgate queue as a quorum queue (replicated, durable)."""
+    recipient_domains: tuple[str, ...] = ()
+    """Domain globs Recipient, Cc and Bcc addresses must match (lower case); empty: any."""
+    strict_parameters: bool = False
+    """Refuse (302) a request with a parameter mailgate does not know, instead of a warning."""
+    attachment_path_map: tuple[tuple[str, str], ...] = ()
+    """Windows or UNC prefixes (lower case, ``/`` separators) and the local folder of each."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +159,10 @@ class Settings:
             smtp=SmtpTarget.parse(env.raw("MAILGATE_SMTP_URL") or DEFAULT_SMTP_URL),
             users_file=Path(env.raw("MAILGATE_USERS_FILE") or "var/users.toml"),
             attachment_roots=env.get("MAILGATE_ATTACHMENT_ROOTS", (), _roots),
+            spool_dir=Path(
+                env.raw("MAILGATE_SPOOL_DIR")
+                or Path(env.raw("MAILGATE_USERS_FILE") or "var/users.toml").parent / "spool"
+            ),
             default_sender=env.raw("MAILGATE_DEFAULT_SENDER") or cls.default_sender,
             host=env.raw("MAILGATE_HOST") or cls.host,
             port=env.get("MAILGATE_PORT", cls.port, _port),
@@ -168,6 +187,7 @@ class Settings:
             max_attachment_bytes=env.integer(
                 "MAILGATE_MAX_ATTACHMENT_BYTES", cls.max_attachment_bytes
             ),
+            max_email_bytes=env.integer("MAILGATE_MAX_EMAIL_BYTES", cls.max_email_bytes),
             auth_cache_seconds=env.number("MAILGATE_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             worker_concurrency=env.integer("MAILGATE_WORKER_CONCURRENCY", cls.worker_concurrency),
             worker_processes=env.integer("MAILGATE_WORKER_PROCESSES", os.cpu_count() or 1),
@@ -190,6 +210,19 @@ class Settings:
             redis_appendfsync=env.get(
                 "MAILGATE_REDIS_APPENDFSYNC", cls.redis_appendfsync, _appendfsync
             ),
+            redis_min_replicas=env.get("MAILGATE_REDIS_MIN_REPLICAS", 0, _non_negative_int),
+            broker_quorum_queues=env.get("MAILGATE_BROKER_QUORUM_QUEUES", False, _flag),
+            recipient_domains=env.get("MAILGATE_RECIPIENT_DOMAINS", (), _domain_globs),
+            strict_parameters=env.get("MAILGATE_STRICT_PARAMETERS", False, _flag),
+            attachment_path_map=env.get("MAILGATE_ATTACHMENT_PATH_MAP", (), _path_map),
+        )
+        # Sentinel URLs carry the master's name and the sentinels' password from here on.
+        master = env.raw("MAILGATE_REDIS_SENTINEL_MASTER")
+        secret = env.raw("MAILGATE_REDIS_SENTINEL_PASSWORD")
+        settings = replace(
+            settings,
+            redis_url=_sentinel_url("MAILGATE_REDIS_URL", settings.redis_url, master, secret),
+            broker_url=_sentinel_url("MAILGATE_BROKER_URL", settings.broker_url, master, secret),
         )
         if not settings.broker_url:
             settings = replace(settings, broker_url=settings.redis_url)
@@ -266,15 +299,39 @@ def _port(value: str) -> int:
 
 
 def _redis_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    if not is_redis(value):
+        raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
     return value
 
 
 def _broker_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp"):
-        raise ValueError("must start with redis://, rediss://, amqp:// or amqps://")
+    if not is_redis(value) and urlsplit(value).scheme not in ("amqp", "amqps", "pyamqp"):
+        raise ValueError(
+            "must start with redis://, rediss://, redis+sentinel://, amqp:// or amqps://"
+        )
     return value
+
+
+def _sentinel_url(variable: str, url: str, master: str, password: str) -> str:
+    """A Sentinel URL in its canonical form, with the master and password settings folded in."""
+    if not is_sentinel(url):
+        return url
+    try:
+        return SentinelTarget.parse(url, master, password).url()
+    except ValueError as exc:
+        raise ConfigError(variable, str(exc)) from None
+
+
+def _non_negative_int(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError(f"must be a whole number, 0 or more, got {value!r}")
+    return int(value)
+
+
+def _flag(value: str) -> bool:
+    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(f"must be 1 or 0, got {value!r}")
+    return value.lower() in ("1", "true", "yes")
 
 
 def _roots(value: str) -> tuple[Path, ...]:
@@ -289,6 +346,30 @@ def _roots(value: str) -> tuple[Path, ...]:
     return tuple(roots)
 
 
+def _domain_globs(value: str) -> tuple[str, ...]:
+    globs = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    for glob in globs:
+        if not re.fullmatch(r"[^\s@,;]+", glob):
+            raise ValueError(f"{glob!r} is not a domain or domain glob (e.g. *.example.com)")
+    return globs
+
+
+def _path_map(value: str) -> tuple[tuple[str, str], ...]:
+    r"""``C:\Recordings=/srv/recordings;\\pbx\share=/mnt/pbx``: Windows prefix = local folder."""
+    entries = []
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        prefix, sep, folder = part.partition("=")
+        prefix, folder = prefix.strip(), folder.strip()
+        if not sep or not re.match(r"^(?:[A-Za-z]:|\\\\[^\\/]+)", prefix):
+            raise ValueError(f"{part!r} is not WINDOWS_PREFIX=/local/folder (C:\\X=/srv/x)")
+        if not Path(folder).is_absolute():
+            raise ValueError(f"{folder!r} is not an absolute path")
+        entries.append((prefix.replace("\\", "/").rstrip("/").lower(), folder))
+    return tuple(entries)
+
+
 def _networks(value: str) -> tuple[str, ...]:
     networks = []
     for part in value.replace(",", " ").split():
@@ -301,10 +382,27 @@ def _networks(value: str) -> tuple[str, ...]:
 
 def _hosts(value: str) -> tuple[str, ...]:
     hosts = tuple(part.lower() for part in value.replace(",", " ").split())
-    for host in hosts:
-        if not re.fullmatch(r"[a-z0-9*.:\[\]-]+", host):
-            raise ValueError(f"{host!r} is not a host name or pattern")
+    for entry in hosts:
+        host, port = split_host_port(entry)
+        if not re.fullmatch(r"[a-z0-9*.:-]+", host) or not (
+            port is None or port == "*" or (port.isdigit() and 0 < int(port) < 65536)
+        ):
+            raise ValueError(f"{entry!r} is not a host, host:port or host pattern")
     return hosts
+
+
+def split_host_port(entry: str) -> tuple[str, str | None]:
+    """An allow-list entry as (host pattern, port, ``*`` or None for the default port).
+
+    ``hooks.example:8443``, ``*.crm.example``, ``[::1]:8080``; a bare IPv6 address has no port.
+    """
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else None
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, None
 
 
 def _rate(value: str) -> str:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import socket
 from pathlib import Path
+
+AOF_REWRITE_MIN_SIZE = "8mb"
+"""Redis rewrites its AOF once it is this big and twice its size after the last rewrite, so
+the history of deleted records (bodies, recipients) does not outlive them by much."""
 
 
 def redis_server_binary() -> str:
@@ -39,7 +45,28 @@ def redis_args(port: int, data_dir: Path, appendfsync: str = "everysec") -> list
         "--save", "",
         "--maxmemory-policy", "noeviction",
         "--protected-mode", "yes",
+        "--auto-aof-rewrite-percentage", "100",
+        "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE,
     ]  # fmt: skip
+
+
+def redis_command(port: int, data_dir: Path, appendfsync: str = "everysec") -> str:
+    """A shell command line for :func:`redis_args` whose files only their owner can read: the
+    AOF holds every body and recipient Redis has seen since its last rewrite."""
+    return f"umask 077 && exec {shlex.join(redis_args(port, data_dir, appendfsync))}"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) as 0700; tighten what is already in it to owner
+    only (folders 0700, files 0600), for data written before this rule."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o600)
+    return path
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

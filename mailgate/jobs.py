@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 TASK_NAME = "mailgate.deliver"
@@ -32,6 +32,24 @@ class Attachment:
     path: str
     size: int
     mtime_ns: int
+    filename: str = ""
+    """The name shown in the message when it differs from the path's (an upload's own name)."""
+    content_type: str = ""
+    """The MIME type an upload declared ("" to guess it from the file name)."""
+    sha256: str = ""
+    """An upload's content digest: its identity for idempotency (its spooled path is random)."""
+    device: int | None = None
+    inode: int | None = None
+    ctime_ns: int | None = None
+    """Which file it was: a replacement with the same size and mtime differs here.
+
+    None in records written before these were kept; the worker then compares what it can.
+    """
+
+    @property
+    def identity(self) -> str:
+        """What the caller named: the path, or an upload's name and content."""
+        return f"upload:{self.filename}:{self.sha256}" if self.sha256 else self.path
 
 
 @dataclass(frozen=True)
@@ -48,25 +66,49 @@ class EmailJob:
     api_extension: str = ""
     callback_url: str = ""
     """Where to POST the delivery report when the e-mail ends Sent or Failed ("" for none)."""
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    """Envelope recipients only: never written into a header."""
+    reply_to: tuple[str, ...] = ()
+    html: str = ""
+    """The HTML alternative of ``message`` ("" for a text-only e-mail)."""
+
+    def envelope_recipients(self) -> tuple[str, ...]:
+        """Everyone the e-mail goes to (To, Cc, Bcc), in header form; see mailgate.addresses."""
+        return (*self.recipients, *self.cc, *self.bcc)
 
     def fingerprint(self) -> str:
         """A digest of what the caller asked for, to tell a true repeat from a reused key."""
         content = {
             "sender": self.sender, "recipients": self.recipients, "subject": self.subject,
-            "message": self.message, "attachments": [a.path for a in self.attachments],
+            "message": self.message, "attachments": [a.identity for a in self.attachments],
             "callback_url": self.callback_url,
         }  # fmt: skip
+        # Added later: left out when empty, so older keys keep matching their fingerprints.
+        extra = {"cc": self.cc, "bcc": self.bcc, "reply_to": self.reply_to, "html": self.html}
+        content.update({name: value for name, value in extra.items() if value})
         canonical = json.dumps(content, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> str:
-        """Serialize for the status record."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        """Serialize for the status record (what ``json.dumps(asdict(self))`` gives, without
+        asdict's deep copy)."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in _JOB_FIELDS}
+        data["attachments"] = [
+            {name: getattr(a, name) for name in _ATTACHMENT_FIELDS} for a in self.attachments
+        ]
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> EmailJob:
         """Read back what :meth:`to_json` wrote."""
         data: dict[str, Any] = json.loads(text)
-        data["recipients"] = tuple(data["recipients"])
+        for name in ("recipients", "cc", "bcc", "reply_to"):
+            if name in data:  # records written before Cc, Bcc and ReplyTo lack them
+                data[name] = tuple(data[name])
         data["attachments"] = tuple(Attachment(**a) for a in data.get("attachments", ()))
         return cls(**data)
+
+
+_JOB_FIELDS = tuple(field.name for field in fields(EmailJob))
+_ATTACHMENT_FIELDS = tuple(field.name for field in fields(Attachment))

@@ -15,7 +15,18 @@ import os
 import re
 from datetime import UTC, datetime
 
-_SECRET = re.compile(r"(?i)(password[\"']?\s*[=:]\s*[\"']?)([^&\s\"',;]+)")
+
+def _spelled_any_way(word: str) -> str:
+    """A pattern for ``word`` with any of its letters percent-encoded (``Pass%77ord``)."""
+    return "".join(f"(?:{re.escape(c)}|%{ord(c.lower()):02x}|%{ord(c.upper()):02x})" for c in word)
+
+
+_SECRET = re.compile(
+    rf"(?i)({_spelled_any_way('password')}[\"']?\s*(?:[=:]|%3d)\s*[\"']?)([^&\s\"',;]+)"
+)
+_QUERY = re.compile(r"\?[^\n]*")
+# Unicode's control characters (Cc) and line/paragraph separators: each could end a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@(?=[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -25,12 +36,26 @@ def redact(text: str) -> str:
     return _ADDRESS.sub("***@", _SECRET.sub(r"\1***", text))
 
 
+def strip_query(text: str) -> str:
+    """Drop everything from a ``?`` to the end of its line: a URL's query string, which may hold
+    the password in any spelling, and whatever else a malformed request line put after it."""
+    return _QUERY.sub("?<query omitted>", text)
+
+
+def escape_controls(text: str) -> str:
+    """Control characters and line breaks as visible escapes (``\\n``, ``\\x01``, ``\\u2028``),
+    so no logged value can start a forged line of its own."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites a record's final message with secrets masked."""
+    """Rewrites a record's final message with secrets masked (and, in text mode, escaped)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
+        if not json_logs():
+            cleaned = escape_controls(cleaned)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True

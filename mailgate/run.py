@@ -1,28 +1,37 @@
 """``mailgate run``: the whole gateway in one terminal, for a first try and for development.
 
 Starts an embedded Redis where ``MAILGATE_REDIS_URL`` is unset and an SMTP sink where
-``MAILGATE_SMTP_URL`` is unset, then the API (gunicorn), one worker and Flower, under honcho:
-output is prefixed per process, and Ctrl-C stops every child (whole process groups).
+``MAILGATE_SMTP_URL`` is unset, then the API (``mailgate web``), one worker and Flower, under
+honcho: output is prefixed per process, and Ctrl-C stops every child (whole process groups).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
+import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from urllib.parse import quote
 
 from honcho.manager import Manager
 
 from mailgate.config import DEFAULT_SINK_PORT, Settings, environment
-from mailgate.embedded import port_is_free, redis_args
+from mailgate.embedded import port_is_free, private_dir, redis_command
 from mailgate.errors import ConfigError
+from mailgate.jobs import QUEUE
+from mailgate.supervise import STOP_SIGNALS, die_with_parent
 from mailgate.users import UserStore
 
 EMBEDDED_REDIS_PORT = 6399
 FLOWER_PORT = 5555
 FIRST_USER = "ivr"
+SAMPLE_NAME = "hello.txt"
 
 
 def _port(env: dict[str, str], name: str, default: int) -> int:
@@ -40,79 +49,129 @@ def commands(settings: Settings, flower_port: int = FLOWER_PORT) -> dict[str, st
     """The gateway's own processes, as Procfile-style command lines."""
     celery = f"{_bin('celery')} -A worker.app"
     return {
-        "web": f"{_bin('gunicorn')} -c python:api.gunicorn_conf 'api:create_app()'",
+        "web": f"{_bin('mailgate')} web",
         "worker": f"{_bin('mailgate')} worker",
         "flower": f"{celery} flower --address=127.0.0.1 --port={flower_port}",
     }
 
 
-def worker_command(settings: Settings, name: str) -> str:
+def worker_argv(settings: Settings, name: str, extra: Sequence[str] = ()) -> list[str]:
     """One worker process: Celery's threads pool, ``MAILGATE_WORKER_CONCURRENCY`` e-mails in
-    flight (worker.batch), task events on for Flower, node name ``name``."""
-    return (
-        f"{_bin('celery')} -A worker.app worker --pool threads"
-        f" --concurrency {settings.worker_concurrency} -Q mailgate -E -n {shlex.quote(name)}"
-        " --loglevel INFO"
-    )
+    flight (worker.batch), the mailgate queue, task events on for Flower, node name ``name``;
+    ``extra``: more Celery options."""
+    return [
+        str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "worker",
+        "--pool", "threads", "--concurrency", str(settings.worker_concurrency), "-Q", QUEUE,
+        "-E", "-n", name, "--loglevel", "INFO", *extra,
+    ]  # fmt: skip
 
 
-def run_workers() -> int:
-    """``mailgate worker``: ``MAILGATE_WORKER_PROCESSES`` worker processes (default one per
-    core: one process is bound to one core by the GIL), stopped together; the exit code of
-    the first to stop."""
-    env = environment()
-    settings = Settings.from_env(env)
-    # Node names differ per process, and per honcho process when several run (PORT).
-    tag = f"{env['PORT']}-" if env.get("PORT") else ""
-    manager = Manager()
+def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int:
+    """``mailgate worker``: ``settings.worker_processes`` worker processes (one process is
+    bound to one core by the GIL), node names ``<name>-<n>@%h``.
+
+    One process: this one becomes the worker (exec), so signals reach Celery itself. Several:
+    they share this process group (a signal to the group reaches each once), die with this
+    process, and are stopped together; the exit code is that of the first to stop.
+    """
+    if settings.worker_processes <= 1:
+        argv = worker_argv(settings, f"{name}@%h", extra)
+        os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = threading.Event()
+
+    def stop_all(signum: int, frame: FrameType | None = None) -> None:
+        stopping.set()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop_all)
     for index in range(1, settings.worker_processes + 1):
-        name = f"mailgate-{tag}{index}@%h"
-        manager.add_process(f"worker-{index}", worker_command(settings, name), env=env)
-    manager.loop()
-    return int(manager.returncode or 0)
+        argv = worker_argv(settings, f"{name}-{index}@%h", extra)
+        children.append(subprocess.Popen(argv, preexec_fn=die_with_parent()))
+    code = os.waitpid(-1, 0)  # the first to stop (or all of them, on a stop signal)
+    first = next((c for c in children if c.pid == code[0]), None)
+    if first is not None:
+        first.returncode = os.waitstatus_to_exitcode(code[1])
+    if not stopping.is_set():
+        stop_all(signal.SIGTERM)
+    for child in children:
+        child.wait()
+    return int(first.returncode if first is not None else 0)
 
 
 def run_all() -> int:
     """Start everything and wait; the exit code of the first process to stop."""
     env = environment()  # .env included, so the children and this process agree
     Settings.from_env(env)  # a bad variable stops here with one line
-    var = Path("var")
+    var = private_dir(Path("var"))  # bodies, recipients and password hashes live under it
     extra: list[tuple[str, str]] = []
     if not env.get("MAILGATE_REDIS_URL"):
         port = _port(env, "MAILGATE_EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT)
         if not port_is_free(port):
             raise ConfigError("MAILGATE_EMBEDDED_REDIS_PORT", f"port {port} is already in use")
-        (var / "redis").mkdir(parents=True, exist_ok=True)
+        private_dir(var / "redis")
         fsync = Settings.from_env(env).redis_appendfsync
-        extra.append(("redis", shlex.join(redis_args(port, var / "redis", fsync))))
+        extra.append(("redis", redis_command(port, var / "redis", fsync)))
         env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     if not env.get("MAILGATE_SMTP_URL"):
         sink_port = _port(env, "MAILGATE_SINK_PORT", DEFAULT_SINK_PORT)
         if not port_is_free(sink_port):
             raise ConfigError("MAILGATE_SINK_PORT", f"port {sink_port} is already in use")
+        private_dir(var / "outbox")
         python = shlex.quote(sys.executable)
         sink = f"{python} -m mailgate.sink --port {sink_port} --outbox var/outbox"
         extra.append(("smtp-sink", sink))
         env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{sink_port}"
+    # The banner's curl lines name MAILGATE_PORT: a PORT left in the shell must not move the API.
+    env.pop("PORT", None)
+    sample = None
+    if not env.get("MAILGATE_ATTACHMENT_ROOTS"):
+        sample = _sample_attachment(var / "attachments")
+        env["MAILGATE_ATTACHMENT_ROOTS"] = str(sample.parent)
     flower_port = _port(env, "MAILGATE_FLOWER_PORT", FLOWER_PORT)
     # One terminal for every process: plain lines read better there than JSON.
     env.setdefault("MAILGATE_LOG_FORMAT", "text")
     settings = Settings.from_env(env)
     if settings.flower_basic_auth:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
-    _first_user(settings)
+    _first_user(settings, sample)
+    if sample is not None:
+        print(f"Attachments: files under {sample.parent}/ may be attached (e.g. {sample})")
     print(f"Redis: {env['MAILGATE_REDIS_URL']}   (for the CLI: export MAILGATE_REDIS_URL=...)")
     print(f"Flower: http://127.0.0.1:{flower_port}/   outbox: var/outbox/", flush=True)
     manager = Manager()
+    # Each under `mailgate supervise`: a process that exits is started again, instead of
+    # honcho stopping all the others; Ctrl-C still stops everything.
+    supervise = f"{_bin('mailgate')} supervise --"
     for name, command in extra:
-        manager.add_process(name, command, env=env)
+        # Shell lines (the embedded Redis sets its umask first) that end in `exec`, so the
+        # supervisor's signal reaches the server itself, not a shell that would leave it behind.
+        if not command.startswith("umask "):
+            command = f"exec {command}"
+        manager.add_process(name, f"{supervise} sh -c {shlex.quote(command)}", env=env)
     for name, command in commands(settings, flower_port).items():
-        manager.add_process(name, command, env=env)
+        # The API listens on MAILGATE_PORT here (the printed curl names it), not on a $PORT
+        # that the caller's shell may hold.
+        own = {k: v for k, v in env.items() if k != "PORT"} if name == "web" else env
+        manager.add_process(name, f"{supervise} {command}", env=own)
     manager.loop()
     return int(manager.returncode or 0)
 
 
-def _first_user(settings: Settings) -> None:
+def _sample_attachment(folder: Path) -> Path:
+    """The attachment root of ``mailgate run`` (created) and a small file in it to attach."""
+    private_dir(folder)  # like the rest of var/: what is attached is nobody else's business
+    sample = folder.resolve() / SAMPLE_NAME
+    if not sample.exists():
+        sample.write_text("A sample attachment from mailgate run.\n", encoding="utf-8")
+        sample.chmod(0o600)
+    return sample
+
+
+def _first_user(settings: Settings, sample: Path | None = None) -> None:
     """With no account at all, create one and print how to use it."""
     store = UserStore(settings.users_file)
     if store.accounts():
@@ -130,5 +189,12 @@ def _first_user(settings: Settings) -> None:
         f"&Subject=Hello&Message=Hello+from+mailgate"
         f"&Username={FIRST_USER}&Password={quote(password, safe='')}'"
     )
+    if sample is not None:
+        print("Send one with an attachment from the attachment root:")
+        print(
+            f"  curl '{base}?command=SendEmail&Recipient=you%40example.com"
+            f"&Subject=Attached&Message=See+the+file&Attachments={quote(str(sample), safe='')}"
+            f"&Username={FIRST_USER}&Password={quote(password, safe='')}'"
+        )
     print("Then poll it with command=GetEmailStatus&EmailId=<EmailId> and the same credentials.")
     print("=" * 72, flush=True)

@@ -25,7 +25,9 @@ class OutboxHandler:
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
-        outbox.mkdir(parents=True, exist_ok=True)
+        # Owner only: each message is stored whole (mkstemp files are 0600 already).
+        outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(outbox, 0o700)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content or envelope.content

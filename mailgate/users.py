@@ -18,8 +18,8 @@ import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -37,6 +37,13 @@ FLIGHT_WAIT_SECONDS = 5.0
 """How long identical requests wait for the one argon2 check under way."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MAX_NAME_CHARS = 256
+MAX_PASSWORD_CHARS = 1024
+"""Longer user names or passwords are refused at once (305): no account has one, and no
+throttle key or argon2 run should ever be paid for one."""
+
+Guard = Callable[[], AbstractContextManager[None]]
+"""Wraps each argon2 check: the login throttle's reservation (see api.ratelimit)."""
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -76,6 +83,11 @@ class Account:
         if address == default_sender.lower():
             return True
         return any(fnmatchcase(address, pattern.lower()) for pattern in self.senders)
+
+
+def plausible(name: str, password: str) -> bool:
+    """False for credentials too long for any account: refuse them without further work."""
+    return len(name) <= MAX_NAME_CHARS and len(password) <= MAX_PASSWORD_CHARS
 
 
 class UserStore:
@@ -137,16 +149,20 @@ class UserStore:
                     return None
         return account
 
-    def authenticate(self, name: str, password: str) -> Account:
+    def authenticate(self, name: str, password: str, guard: Guard = nullcontext) -> Account:
         """Return the account for these credentials, or raise :class:`AuthFailed`."""
-        return self.cached(name, password) or self.verify(name, password)
+        return self.cached(name, password) or self.verify(name, password, guard)
 
-    def verify(self, name: str, password: str) -> Account:
+    def verify(self, name: str, password: str, guard: Guard = nullcontext) -> Account:
         """Check the password with argon2 (once for a crowd of identical requests) and cache it.
 
         Raises :class:`AuthFailed`. An unknown name costs the same argon2 work as a wrong
-        password, so timing does not reveal which names exist.
+        password, so timing does not reveal which names exist. Each argon2 run happens inside
+        ``guard()``, which may refuse it (the failed-login throttle); requests waiting on an
+        identical one under way pay nothing when it succeeds.
         """
+        if not plausible(name, password):
+            raise AuthFailed()
         digest = self._digest(name, password)
         with self._lock:
             flight = self._flights.get(digest)
@@ -165,7 +181,8 @@ class UserStore:
             ):
                 return account
         try:
-            return self._argon2(name, password, digest)
+            with guard():
+                return self._argon2(name, password, digest)
         finally:
             if leader:
                 with self._lock:
@@ -226,9 +243,10 @@ class UserStore:
     @contextmanager
     def _editing(self) -> Iterator[dict[str, Account]]:
         """Lock the file, hand out its accounts, then write them back atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
-        with open(lock_path, "a") as lock:
+        with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             accounts = _read(self.path) if self.path.exists() else {}
             yield accounts

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.users import UserStore
 from tests.support import (
     RedisServer,
     Service,
     SmtpServer,
-    gunicorn_args,
+    free_port,
     wait_for,
+    web_args,
     worker_args,
 )
 
@@ -66,17 +66,22 @@ def env(
 ) -> dict[str, str]:
     """The environment every mailgate process of the session runs with."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "FLOWER_"))}
+    base.pop("PORT", None)  # `mailgate web` would listen there rather than on MAILGATE_PORT
     return {
         **base,
         "MAILGATE_REDIS_URL": redis_server.url,
         "MAILGATE_SMTP_URL": smtp_server.url,
         "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
         "MAILGATE_ATTACHMENT_ROOTS": str(attachment_root),
+        # Windows paths of an Ozeki box onto folders under the root (tests/test_addresses.py).
+        "MAILGATE_ATTACHMENT_PATH_MAP": f"C:\\Recordings={attachment_root}/recordings;"
+        f"\\\\pbx\\share={attachment_root}/pbx",
         "MAILGATE_RETRY_BASE_SECONDS": "0.2",
         "MAILGATE_MAX_ATTEMPTS": "4",
         "MAILGATE_REDELIVERY_SECONDS": "15",
         "MAILGATE_SMTP_TIMEOUT_SECONDS": "3",
         "MAILGATE_MAX_MESSAGE_BYTES": "100000",
+        "MAILGATE_MAX_ATTACHMENT_BYTES": "300000",
         "MAILGATE_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
     }
@@ -106,8 +111,8 @@ def worker(env: dict[str, str], workdir: Path, users: UserStore) -> Iterator[Ser
 
 @pytest.fixture(scope="session")
 def api_url(env: dict[str, str], workdir: Path, users: UserStore) -> Iterator[str]:
-    """The API served by gunicorn, as the Procfile runs it."""
-    service = Service("web", gunicorn_args(), env, workdir / "web.log").start()
+    """The API served as the Procfile runs it (``mailgate web``)."""
+    service = Service("web", web_args(), env, workdir / "web.log").start()
     url = f"http://127.0.0.1:{env['MAILGATE_PORT']}"
 
     def healthy() -> bool:

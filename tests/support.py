@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -23,10 +24,34 @@ from typing import Any, TypeVar
 import redis
 from aiosmtpd.controller import Controller
 
-from mailgate.embedded import free_port, redis_args
+from mailgate.embedded import port_is_free, redis_args
 
 T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
+
+
+_NEXT_PORT = itertools.count()
+PORT_BLOCK = 100
+
+
+def free_port() -> int:
+    """A loopback port for a test server: free now, and not one another process is handed.
+
+    The kernel's port 0 trick (mailgate.embedded.free_port) releases its port before the
+    server binds it, and meanwhile any outgoing connection or a test run alongside may take
+    it. These ports lie below the ephemeral range, so no outgoing connection gets one, in a
+    block chosen by this process's id, so runs side by side draw from different blocks.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    base = 20000 if low > 20000 + PORT_BLOCK else 1024
+    start = base + (os.getpid() % max(1, (low - base) // PORT_BLOCK)) * PORT_BLOCK
+    for _ in range(PORT_BLOCK):
+        port = start + next(_NEXT_PORT) % PORT_BLOCK
+        if port_is_free(port):
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + PORT_BLOCK - 1}")
 
 
 def mailgate_env(workdir: Path, redis_url: str, smtp_url: str, **settings: str) -> dict[str, str]:
@@ -73,14 +98,28 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start (or restart, on the same port); a first start that finds its port taken
+        moves to another one."""
+        first = self.proc is None
+        while not self._launch():
+            if not first:
+                raise AssertionError(f"redis-server exited: see {self.data_dir / 'redis.log'}")
+            first = False
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def _launch(self) -> bool:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             redis_args(self.port, self.data_dir),
             stdout=open(self.data_dir / "redis.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
+            umask=0o077,  # as mailgate.embedded.redis_command: the AOF is owner-only
         )
         client = self.client()
-        wait_for(lambda: _pings(client), 10, "redis to answer")
+        wait_for(lambda: _pings(client) or proc.poll() is not None, 10, "redis to answer")
+        # The one answering must be ours, not another Redis that holds the port.
+        return proc.poll() is None and client.info("server")["process_id"] == proc.pid
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -88,7 +127,7 @@ class RedisServer:
             self.proc.wait(10)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=10)
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -127,6 +166,8 @@ class ScriptedHandler:
     """Seconds to wait before answering DATA: keeps messages in flight for fault tests."""
     sessions: int = 0
     """SMTP sessions opened (EHLO/HELO greetings seen)."""
+    on_data: Callable[[list[str]], bool] | None = None
+    """Called with the recipients on DATA; True refuses the message (451), as a crash would."""
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -144,6 +185,8 @@ class ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.on_data is not None and self.on_data(list(envelope.rcpt_tos)):
+            return "451 4.3.0 Aborted"
         if self.delay:
             await asyncio.sleep(self.delay)
         with self.lock:
@@ -201,7 +244,13 @@ class SmtpServer:
         self.url = f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.controller.start()
+        try:
+            self.controller.start()
+        except (OSError, RuntimeError):
+            # The port was taken meanwhile: once more on another one.
+            self.port = self.controller.port = free_port()
+            self.url = f"smtp://127.0.0.1:{self.port}"
+            self.controller.start()
 
     def stop(self) -> None:
         self.controller.stop()
@@ -259,17 +308,23 @@ class Service:
             return self.proc.wait(5)
 
 
-def worker_args(concurrency: int = 4) -> list[str]:
+def worker_args(concurrency: int = 4, processes: int = 1) -> list[str]:
+    """The Procfile's ``worker`` line (``mailgate worker``), one process unless told."""
     return [
-        str(VENV_BIN / "celery"), "-A", "worker.app", "worker", "--pool", "threads",
-        "--concurrency", str(concurrency), "-Q", "mailgate", "-E", "--loglevel", "INFO",
-        "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-mingle",
-        "--without-gossip",
+        str(VENV_BIN / "mailgate"), "worker", "--processes", str(processes),
+        "--concurrency", str(concurrency), "--name", f"test-{os.getpid()}-{time.monotonic_ns()}",
+        "--without-mingle", "--without-gossip",
     ]  # fmt: skip
 
 
 def gunicorn_args() -> list[str]:
+    """The documented alternative to ``mailgate web``: gunicorn with api.gunicorn_conf."""
     return [str(VENV_BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "api:create_app()"]
+
+
+def web_args() -> list[str]:
+    """The Procfile's ``web`` line: ``mailgate web`` (granian) on MAILGATE_PORT."""
+    return [str(VENV_BIN / "mailgate"), "web"]
 
 
 class Gate:

@@ -14,6 +14,8 @@ import redis
 from mailgate.jobs import EmailJob
 from mailgate.status import DUE_KEY, METRICS_KEY, REPORTS_DUE_KEY, StatusStore, claim_key
 from mailgate.status.batched import BatchedStatusStore, GroupCommit
+from mailgate.status.counters import LAST_OUTCOME
+from mailgate.status.records import Status
 from tests.support import RedisServer
 
 SCRATCH_DB = 3  # a database no worker of the session consumes
@@ -57,7 +59,8 @@ OUTCOMES = {
                                         report_due=time.time() + 60),
     "retry": lambda s, i, t: s.mark_retry(i, 1, "deferred", "451 4.3.0 later", time.time() + 9,
                                           token=t),
-    "failed": lambda s, i, t: s.mark_failed(i, 1, "refused", "550 5.1.1 no", token=t),
+    "failed": lambda s, i, t: s.mark_failed(i, 1, "refused", "550 5.1.1 no", token=t,
+                                            report_due=time.time() + 60),
     "failed-no-token": lambda s, i, t: s.mark_failed(i, 2, "gave up"),
 }  # fmt: skip
 
@@ -72,12 +75,38 @@ def test_outcomes_write_what_the_plain_store_writes(client: redis.Redis, outcome
         store.create(_job(email_id), time.time() + 60)
         verdict, record = store.start_attempt(email_id, "tok", 30, time.time() + 60)
         assert verdict == "go" and record is not None and record.attempts == 1
+        before = time.time()
         OUTCOMES[outcome](store, email_id, "tok")
         states.append(_state(client, store, email_id))
-        metrics.append(client.hgetall(METRICS_KEY))
+        counters = client.hgetall(METRICS_KEY)
+        # The stall metric: when a worker last recorded an outcome (its value is the time).
+        assert before <= float(counters.pop(LAST_OUTCOME)) <= time.time()
+        metrics.append(counters)
     assert states[0] == states[1]
     assert metrics[0] == metrics[1]
     assert states[0]["history"]  # the comparison saw a real write
+    assert states[0]["report_due"] == (outcome in ("sent", "failed"))
+
+
+def test_batched_claims_treat_cancelled_and_final_as_final(client: redis.Redis) -> None:
+    store = BatchedStatusStore(client, 3600)
+    cancelled, sent, queued = (uuid.uuid4().hex for _ in range(3))
+    for email_id in (cancelled, sent, queued):
+        store.create(_job(email_id), time.time() + 60)
+    assert store.cancel(cancelled)[0] is Status.CANCELLED
+    store.start_attempt(sent, "t", 30, time.time() + 60)
+    store.mark_sent(sent, 1, "250 ok", token="t")
+    items = [(i, "tok", 30.0, time.time() + 60) for i in (cancelled, sent, queued, "gone")]
+    verdicts = [verdict for verdict, _ in store._run_starts(items)]  # one pipelined batch
+    assert verdicts == ["final", "final", "go", "missing"]
+    assert client.hget(f"mailgate:email:{cancelled}", "status") == "Cancelled"
+
+
+def test_the_batched_store_keeps_the_replica_rule(client: redis.Redis) -> None:
+    assert BatchedStatusStore(client, 3600).replicated()  # no rule: nothing to wait for
+    strict = BatchedStatusStore(client, 3600, min_replicas=1)
+    assert strict.min_replicas == 1
+    assert not strict.replicated()  # a lone Redis has no replica to confirm the claim
 
 
 def test_concurrent_claims_and_outcomes_share_round_trips(client: redis.Redis) -> None:

@@ -1,23 +1,28 @@
-"""The worker's fast MIME path writes exactly the bytes build_message writes, or stands aside."""
+"""The worker's fast MIME path writes exactly the bytes render writes, or stands aside, and its
+bytes are checked before they are sent."""
 
 from __future__ import annotations
 
 import random
 import string
-from email.policy import SMTP
+from dataclasses import replace
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
 
 import pytest
 
+from mailgate.config import Settings
+from mailgate.errors import PermanentDelivery
 from mailgate.jobs import Attachment, EmailJob
 from worker import fastmime
-from worker.message import build_message
+from worker.batch import FastDelivery
+from worker.message import MessageRefused, render
 
 HOST = "mailgate.local"
 
 
 def _slow(job: EmailJob, host: str = HOST) -> bytes:
-    return build_message(job, host, lambda a: b"data").as_bytes(policy=SMTP)
+    return render(job, host, lambda a: b"data", 1 << 20)
 
 
 def _undated(wire: bytes) -> tuple[bytes, bytes]:
@@ -82,6 +87,11 @@ OTHERS = {
     "display-name": _job(recipients=("Someone <s@example.com>",)),
     "quoted-local": _job(recipients=('"a b"@example.com',)),
     "many-recipients": _job(recipients=tuple(f"user{i}@example.com" for i in range(5))),
+    "cc": _job(cc=("c@example.com",)),
+    "bcc": _job(bcc=("b@example.com",)),
+    "reply-to": _job(reply_to=("r@example.com",)),
+    "html": _job(html="<p>hi</p>"),
+    "display-name-sender": _job(sender="IVR <ivr@example.com>"),
     "nul-in-body": _job(message="a\x00b"),
     "form-feed-in-body": _job(message="a\x0cb"),
 }  # fmt: skip
@@ -109,10 +119,16 @@ def test_random_simple_emails_match() -> None:
             message=rng.choice(["\n", "\r\n", "\r"]).join(lines),
         )
         fast = fastmime.wire_bytes(job, HOST)
+        try:
+            slow = _slow(job)
+        except (ValueError, TypeError):  # refused by render: the fast path must not send it
+            assert fast is None, job
+            continue
         if fast is None:
             continue
         checked += 1
-        assert _undated(fast)[0] == _undated(_slow(job))[0], job
+        assert _undated(fast)[0] == _undated(slow)[0], job
+        fastmime.check(fast, fastmime.expected_names(job))
     assert checked > 200  # the comparison really ran on most of them
 
 
@@ -127,3 +143,80 @@ def test_self_check_turns_the_fast_path_off_when_the_builders_disagree(
     finally:
         monkeypatch.undo()
         assert fastmime.self_check(HOST)
+
+
+def _fast(job: EmailJob) -> bytes:
+    fast = fastmime.wire_bytes(job, HOST)
+    assert fast is not None
+    return fast
+
+
+def _inject(old: bytes, new: bytes) -> bytes:
+    data = _fast(_job())
+    assert old in data
+    return data.replace(old, new, 1)
+
+
+INJECTED = {
+    "bcc-after-subject": _inject(b"(0:42)\r\n", b"(0:42)\r\nBcc: victim@example.com\r\n"),
+    "bare-lf-in-subject": _inject(b"(0:42)", b"(0:42)\nBcc: victim@example.com"),
+    "bare-cr-in-subject": _inject(b"(0:42)", b"(0:42)\rX: y"),
+    "nul-in-body": _inject(b"Hello", b"Hel\x00lo"),
+    "line-over-998": _inject(b"Hello", b"H" * 999),
+    "non-ascii": _inject(b"Hello", "H\u00e9llo".encode()),
+    "header-without-colon": _inject(b"To: ", b"To "),
+    "empty-name": _inject(b"To: ", b": "),
+    "space-in-name": _inject(b"To: ", b"T o: "),
+    "missing-subject": _inject(b"Subject: Voicemail from +44 20 7946 0000 (0:42)\r\n", b""),
+    "swapped-order": _inject(b"From: mailgate@localhost\r\nTo: someone@example.com",
+                             b"To: someone@example.com\r\nFrom: mailgate@localhost"),
+    "body-in-header": _inject(b"MIME-Version: 1.0\r\n\r\n", b"MIME-Version: 1.0\r\n"),
+    "continuation-first": b" folded\r\n" + _fast(_job()),
+    "no-header-end": _fast(_job()).replace(b"\r\n\r\n", b"\r\n"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("data", list(INJECTED.values()), ids=list(INJECTED))
+def test_the_cheap_check_refuses_injected_variants(data: bytes) -> None:
+    with pytest.raises(MessageRefused):
+        fastmime.check(data, fastmime.expected_names(_job()))
+
+
+@pytest.mark.parametrize("job", list(SIMPLE.values()), ids=list(SIMPLE))
+def test_the_cheap_check_accepts_what_the_fast_path_writes(job: EmailJob) -> None:
+    fastmime.check(_fast(job), fastmime.expected_names(job))
+    folded = _fast(job).replace(b"\r\nTo: ", b"\r\nTo:\r\n ", 1)  # a folded field is fine
+    fastmime.check(folded, fastmime.expected_names(job))
+
+
+class _Store:
+    pass
+
+
+def _delivery(**settings: Any) -> FastDelivery:
+    base = replace(Settings.from_env({"MAILGATE_REDIS_URL": "redis://127.0.0.1:1/0"}), **settings)
+    return FastDelivery(store=_Store(), transport=_Store(), settings=base)  # type: ignore[arg-type]
+
+
+def test_the_worker_sends_the_fast_bytes_for_a_simple_email_and_render_for_others() -> None:
+    delivery = _delivery(message_id_host=HOST)
+    fast = delivery._render(_job())
+    assert _undated(fast)[0] == _undated(_slow(_job()))[0]
+    with_cc = _job(cc=("c@example.com",))
+    assert b"\r\nCc: c@example.com\r\n" in delivery._render(with_cc)  # render's own
+
+
+def test_the_worker_refuses_fast_bytes_that_fail_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    delivery = _delivery(message_id_host=HOST)
+    injected = INJECTED["bcc-after-subject"]
+    monkeypatch.setattr(fastmime, "wire_bytes", lambda job, host, now=None: injected)
+    with pytest.raises(PermanentDelivery, match="message refused"):
+        delivery._render(_job())
+
+
+def test_an_oversized_simple_email_is_refused_by_render() -> None:
+    delivery = _delivery(message_id_host=HOST, max_email_bytes=100)
+    with pytest.raises(PermanentDelivery, match="MAILGATE_MAX_EMAIL_BYTES"):
+        delivery._render(_job())

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.embedded import free_port
 from tests.conftest import SEED_PASSWORD, SEED_USER
-from tests.support import VENV_BIN, Service, wait_for
+from tests.support import VENV_BIN, Service, free_port, wait_for
 
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-browser-pw"
 BODY = "Flower must not show this body 4471"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -86,3 +88,55 @@ def test_retries_over_rabbitmq_use_the_due_set(
         lambda: (r := store.get(email_id)) is not None and r.status == "Sent" and r, 30, "Sent"
     )
     assert done.attempts == 2
+
+
+QUORUM_VHOST = "mailgate-quorum"
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not installed")
+def test_quorum_queue_broker_delivers(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, users: UserStore,
+    smtp_server: SmtpServer,
+) -> None:  # fmt: skip
+    # A vhost of its own: the suite's other RabbitMQ tests declare a classic `mailgate` queue,
+    # and a queue's type cannot change once declared.
+    if QUORUM_VHOST not in _rabbitmqctl("list_vhosts").split():
+        _rabbitmqctl("add_vhost", QUORUM_VHOST)
+    _rabbitmqctl("set_permissions", "-p", QUORUM_VHOST, "guest", ".*", ".*", ".*")
+    redis_db3 = env["MAILGATE_REDIS_URL"].rsplit("/", 1)[0] + "/3"
+    quorum_env = {
+        **env, "MAILGATE_REDIS_URL": redis_db3, "MAILGATE_BROKER_QUORUM_QUEUES": "1",
+        "MAILGATE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{QUORUM_VHOST}",
+    }  # fmt: skip
+    log = Path(tmp_path_factory.mktemp("quorum")) / "worker.log"
+    worker = Service("quorum-worker", worker_args(2), quorum_env, log).start()
+    try:
+        worker.wait_output(r"ready\.", 60)
+        client = create_app(Settings.from_env(quorum_env)).test_client()
+        ids = []
+        for number in range(5):
+            response = client.get("/api", query_string={
+                "command": "SendEmail", "Recipient": f"quorum{number}@shop.example",
+                "Message": "replicated", "Username": SEED_USER, "Password": SEED_PASSWORD,
+            })  # fmt: skip
+            body = ET.fromstring(response.data)
+            assert body.findtext("Code") == "200"
+            ids.append(str(body.findtext("EmailId")))
+        for email_id in ids:
+            wait_for(lambda i=email_id: smtp_server.handler.find(i), 30, "the message")
+        queues = dict(
+            line.split("\t")[:2]
+            for line in _rabbitmqctl("list_queues", "-p", QUORUM_VHOST, "name", "type").splitlines()
+            if "\t" in line
+        )
+        assert queues.get("mailgate") == "quorum"
+        assert "Unrecoverable" not in worker.output()
+    finally:
+        worker.stop()

@@ -27,40 +27,38 @@ from api import create_app
 from mailgate import __version__
 from mailgate.broker import make_celery
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.errors import InvalidParameter
 from mailgate.jobs import REPORT_TASK_NAME, EmailJob
-from mailgate.status import Record, ReportStatus, Status, StatusStore
+from mailgate.status import REPORTS_DUE_KEY, Record, ReportStatus, Status, StatusStore
+from mailgate.status import iso as iso_utc
 from mailgate.users import UserStore
+from mailgate.validation import check_callback_url
 from tests.support import (
     RedisServer,
     Service,
     SmtpServer,
+    free_port,
     mailgate_env,
     wait_for,
     worker_args,
 )
 from worker.delivery import Delivery, Outcome
-from worker.reports import (
-    MAX_ATTEMPTS,
+from worker.report_http import (
     Answer,
-    Reporter,
-    Result,
     Verdict,
     classify,
     form_body,
     http_post,
-    iso_utc,
     report_headers,
     safe_url,
     sign,
-    target,
 )
+from worker.reports import MAX_ATTEMPTS, SLOT_WAIT_SECONDS, Reporter, Result
 from worker.tasks import publish_report
 
 USER, PASSWORD = "reports", "reports-test-pw"
 SECRET = "test-callback-secret"
-REDELIVERY = 10.0  # report POST timeout 2.5 s; countdowns capped at 1 s (the retry max delay)
+REDELIVERY = 10.0  # report POST timeout 2.5 s; back-off capped at 1 s (the retry max delay)
 
 
 @dataclass
@@ -150,7 +148,8 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     env = mailgate_env(
         workdir, redis_server.url, smtp.url, RETRY_BASE_SECONDS="0.05",
         RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="4", REDELIVERY_SECONDS=str(REDELIVERY),
-        SMTP_TIMEOUT_SECONDS="3", CALLBACK_ALLOWED="127.0.0.1", CALLBACK_SECRET=SECRET,
+        SMTP_TIMEOUT_SECONDS="3", CALLBACK_ALLOWED=f"127.0.0.1:{hooks.port}",
+        CALLBACK_SECRET=SECRET,
     )  # fmt: skip
     settings = Settings.from_env(env)
     UserStore(settings.users_file).add(USER, PASSWORD)
@@ -347,6 +346,28 @@ def test_a_hanging_endpoint_does_not_hold_the_email_back(
     assert report_settled(store, email_id).report_status is ReportStatus.DELIVERED
 
 
+def test_hanging_report_endpoints_do_not_delay_other_deliveries(
+    client: FlaskClient, store: StatusStore, hooks: CallbackServer
+) -> None:
+    paths = [unique("slow") for _ in range(8)]
+    hooks.release.clear()
+    try:
+        for path in paths:
+            accept(client, hooks.url(path))
+        wait_for(lambda: any(hooks.hits_for(p) for p in paths), 30, "a report to hang")
+        started = time.monotonic()
+        plain = [accept(client, "") for _ in range(6)]
+
+        def all_sent() -> bool:
+            return all(record_of(store, e).status is Status.SENT for e in plain)
+
+        wait_for(all_sent, 30, "the e-mails without reports to be Sent")
+        # The worker has 4 threads; the hanging POSTs may hold one of them, not all.
+        assert time.monotonic() - started < 2.0
+    finally:
+        hooks.release.set()
+
+
 def test_the_report_task_carries_only_the_email_id(settings: Settings) -> None:
     # Publish to a database no worker reads, then look at the raw message (what Flower shows).
     url = settings.redis_url.rsplit("/", 1)[0] + "/3"
@@ -423,12 +444,14 @@ def test_logged_urls_lose_credentials_and_query(url: str, shown: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.0.0.1/hook", "http://127.0.0.1:99999/hook", "http://127.0.0.1:0/hook"],
-    ids=["host-not-allowed", "port-out-of-range", "port-zero"],
-)
+    ["http://10.0.0.1/hook", "http://127.0.0.1:99999/hook", "http://127.0.0.1:0/hook",
+     "http://127.0.0.1:6379/hook", "https://127.0.0.1/hook"],
+    ids=["host-not-allowed", "port-out-of-range", "port-zero", "other-port", "default-port"],
+)  # fmt: skip
 def test_a_url_is_checked_again_before_sending(url: str) -> None:
     with pytest.raises(InvalidParameter):
-        target(url, ("127.0.0.1",))
+        check_callback_url(url, ("127.0.0.1:8080",))
+    assert check_callback_url("http://127.0.0.1:8080/hook", ("127.0.0.1:8080",))
 
 
 def test_redirects_are_not_followed(hooks: CallbackServer) -> None:
@@ -456,25 +479,62 @@ def test_a_host_no_longer_allowed_gets_no_report(
     path = unique("disallowed")
     email_id = sent_record(store, hooks.url(path))
     reporter = Reporter(store, replace(settings, callback_allowed=("hooks.example",)))
-    assert reporter.report(email_id, 1).result is Result.REFUSED
-    assert reporter.report(email_id, 2).result is Result.SKIPPED  # settled: not tried again
+    assert reporter.report(email_id, 1) is Result.REFUSED
+    assert reporter.report(email_id, 2) is Result.SKIPPED  # settled: not tried again
     record = record_of(store, email_id)
     assert (record.report_status, record.report_attempts) == (ReportStatus.FAILED, 0)
-    assert record.report_error == "host not in MAILGATE_CALLBACK_ALLOWED"
+    assert record.report_error == "host and port not in MAILGATE_CALLBACK_ALLOWED"
     assert hooks.hits_for(path) == []
 
 
-@pytest.mark.parametrize("redelivery", [10, 15, 60, 300, 3600])
-def test_a_retry_countdown_and_its_post_fit_in_the_visibility_timeout(
-    settings: Settings, store: StatusStore, redelivery: float
+class Refuses:
+    """A callback endpoint that always answers 503, counting the POSTs."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    def __call__(self, url: str, body: bytes, headers: object, timeout: float) -> Answer:
+        self.posts += 1
+        return Answer(503, "HTTP 503")
+
+
+@pytest.mark.parametrize("redelivery", [10, 60, 3600])
+def test_a_report_retry_is_scheduled_on_the_report_due_set_not_as_a_countdown(
+    settings: Settings, store: StatusStore, hooks: CallbackServer, redelivery: float
 ) -> None:
-    slow = replace(settings, retry_base_seconds=30, retry_max_delay_seconds=86400,
+    # Back-off far longer than the visibility timeout: with the due set that is harmless.
+    slow = replace(settings, retry_base_seconds=3000, retry_max_delay_seconds=86400,
                    redelivery_seconds=redelivery)  # fmt: skip
-    reporter = Reporter(store, slow)
-    delays = [reporter.retry_delay(attempt) for attempt in range(1, MAX_ATTEMPTS)]
-    assert max(delays) <= redelivery / 2
-    visibility = make_celery(slow).conf.broker_transport_options["visibility_timeout"]
-    assert redelivery / 2 + reporter.timeout < visibility
+    email_id = sent_record(store, hooks.url(unique("unused")))
+    now = time.time()
+    endpoint = Refuses()
+    reporter = Reporter(store, slow, post=endpoint, clock=lambda: now)
+    assert reporter.report(email_id) is Result.RETRYING
+    due = store.redis.zscore(REPORTS_DUE_KEY, email_id)
+    assert due is not None and now + 1500 <= due <= now + 4500  # 3000 s ± 50 % jitter
+    record = record_of(store, email_id)
+    assert (record.report_status, record.report_attempts) == (ReportStatus.RETRYING, 1)
+    # The next run is the second attempt, counted from the record, not from the task.
+    assert reporter.report(email_id) is Result.RETRYING
+    assert (record_of(store, email_id).report_attempts, endpoint.posts) == (2, 2)
+
+
+def test_a_report_with_no_free_slot_comes_back_in_a_second_through_the_due_set(
+    settings: Settings, store: StatusStore, hooks: CallbackServer
+) -> None:
+    email_id = sent_record(store, hooks.url(unique("unused")))
+    now = time.time()
+    endpoint = Refuses()
+    reporter = Reporter(store, settings, post=endpoint, clock=lambda: now)
+    assert reporter.size_slots(8) == 2
+    assert reporter.slots.acquire(blocking=False) and reporter.slots.acquire(blocking=False)
+    assert reporter.run(email_id) is Result.DEFERRED
+    assert store.redis.zscore(REPORTS_DUE_KEY, email_id) == now + SLOT_WAIT_SECONDS
+    record = record_of(store, email_id)
+    assert (record.report_status, record.report_attempts, endpoint.posts) == (None, 0, 0)
+    reporter.slots.release()
+    assert reporter.run(email_id) is Result.RETRYING  # a slot is free again: a real attempt
+    assert (record_of(store, email_id).report_attempts, endpoint.posts) == (1, 1)
 
 
 class Accepts:
@@ -503,8 +563,8 @@ def test_an_already_settled_report_is_not_sent_again(
     path = unique("settled")
     email_id = sent_record(store, hooks.url(path))
     reporter = Reporter(store, settings)
-    assert reporter.report(email_id, 1).result is Result.DELIVERED
-    assert reporter.report(email_id, 1).result is Result.SKIPPED  # a redelivered task
+    assert reporter.report(email_id, 1) is Result.DELIVERED
+    assert reporter.report(email_id, 1) is Result.SKIPPED  # a redelivered task
     assert len(hooks.hits_for(path)) == 1
 
 
@@ -531,5 +591,5 @@ def test_a_settled_report_clears_its_watchdog(
     store.create(job, watchdog_at=time.time() + 3600)
     store.mark_sent(job.email_id, 1, "250 ok", report_due=time.time() + 3600)
     assert store.redis.zscore("mailgate:reports:due", job.email_id) is not None
-    assert Reporter(store, settings).report(job.email_id, 1).result is Result.DELIVERED
+    assert Reporter(store, settings).report(job.email_id, 1) is Result.DELIVERED
     assert store.redis.zscore("mailgate:reports:due", job.email_id) is None

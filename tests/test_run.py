@@ -8,15 +8,19 @@ import json
 import os
 import re
 import signal
+import subprocess
 import urllib.request
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import psutil
 import pytest
+import redis
 
-from mailgate.embedded import free_port
-from tests.support import VENV_BIN, Service, wait_for
+from mailgate.embedded import private_dir, redis_command
+from tests.support import VENV_BIN, Service, _pings, free_port, wait_for
 
 FLOWER_AUTH = "admin:flower-test-pw"
 
@@ -37,6 +41,35 @@ def answers(url: str, auth: str | None = None) -> bool:
 
 def xml(body: bytes) -> dict[str, str]:
     return {child.tag: child.text or "" for child in ET.fromstring(body)}
+
+
+def owner_only(folder: Path) -> int:
+    """Assert every folder under ``folder`` is 0700 and every file 0600; how many files."""
+    assert folder.stat().st_mode & 0o777 == 0o700
+    files = 0
+    for path in folder.rglob("*"):
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path} is {oct(mode)}"
+        files += path.is_file()
+    return files
+
+
+def test_embedded_redis_files_are_owner_only(tmp_path: Path) -> None:
+    data = private_dir(private_dir(tmp_path / "var") / "redis")
+    port = free_port()
+    # The same shell line honcho runs under `mailgate run`.
+    proc = subprocess.Popen(redis_command(port, data), shell=True, start_new_session=True,  # noqa: S602
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        client = redis.Redis(port=port)
+        wait_for(lambda: _pings(client), 10, "redis to answer")
+        client.set("mailgate:email:x", "a body")
+        client.bgrewriteaof()
+        wait_for(lambda: not client.info("persistence")["aof_rewrite_in_progress"], 10, "rewrite")
+        assert owner_only(tmp_path / "var") >= 1  # appendonly.aof
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
 
 
 @pytest.fixture
@@ -76,6 +109,22 @@ def test_make_run_path_for_a_new_user(gateway: tuple[Service, dict[str, int], Pa
         eml = cwd / "var" / "outbox" / f"{email_id}.eml"
         wait_for(eml.exists, 30, "the .eml in var/outbox")
         assert b"Hello from mailgate" in eml.read_bytes()
+        assert owner_only(cwd / "var") > 3  # the AOF, the users file, the .eml, ...
+
+        # The second curl attaches the sample file of var/attachments/, the default root.
+        curls = re.findall(r"curl '(http://[^']+)'", service.output())
+        assert len(curls) == 2 and "Attachments=" in curls[1]
+        sample = cwd / "var" / "attachments" / "hello.txt"
+        assert sample.is_file()
+        attached = xml(fetch(curls[1]))
+        assert attached["Code"] == "200", attached
+        attached_eml = cwd / "var" / "outbox" / f"{attached['EmailId']}.eml"
+        wait_for(attached_eml.exists, 30, "the attached e-mail's .eml in var/outbox")
+        parts = list(
+            message_from_bytes(attached_eml.read_bytes(), policy=default).iter_attachments()
+        )
+        assert [p.get_filename() for p in parts] == ["hello.txt"]
+        assert parts[0].get_content().encode() == sample.read_bytes()
 
         poll = curl_url.group(1).replace("command=SendEmail", "command=GetEmailStatus")
         poll += f"&EmailId={email_id}"

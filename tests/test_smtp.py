@@ -7,22 +7,22 @@ import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from email.policy import SMTP
 
 import pytest
 
 from mailgate.config import SmtpTarget
-from mailgate.embedded import free_port
 from mailgate.errors import PermanentDelivery, TransientDelivery
-from tests.support import SmtpServer
+from tests.support import SmtpServer, free_port
 from worker.smtp import SmtpTransport, classify
 
 
-def message(to: str) -> EmailMessage:
-    msg = EmailMessage()
+def message(to: str) -> bytes:
+    msg = EmailMessage(policy=SMTP)
     msg["From"], msg["To"], msg["Subject"] = "s@x.example", to, "t"
     msg["Message-ID"] = f"<smtp-test-{time.monotonic_ns()}@test>"
     msg.set_content("body")
-    return msg
+    return msg.as_bytes()
 
 
 def transport(port: int, timeout: float = 2) -> SmtpTransport:

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailgate.config import SmtpTarget
-from mailgate.embedded import free_port
 from mailgate.errors import PermanentDelivery, TransientDelivery
-from tests.support import ScriptedHandler, wait_for
+from tests.support import ScriptedHandler, free_port, wait_for
 from worker.smtp import SmtpTransport
 
 SMTP_USER, SMTP_PASSWORD = "relay-user", "relay-secret"
@@ -69,12 +69,12 @@ def tls_server(
     controller.stop()
 
 
-def _message() -> EmailMessage:
-    msg = EmailMessage()
+def _message() -> bytes:
+    msg = EmailMessage(policy=SMTP)
     msg["From"], msg["To"] = "s@x.example", "r@x.example"
     msg["Message-ID"] = f"<tls-{time.monotonic_ns()}@test>"
     msg.set_content("over TLS")
-    return msg
+    return msg.as_bytes()
 
 
 def _url(mode: str, port: int, query: str = "") -> str:

@@ -56,20 +56,24 @@ def test_bad_recipients_are_302(raw: str) -> None:
 def test_fifty_recipients_pass_and_fifty_one_do_not() -> None:
     addresses = [f"r{i}@x.example" for i in range(51)]
     assert len(parse_recipients(";".join(addresses[:50]), 50)) == 50
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidParameter) as caught:
         parse_recipients(";".join(addresses), 50)
+    assert caught.value.name == "Recipient"
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
-    [("subject", "a\rb"), ("subject", "a\nb"), ("sender", "x@y.example\r\n"),
-     ("apiextension", "ext\n")],
+    ("field", "value", "named"),
+    [("subject", "a\rb", "Subject"), ("subject", "a\nb", "Subject"),
+     ("sender", "x@y.example\r\n", "Sender"), ("apiextension", "ext\n", "ApiExtension")],
     ids=["subject-cr", "subject-lf", "sender-crlf", "apiextension-lf"],
 )  # fmt: skip
-def test_header_breakers_are_refused(settings: Settings, field: str, value: str) -> None:
+def test_header_breakers_are_refused(
+    settings: Settings, field: str, value: str, named: str
+) -> None:
     params = {"recipient": "a@x.example", "message": "m", field: value}
-    with pytest.raises(InvalidParameter):
+    with pytest.raises(InvalidParameter) as caught:
         validate_send(params, settings)
+    assert caught.value.name == named
 
 
 def test_message_over_the_limit_is_413(settings: Settings) -> None:

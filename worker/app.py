@@ -15,6 +15,7 @@ from mailgate.broker import make_celery, publish
 from mailgate.config import Settings
 from mailgate.errors import ConfigError
 from mailgate.logs import configure_logging
+from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
 from worker import fastmime
@@ -32,12 +33,12 @@ except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
 
 app = make_celery(settings)
-if settings.broker_url.startswith("redis://"):
-    app.conf.broker_transport = "worker.transport:Transport"  # one Redis client per channel
-store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+store = StatusStore.from_url(
+    settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
+)
 delivery = FastDelivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
-    store=BatchedStatusStore(store.redis, settings.status_ttl_seconds),
+    store=BatchedStatusStore(store.redis, settings.status_ttl_seconds, store.min_replicas),
     transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),
     settings=settings,
     report=lambda email_id: publish_report(app, email_id),
@@ -50,6 +51,7 @@ scheduler = Scheduler(
     lambda email_id: publish(app, email_id),
     settings.redelivery_seconds,
     publish_report=lambda email_id: publish_report(app, email_id),
+    housekeeping=lambda: sweep(settings),
 )
 
 

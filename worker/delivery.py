@@ -12,15 +12,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.errors import MessageError
 from enum import StrEnum
 
 from mailgate.attachments import AttachmentRefused, read_checked
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
+from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
-from worker.message import build_message
-from worker.reports import safe_url
+from worker.message import envelope, render
+from worker.report_http import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
 
@@ -68,6 +70,8 @@ class Delivery:
             return Outcome.ALREADY_FINAL
         if verdict == "busy" or record is None:
             return Outcome.BUSY
+        if not self._replicated(email_id, token):
+            return Outcome.BUSY
         try:
             outcome = self._attempt(record, token, now)
         except BaseException:
@@ -75,9 +79,21 @@ class Delivery:
             # can try again at once rather than after the lease.
             self.store.release(email_id, token)
             raise
+        if outcome in (Outcome.SENT, Outcome.FAILED) and record.job is not None:
+            discard_spooled(record.job, self.settings)  # final: its uploads are done with
         if outcome in (Outcome.SENT, Outcome.FAILED) and record.callback_url:
             self._report(email_id, record.callback_url)
         return outcome
+
+    def _replicated(self, email_id: str, token: str) -> bool:
+        """With MAILGATE_REDIS_MIN_REPLICAS, SMTP waits until that many replicas hold the claim
+        (and so the record): after a failover the new master knows the e-mail and who holds
+        it. Short of that the claim goes back and the watchdog tries again later."""
+        if self.store.replicated():
+            return True
+        log.warning("too few Redis replicas hold the claim on %s; not sending yet", email_id)
+        self.store.release(email_id, token)
+        return False
 
     def _attempt(self, record: Record, token: str, now: float) -> Outcome:
         """Send once and record the outcome (which also releases the claim)."""
@@ -115,14 +131,28 @@ class Delivery:
         return Outcome.SENT
 
     def _send(self, job: EmailJob) -> str:
-        roots = self.settings.attachment_roots
+        data = self._render(job)
+        sender, recipients = envelope(job)
+        return self.transport.send(data, sender, recipients)
+
+    def _render(self, job: EmailJob) -> bytes:
+        """The checked message bytes; anything that stops them is final, with its cause."""
+        s = self.settings
+        # Uploads live in the spool: an implicit root for reading, never one a caller may name.
+        roots = (*s.attachment_roots, spool_root(s))
         try:
-            message = build_message(
-                job, self.settings.message_id_host, lambda a: read_checked(a, roots)
+            return render(
+                job, s.message_id_host, lambda a: read_checked(a, roots), s.max_email_bytes
             )
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
-        return self.transport.send(message, job.sender, list(job.recipients))
+        except OSError as exc:  # an attachment that became a folder, a read error
+            raise PermanentDelivery(
+                f"attachment unreadable: {exc.strerror or type(exc).__name__}"
+            ) from None
+        except (ValueError, TypeError, LookupError, MessageError) as exc:
+            # NotCarried, MessageRefused, and whatever the email package itself refuses.
+            raise PermanentDelivery(f"message refused: {exc}") from None
 
     def _report(self, email_id: str, url: str) -> None:
         # The e-mail's own outcome is recorded already: a broker hiccup here costs the report

@@ -1,5 +1,5 @@
 """Publishes what is due: retries whose back-off has passed, watchdogs that fired, and
-delivery reports whose watchdog fired (their first publish was lost, or a retry was).
+delivery reports whose next try (a retry, a wait for a report slot) or watchdog has come.
 
 Retries are not Celery countdowns: an ETA message longer than the Redis visibility timeout is
 redelivered again and again (kombu #337). Instead each non-final e-mail has one entry in the
@@ -31,6 +31,8 @@ class Scheduler:
         publish_report: Callable[[str], None] | None = None,
         interval: float = 0.5,
         batch: int = 500,
+        housekeeping: Callable[[], object] | None = None,
+        housekeeping_interval: float = 300.0,
     ) -> None:
         self.store = store
         self.publish = publish
@@ -38,6 +40,10 @@ class Scheduler:
         self.lease_seconds = lease_seconds
         self.interval = interval
         self.batch = batch
+        self.housekeeping = housekeeping
+        """Run every ``housekeeping_interval`` seconds: the spool's sweep of expired uploads."""
+        self.housekeeping_interval = housekeeping_interval
+        self._housekeeping_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -66,9 +72,17 @@ class Scheduler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self._housekeep()
                 published = self.run_once()
             except Exception as exc:  # Redis away: try again next tick, the leases keep order
                 log.warning("scheduler tick failed: %s", type(exc).__name__)
                 published = 0
             if published < self.batch:
                 self._stop.wait(self.interval)
+
+    def _housekeep(self) -> None:
+        now = time.monotonic()
+        if self.housekeeping is None or now < self._housekeeping_at:
+            return
+        self._housekeeping_at = now + self.housekeeping_interval
+        self.housekeeping()

@@ -12,8 +12,6 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
 from typing import Protocol
 
 from mailgate.config import SmtpTarget
@@ -23,7 +21,7 @@ from mailgate.errors import PermanentDelivery, TransientDelivery
 class Transport(Protocol):
     """Sends one message; returns the server's final reply, raises DeliveryError subclasses."""
 
-    def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> str: ...
+    def send(self, data: bytes, sender: str, recipients: list[str]) -> str: ...
 
 
 def reply_text(code: int, text: bytes | str) -> str:
@@ -81,12 +79,12 @@ class SmtpTransport:
         self.idle_check_seconds = idle_check_seconds
         self._local = threading.local()
 
-    def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> str:
-        """Deliver one message; return the server's reply to DATA."""
+    def send(self, data: bytes, sender: str, recipients: list[str]) -> str:
+        """Deliver one serialized message; return the server's reply to DATA."""
         try:
             session = self._session()
             try:
-                reply = _transaction(session.client, message, sender, recipients)
+                reply = _transaction(session.client, data, sender, recipients)
             except _StaleSession as stale:
                 self._drop()
                 if session.sent == 0:
@@ -95,7 +93,7 @@ class SmtpTransport:
                 # sent, so one fresh session may try again.
                 session = self._session()
                 try:
-                    reply = _transaction(session.client, message, sender, recipients)
+                    reply = _transaction(session.client, data, sender, recipients)
                 except _StaleSession as again:
                     raise again.disconnected from None
         except smtplib.SMTPResponseException as exc:
@@ -189,9 +187,7 @@ class SmtpTransport:
         return client
 
 
-def _transaction(
-    client: smtplib.SMTP, message: EmailMessage, sender: str, recipients: list[str]
-) -> str:
+def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: list[str]) -> str:
     """MAIL, RCPT for each recipient, DATA: the reply to DATA, with any refused recipients."""
     try:
         client.ehlo_or_helo_if_needed()
@@ -217,8 +213,7 @@ def _transaction(
     if len(refused) == len(recipients):
         lowest = min(refused.values(), key=lambda r: r[0])  # any 4xx makes a retry worth it
         raise classify(*lowest, "all recipients")
-    policy = SMTPUTF8 if international else SMTP
-    code, text = client.data(message.as_bytes(policy=policy))
+    code, text = client.data(data)
     if code != 250:  # smtplib returns, not raises, the reply to the end of the data
         raise classify(code, text, "message")
     result = reply_text(code, text)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 
 from mailgate.jobs import QUEUE, REPORT_TASK_NAME, TASK_NAME
 from worker.batch import DeliveryPool
 from worker.delivery import Delivery
 from worker.reports import Reporter
+
+log = logging.getLogger(__name__)
 
 
 def register_tasks(
@@ -24,6 +28,13 @@ def register_tasks(
     if pool is not None:
         options = {"Strategy": "worker.batch:strategy", "delivery_pool": pool}
 
+    @celeryd_after_setup.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _size_report_slots(sender: Any, instance: Any, **_: Any) -> None:
+        # The pool's real size (--concurrency), known once the worker is set up.
+        if isinstance(instance.concurrency, int):
+            size = reporter.size_slots(instance.concurrency)
+            log.info("delivery reports use at most %d of %d threads", size, instance.concurrency)
+
     @app.task(  # type: ignore[untyped-decorator]
         name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
         **options,
@@ -31,16 +42,13 @@ def register_tasks(
     def deliver(email_id: str) -> str:
         return delivery.deliver(email_id).value
 
-    # Attempts are counted and bounded by the Reporter (worker.reports.MAX_ATTEMPTS).
+    # No Celery retries: the Reporter schedules each next try on the report due set.
     @app.task(  # type: ignore[untyped-decorator]
-        name=REPORT_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
-        ignore_result=True, max_retries=None,
-    )  # fmt: skip
-    def report(task: Any, email_id: str) -> str:
-        step = reporter.report(email_id, attempt=task.request.retries + 1)
-        if step.retry_in is not None:
-            raise task.retry(countdown=step.retry_in)
-        return step.result.value
+        name=REPORT_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+    )
+    def report(email_id: str, deferred: int = 0) -> str:
+        # ``deferred`` is ignored: tasks published before the due set carried it.
+        return reporter.run(email_id).value
 
 
 def publish_report(app: Celery, email_id: str) -> None:

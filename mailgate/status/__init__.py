@@ -14,6 +14,7 @@ Key names (all of them live in keys.py):
 - ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
 - ``mailgate:metrics``             hash of delivery counters (outcomes, SMTP reply classes,
                                    a delivery-latency histogram) that /metrics exposes
+- ``mailgate:replication``         counter written before each WAIT (MAILGATE_REDIS_MIN_REPLICAS)
 - ``mailgate:idem:<owner>:<sha256 of key>``  JSON {email_id, fingerprint}: an idempotency key's
                                    first answer, kept for MAILGATE_IDEMPOTENCY_SECONDS
 """
@@ -28,7 +29,7 @@ from mailgate.status.keys import (
     history_key,
     idempotency_key,
 )
-from mailgate.status.records import AttemptLog, Record, ReportStatus, Status
+from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, iso
 from mailgate.status.store import StatusStore
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "email_key",
     "history_key",
     "idempotency_key",
+    "iso",
 ]

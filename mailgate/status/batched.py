@@ -111,8 +111,10 @@ _Update = tuple[tuple[Any, ...], dict[str, Any]]
 class BatchedStatusStore(StatusStore):
     """A StatusStore whose delivery claims and outcomes are group-committed (see the module)."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int, limit: int = BATCH_LIMIT) -> None:
-        super().__init__(client, ttl_seconds)
+    def __init__(
+        self, client: redis.Redis, ttl_seconds: int, min_replicas: int = 0, limit: int = BATCH_LIMIT
+    ) -> None:
+        super().__init__(client, ttl_seconds, min_replicas)
         self._starts: GroupCommit[_Start, tuple[str, Record | None]] = GroupCommit(
             self._run_starts, limit
         )
@@ -169,7 +171,7 @@ class BatchedStatusStore(StatusStore):
             "id": email_id, "key": email_key(email_id), "log": history_key(email_id),
             "fields": [_wire(item) for pair in fields.items() for item in pair],
             "drop": list(drop), "entry": json.dumps(entry),
-            "incr": counters.incr, "fincr": counters.fincr,
+            "counters": counters.calls,
         }  # fmt: skip
         if due is not None:
             spec["due"] = _wire(due)
@@ -181,17 +183,20 @@ class BatchedStatusStore(StatusStore):
 
 
 class _Counters:
-    """Collects what :func:`mailgate.status.counters.count` adds, for the OUTCOMES script."""
+    """Collects what :func:`mailgate.status.counters.count` writes to the counters hash, as
+    (command, field, value) for the OUTCOMES script."""
 
     def __init__(self) -> None:
-        self.incr: list[list[Any]] = []
-        self.fincr: list[list[str]] = []
+        self.calls: list[list[str]] = []
 
     def hincrby(self, key: str, name: str, amount: int) -> None:
-        self.incr.append([name, str(amount)])
+        self.calls.append(["HINCRBY", name, str(amount)])
 
     def hincrbyfloat(self, key: str, name: str, amount: float) -> None:
-        self.fincr.append([name, _wire(amount)])
+        self.calls.append(["HINCRBYFLOAT", name, _wire(amount)])
+
+    def hset(self, key: str, name: str, value: Any) -> None:
+        self.calls.append(["HSET", name, _wire(value)])
 
 
 def _wire(value: Any) -> str:

@@ -7,6 +7,8 @@ import hashlib
 DUE_KEY = "mailgate:due"
 REPORTS_DUE_KEY = "mailgate:reports:due"
 METRICS_KEY = "mailgate:metrics"
+REPLICATION_KEY = "mailgate:replication"
+"""A counter written before each Redis WAIT (see StatusStore.replicated)."""
 
 
 def email_key(email_id: str) -> str:

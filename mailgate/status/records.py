@@ -1,8 +1,12 @@
-"""What a status record is: states, the record itself, its attempt log, and parsing."""
+"""What a status record is: states, the record itself, its attempt log, parsing, and its one
+presentation (:meth:`Record.fields`, :meth:`AttemptLog.fields`, :func:`iso`), which each output
+adapts: Ozeki XML elements, REST JSON, ``mailgate status`` lines, the delivery report's form.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from mailgate.jobs import EmailJob
@@ -11,15 +15,22 @@ from mailgate.jobs import EmailJob
 class Status(StrEnum):
     """An e-mail's state, as stored in Redis and shown by GetEmailStatus."""
 
+    SCHEDULED = "Scheduled"
     QUEUED = "Queued"
     SENDING = "Sending"
     RETRYING = "Retrying"
     SENT = "Sent"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"
 
     @property
     def final(self) -> bool:
-        return self in (Status.SENT, Status.FAILED)
+        return self in (Status.SENT, Status.FAILED, Status.CANCELLED)
+
+    @property
+    def cancellable(self) -> bool:
+        """Not yet in a worker's hands: CancelEmail may still stop it."""
+        return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
 
 
 class ReportStatus(StrEnum):
@@ -42,6 +53,15 @@ class AttemptLog:
     at: float
     outcome: Status
     detail: str
+
+    def fields(self, zone: str = "Z") -> list[tuple[str, str | int]]:
+        """The attempt in Ozeki naming, in Ozeki's order."""
+        return [
+            ("Number", self.attempt),
+            ("At", iso(self.at, zone)),
+            ("Outcome", self.outcome.value),
+            ("Detail", self.detail),
+        ]
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,30 @@ class Record:
     report_status: ReportStatus | None = None
     report_attempts: int = 0
     report_error: str | None = None
+
+    def fields(self, zone: str = "Z") -> list[tuple[str, str | int | None]]:
+        """What GetEmailStatus shows, in Ozeki naming and order; None where not (yet) known.
+
+        The first five are always known; ``zone`` is how times end (``Z`` or ``+00:00``).
+        """
+        return [
+            ("EmailId", self.email_id),
+            ("Status", self.status.value),
+            ("Attempts", self.attempts),
+            ("CreatedAt", iso(self.created_at, zone)),
+            ("UpdatedAt", iso(self.updated_at, zone)),
+            ("SentAt", iso(self.sent_at, zone) if self.sent_at else None),
+            ("NextAttemptAt", iso(self.next_attempt_at, zone) if self.next_attempt_at else None),
+            ("LastError", self.last_error),
+            ("SmtpResponse", self.smtp_response),
+            ("DeliveryReport", self.report_status.value if self.report_status else None),
+        ]
+
+
+def iso(timestamp: float, zone: str = "Z") -> str:
+    """ISO 8601 in UTC with milliseconds, ending in ``zone`` (``Z`` or ``+00:00``)."""
+    moment = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return moment.removesuffix("+00:00") + zone
 
 
 def parse_record(email_id: str, data: dict[str, str]) -> Record | None:

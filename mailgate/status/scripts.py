@@ -13,7 +13,7 @@ return ids
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
-if status == 'Sent' or status == 'Failed' then return {'final'} end
+if status == 'Sent' or status == 'Failed' or status == 'Cancelled' then return {'final'} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'Sending', 'updated_at', ARGV[4])
@@ -51,8 +51,9 @@ return 1
 
 # Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what
 # StatusStore._update does in its transaction: the record's fields, the history entry, both
-# TTLs, the due set, the report watchdog, the counters, and the release of the claim if still
-# this worker's. The records' keys come inside the arguments (one Redis, no cluster slots).
+# TTLs, the due set, the report watchdog, the counters (last_outcome_at too), and the release
+# of the claim if still this worker's. The records' keys come inside the arguments (one Redis,
+# no cluster slots).
 OUTCOMES = """
 local ttl, limit = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV do
@@ -65,9 +66,55 @@ for i = 3, #ARGV do
   redis.call('EXPIRE', o.log, ttl)
   if o.due then redis.call('ZADD', KEYS[1], o.due, o.id) else redis.call('ZREM', KEYS[1], o.id) end
   if o.report_due then redis.call('ZADD', KEYS[2], o.report_due, o.id) end
-  for _, c in ipairs(o.incr) do redis.call('HINCRBY', KEYS[3], c[1], c[2]) end
-  for _, c in ipairs(o.fincr) do redis.call('HINCRBYFLOAT', KEYS[3], c[1], c[2]) end
+  for _, c in ipairs(o.counters) do
+    if c[1] == 'HINCRBY' or c[1] == 'HINCRBYFLOAT' or c[1] == 'HSET' then
+      redis.call(c[1], KEYS[3], c[2], c[3])
+    end
+  end
   if o.claim and redis.call('GET', o.claim) == o.token then redis.call('DEL', o.claim) end
 end
 return #ARGV - 2
+"""
+
+# CancelEmail: only a Scheduled, Queued or Retrying e-mail (no worker holds it) becomes
+# Cancelled; its content and due entry go, so no task already on the broker can send it.
+# Returns {'cancelled', job} or {current status} ({'missing'} when there is no record).
+CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status ~= 'Scheduled' and status ~= 'Queued' and status ~= 'Retrying' then return {status} end
+local job = redis.call('HGET', KEYS[1], 'job') or ''
+redis.call('HSET', KEYS[1], 'status', 'Cancelled', 'updated_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'job', 'next_attempt_at')
+redis.call('ZREM', KEYS[3], ARGV[2])
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts, at = tonumber(ARGV[1]),
+           outcome = 'Cancelled', detail = ARGV[3]}))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'outcome:cancelled', 1)
+return {'cancelled', job}
+"""
+
+# Take back a just-accepted e-mail that did not reach enough replicas, unless it is final
+# already. A worker that claimed it has not sent it: with MAILGATE_REDIS_MIN_REPLICAS it waits
+# for the same replicas before SMTP, finds the record gone and drops the task.
+WITHDRAW = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'Sent' or status == 'Failed' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# A new Queued record, its TTL and its watchdog entry, and (ARGV[4] not empty) the delivery task
+# pushed onto the broker queue KEYS[3]: recorded and queued together or not at all, in one
+# command (a MULTI of five costs the API about half as much again to pack and parse).
+# ARGV: ttl, watchdog time, EmailId, task message or '', then the record's field/value pairs.
+CREATE = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
+return 1
 """

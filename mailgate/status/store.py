@@ -10,11 +10,13 @@ from typing import Any, cast
 import redis
 
 from mailgate.jobs import EmailJob
+from mailgate.redisconn import redis_client
 from mailgate.status import scripts
 from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
     METRICS_KEY,
+    REPLICATION_KEY,
     REPORTS_DUE_KEY,
     claim_key,
     email_key,
@@ -24,50 +26,87 @@ from mailgate.status.keys import (
 from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, parse_record
 
 HISTORY_LIMIT = 50
+REPLICA_WAIT_MS = 1000
+"""How long a write waits for MAILGATE_REDIS_MIN_REPLICAS replicas to confirm it."""
 
 
 class StatusStore:
     """Reads and writes status records; every state change goes through here."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: int, min_replicas: int = 0) -> None:
         self.redis = client
         self.ttl = ttl_seconds
+        self.min_replicas = min_replicas
         self._take_due = client.register_script(scripts.TAKE_DUE)
         self._release = client.register_script(scripts.RELEASE)
         self._requeue = client.register_script(scripts.REQUEUE)
         self._start = client.register_script(scripts.START)
         self._report = client.register_script(scripts.REPORT)
+        self._cancel = client.register_script(scripts.CANCEL)
+        self._withdraw = client.register_script(scripts.WITHDRAW)
+        self._create = client.register_script(scripts.CREATE)
 
     @classmethod
-    def from_url(cls, url: str, ttl_seconds: int) -> StatusStore:
-        """Connect with short time-outs so a dead Redis fails a request fast."""
-        client = redis.Redis.from_url(
+    def from_url(cls, url: str, ttl_seconds: int, min_replicas: int = 0) -> StatusStore:
+        """Connect (to one server, or a Sentinel group's master) with short time-outs so a
+        dead Redis fails a request fast."""
+        client = redis_client(
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
             health_check_interval=15,
         )  # fmt: skip
-        return cls(client, ttl_seconds)
+        return cls(client, ttl_seconds, min_replicas)
+
+    def replicated(self) -> bool:
+        """True once ``min_replicas`` replicas hold every write made so far (Redis WAIT).
+
+        WAIT counts the writes of its own connection, so a marker write goes first on the same
+        connection: the replication stream is ordered, so a replica that has the marker has
+        every earlier write of every client too.
+        """
+        if self.min_replicas <= 0:
+            return True
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(REPLICATION_KEY)
+        pipe.execute_command("WAIT", self.min_replicas, REPLICA_WAIT_MS)  # type: ignore[no-untyped-call]
+        _, acked = pipe.execute()
+        return int(acked) >= self.min_replicas
+
+    def withdraw(self, email_id: str) -> bool:
+        """Delete a new e-mail that did not reach enough replicas; False if it is final
+        already (then it was sent, or failed, and stays)."""
+        keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
+        return bool(self._withdraw(keys=keys, args=[email_id]))
 
     def create(
-        self, job: EmailJob, watchdog_at: float, task: tuple[str, str] | None = None
+        self,
+        job: EmailJob,
+        watchdog_at: float,
+        task: tuple[str, str] | None = None,
+        send_at: float | None = None,
     ) -> None:
-        """Write a new Queued record and its watchdog entry in one transaction.
+        """Write a new Queued record and its watchdog entry in one atomic step (a Lua script).
 
         ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
-        transaction, so the e-mail is recorded and queued together or not at all.
+        step, so the e-mail is recorded and queued together or not at all.
+        ``send_at``: the record is Scheduled instead, its due entry (``watchdog_at``) is then
+        the moment the scheduler publishes it, and its retry deadline starts there.
         """
         now = time.time()
-        key = email_key(job.email_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={
-            "owner": job.owner, "status": Status.QUEUED.value, "attempts": 0,
-            "created_at": now, "updated_at": now, "since": now, "job": job.to_json(),
-            "callback_url": job.callback_url,
-        })  # fmt: skip
-        pipe.expire(key, self.ttl)
-        pipe.zadd(DUE_KEY, {job.email_id: watchdog_at})
-        if task is not None:
-            pipe.lpush(*task)
-        pipe.execute()
+        queue, message = task if task is not None else (DUE_KEY, "")
+        status, since = Status.QUEUED.value, now
+        scheduled: list[Any] = []
+        if send_at is not None:
+            status, since = Status.SCHEDULED.value, send_at
+            scheduled = ["next_attempt_at", send_at]
+        self._create(
+            keys=[email_key(job.email_id), DUE_KEY, queue],
+            args=[
+                self.ttl, watchdog_at, job.email_id, message,
+                "owner", job.owner, "status", status, "attempts", 0,
+                "created_at", now, "updated_at", now, "since", since, "job", job.to_json(),
+                "callback_url", job.callback_url, *scheduled,
+            ],
+        )  # fmt: skip
 
     def get(self, email_id: str) -> Record | None:
         """The record, or None when there is none (never sent, or expired)."""
@@ -83,6 +122,18 @@ class StatusStore:
         """
         keys, args = _start_call(email_id, token, lease_seconds, watchdog_at)
         return _start_result(email_id, self._start(keys=keys, args=args))
+
+    def cancel(self, email_id: str) -> tuple[Status | None, EmailJob | None]:
+        """Cancel an e-mail no worker holds: (Cancelled, its job) when this call cancelled it,
+        else (its status as it stands, None); (None, None) when there is no record."""
+        keys = [email_key(email_id), history_key(email_id), DUE_KEY, METRICS_KEY]
+        args: list[str | int | float] = [time.time(), email_id, "cancelled by its owner", self.ttl]
+        result = [str(item) for item in self._cancel(keys=keys, args=args)]
+        if result[0] == "missing":
+            return None, None
+        if result[0] != "cancelled":
+            return Status(result[0]), None
+        return Status.CANCELLED, EmailJob.from_json(result[1]) if result[1] else None
 
     def history(self, email_id: str) -> list[AttemptLog]:
         """Every recorded attempt outcome, oldest first."""
@@ -164,11 +215,15 @@ class StatusStore:
         if status.final or next_due is None:
             self.forget_report_due(email_id)
         else:
-            self.redis.zadd(REPORTS_DUE_KEY, {email_id: next_due})
+            self.schedule_report(email_id, next_due)
         return written
 
+    def schedule_report(self, email_id: str, at: float) -> None:
+        """Have the scheduler publish this e-mail's report at ``at`` (a retry, a wait)."""
+        self.redis.zadd(REPORTS_DUE_KEY, {email_id: at})
+
     def forget_report_due(self, email_id: str) -> None:
-        """Drop a report's watchdog (settled, or nothing left to report)."""
+        """Drop a report's due entry (settled, or nothing left to report)."""
         self.redis.zrem(REPORTS_DUE_KEY, email_id)
 
     def requeue(self, email_id: str, watchdog_at: float) -> bool:
@@ -219,10 +274,6 @@ class StatusStore:
         pipe.zcount(DUE_KEY, "-inf", time.time())
         total, overdue = pipe.execute()
         return int(total), int(overdue)
-
-    def queue_depth(self, queue: str) -> int:
-        """Messages waiting in a Redis-broker queue (kombu keeps each queue as a list)."""
-        return int(self.redis.llen(queue))
 
     def forget_due(self, email_id: str) -> None:
         """Drop an id from the due set (its record is gone)."""

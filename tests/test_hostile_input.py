@@ -1,0 +1,402 @@
+"""Hostile input (issue 9): every text a header would carry is refused at acceptance (302,
+naming the field) unless it reaches the reader exactly as accepted; what still fails in the
+worker ends Failed at once with its cause. Real files, real Redis, a real SMTP server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask.testing import FlaskClient
+
+from api import create_app
+from mailgate.attachments import AttachmentRefused, check_path, read_checked
+from mailgate.config import Settings, SmtpTarget
+from mailgate.errors import ConfigError, InvalidParameter
+from mailgate.jobs import Attachment, EmailJob
+from mailgate.sizes import base64_size
+from mailgate.status import StatusStore
+from mailgate.status.records import Status
+from mailgate.text import first_control
+from mailgate.validation import check_callback_url, idempotency_key_ok, validate_send
+from tests.conftest import SEED_PASSWORD, SEED_USER
+from tests.support import SmtpServer, wait_for
+from worker.delivery import Delivery, Outcome
+from worker.message import MessageRefused, build_message, render, verify
+from worker.smtp import SmtpTransport
+
+INJECTION = (
+    "=?utf-8?q?Invoice=0D=0AFrom:_CEO_<ceo@bank.example>=0D=0AReply-To:_attacker@evil.example"
+    "=0D=0AContent-Type:_text/html=0D=0A=0D=0A<a_href=3Dhttp://evil.example>pay_here</a>?="
+)
+LINE_BREAKS = ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\t", "\x7f"]
+BREAK_IDS = ["LS", "PS", "NEL", "VT", "FF", "FS", "GS", "RS", "TAB", "DEL"]
+
+
+def base(**params: str) -> dict[str, str]:
+    return {"recipient": "a@x.example", "message": "m", **params}
+
+
+def refused_field(params: dict[str, str], settings: Settings) -> str:
+    with pytest.raises(InvalidParameter) as caught:
+        validate_send(params, settings)
+    return caught.value.name
+
+
+def test_one_notion_of_control_character() -> None:
+    # Every character str.splitlines breaks on, and every one of Cc, Zl, Zp, Cs: no other.
+    breaks = {c for c in map(chr, range(0x110000)) if len(f"a{c}b".splitlines()) > 1}
+    controls = {
+        c for c in map(chr, range(0x110000))
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")
+    }  # fmt: skip
+    assert breaks <= controls
+    assert {c for c in map(chr, range(0x110000)) if first_control(c)} == controls
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS, ids=BREAK_IDS)
+@pytest.mark.parametrize(
+    "field", ["Subject", "Recipient", "Sender", "ApiExtension", "DeliveryReportURL"]
+)
+def test_line_breaks_and_controls_are_302_naming_the_field(
+    settings: Settings, field: str, char: str
+) -> None:
+    value = {
+        "Subject": f"a{char}b", "Recipient": f"a{char}b@x.example",
+        "Sender": f"a{char}b@domain.com", "ApiExtension": f"ext{char}1",
+        "DeliveryReportURL": f"https://hooks.example/a{char}b",
+    }[field]  # fmt: skip
+    allowed = replace(settings, callback_allowed=("hooks.example",))
+    assert refused_field(base(**{field.lower(): value}), allowed) == field
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS, ids=BREAK_IDS)
+def test_idempotency_key_refuses_every_control(char: str) -> None:
+    assert not idempotency_key_ok(f"key{char}1")
+    assert idempotency_key_ok("key-1 ok")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [INJECTION, "=?utf-8?q?a=0D.=0D=0Ab?=", "=?utf-8?q?a=00b?=", "=?utf-8?b?YQ0KYg==?=",
+     "=?utf-8?q?a=E2=80=A8b?=", "=?iso-8859-1?q?a=85b?=", "=?utf-8?q?a=0Bb?=",
+     "x =?utf-8?q?=3D=3Futf-8=3Fq=3Fa=3F=3D?=",
+     "=?utf-8?q?=3D=3Futf-8=3Fq=3F=C3=82=3DA0=3F=3D?="],
+    ids=["issue-example", "smuggling-cr-dot", "nul", "base64-crlf", "line-separator",
+         "latin1-nel", "vt", "nested-encoded-word", "nested-word-with-raw-utf8"],
+)  # fmt: skip
+def test_encoded_words_that_decode_to_controls_are_302(settings: Settings, subject: str) -> None:
+    assert refused_field(base(subject=subject), settings) == "Subject"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("recipient", "=?utf-8?q?a=0D=0AX:_1?=@x.example"), ("recipient", "=?utf-8?q?a?=@x.example"),
+     ("sender", "=?utf-8?q?a=0D=0ABcc:_v@x.example?=@domain.com"),
+     ("sender", "=?utf-8?b?YQ==?=@domain.com")],
+    ids=["recipient-crlf", "recipient-rewritten", "sender-crlf", "sender-rewritten"],
+)  # fmt: skip
+def test_encoded_words_in_addresses_are_302(settings: Settings, field: str, value: str) -> None:
+    assert refused_field(base(**{field: value}), settings) == field.capitalize()
+
+
+def test_a_clean_encoded_word_is_accepted_as_the_text_the_reader_sees(settings: Settings) -> None:
+    request = validate_send(base(subject="  =?utf-8?q?Gr=C3=BC=C3=9Fe?= aus Wien "), settings)
+    assert request.subject == "Grüße aus Wien"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a\x0bb.txt", "a\u2028b.txt", "a\x85b.txt", "a\tb.txt", "=?utf-8?q?a=0D=0AX-Inj=3A_1?=.txt",
+     "=?utf-8?q?a?=.txt", " leading.txt", "=?utf-8?q?\u00c2=A0?=.pdf"],
+    ids=["vt", "line-separator", "nel", "tab", "encoded-crlf", "encoded-rewritten",
+         "leading-space", "encoded-word-with-raw-utf8"],
+)  # fmt: skip
+def test_attachment_names_a_header_cannot_carry_are_302(
+    tmp_path: Path, settings: Settings, name: str
+) -> None:
+    (tmp_path / name).write_bytes(b"data")
+    roots = replace(settings, attachment_roots=(tmp_path.resolve(),))
+    params = base(attachments=str(tmp_path / name))
+    assert refused_field(params, roots) == "Attachments"
+
+
+def test_an_attachment_with_a_second_hard_link_is_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    os.link(outside / "secret.txt", root / "report.txt")
+    with pytest.raises(AttachmentRefused, match="hard link"):
+        check_path(str(root / "report.txt"), (root.resolve(),))
+    # Linked after acceptance: refused at send time.
+    (root / "ok.txt").write_bytes(b"fine")
+    accepted = check_path(str(root / "ok.txt"), (root.resolve(),))
+    os.link(root / "ok.txt", outside / "copy.txt")
+    with pytest.raises(AttachmentRefused, match="hard link"):
+        read_checked(accepted, (root.resolve(),))
+
+
+def test_a_replacement_with_the_same_size_and_mtime_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"original")
+    accepted = check_path(str(tmp_path / "a.txt"), (tmp_path.resolve(),))
+    (tmp_path / "b.txt").write_bytes(b"replaced")
+    os.utime(tmp_path / "b.txt", ns=(accepted.mtime_ns, accepted.mtime_ns))
+    os.replace(tmp_path / "b.txt", tmp_path / "a.txt")
+    assert os.stat(tmp_path / "a.txt").st_mtime_ns == accepted.mtime_ns
+    with pytest.raises(AttachmentRefused, match="changed"):
+        read_checked(accepted, (tmp_path.resolve(),))
+
+
+def test_records_without_file_identity_still_load_and_send(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    info = os.stat(tmp_path / "a.txt")
+    old = {"email_id": "e", "owner": "o", "sender": "s@x.example", "recipients": ["r@x.example"],
+           "message": "m", "attachments": [{"path": str(tmp_path / "a.txt"), "size": 5,
+                                            "mtime_ns": info.st_mtime_ns}]}  # fmt: skip
+    job = EmailJob.from_json(json.dumps(old))
+    assert job.attachments[0].inode is None
+    assert read_checked(job.attachments[0], (tmp_path.resolve(),)) == b"hello"
+
+
+# --- sizes --------------------------------------------------------------------------------------
+
+
+def test_the_limit_is_on_the_encoded_size(tmp_path: Path, settings: Settings) -> None:
+    limit = 30_000
+    (tmp_path / "exact.bin").write_bytes(os.urandom(limit))
+    small = replace(settings, attachment_roots=(tmp_path.resolve(),), max_attachment_bytes=limit,
+                    max_email_bytes=limit)  # fmt: skip
+    assert refused_field(base(attachments=str(tmp_path / "exact.bin")), small) == "Attachments"
+    # The estimate is an upper bound of what the worker really writes.
+    job = EmailJob("e", "o", "s@x.example", ("r@x.example",), "m",
+                   attachments=(Attachment(str(tmp_path / "exact.bin"), limit, 0),))  # fmt: skip
+    data = render(job, "h", lambda a: Path(a.path).read_bytes(), 10 * limit)
+    assert base64_size(limit) < len(data) < base64_size(limit) + 2000
+    with pytest.raises(MessageRefused, match="MAILGATE_MAX_EMAIL_BYTES"):
+        render(job, "h", lambda a: Path(a.path).read_bytes(), limit)
+
+
+# --- the worker's own check of the bytes it generated ------------------------------------------
+
+
+GOOD = (
+    b"From: s@x.example\r\nTo: r@x.example\r\nSubject: hi\r\nContent-Type: text/plain\r\n"
+    b"\r\nbody\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(GOOD.replace(b"hi\r\n", b"hi\nX-Inj: 1\r\n"), "'\\\\n'"),
+     (GOOD.replace(b"hi\r\n", b"hi\r.\r\n"), "'\\\\r'"),
+     (GOOD.replace(b"body", b"bo\x00dy"), "x00"),
+     (GOOD.replace(b"hi\r\n", b"hi\r\nFrom: ceo@bank.example\r\n"), "differ"),
+     (GOOD.replace(b"body", b"b" * 999), "998")],
+    ids=["bare-lf", "bare-cr", "nul", "extra-header", "long-line"],
+)  # fmt: skip
+def test_generated_bytes_are_verified(data: bytes, reason: str) -> None:
+    intended = [[("From", "s@x.example"), ("To", "r@x.example"), ("Subject", "hi"),
+                 ("Content-Type", "text/plain")]]  # fmt: skip
+    verify(GOOD, intended)
+    with pytest.raises(MessageRefused, match=reason):
+        verify(data, intended)
+
+
+def test_the_builder_runs_the_api_checks_on_a_record_that_skipped_them() -> None:
+    # A record from before these checks, or written by anything but the API.
+    job = EmailJob("e", "o", "s@x.example", ("r@x.example",), "m", subject=INJECTION)
+    with pytest.raises(ValueError, match="control character U\\+000D"):
+        build_message(job, "h", lambda a: b"")
+
+
+@pytest.fixture
+def store(settings: Settings) -> StatusStore:
+    return StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+
+
+def deliver_now(store: StatusStore, settings: Settings, smtp: SmtpServer, job: EmailJob) -> str:
+    store.create(job, watchdog_at=time.time() + 3600)  # no task: only this test delivers it
+    transport = SmtpTransport(settings.smtp, settings.smtp_timeout_seconds)
+    try:
+        outcome = Delivery(store, transport, settings).deliver(job.email_id)
+    finally:
+        transport.close()
+    record = store.get(job.email_id)
+    assert record is not None
+    assert outcome.value == record.status.value.lower() or outcome is Outcome.FAILED
+    return f"{record.status.value}: {record.last_error}"
+
+
+def new_job(**fields: object) -> EmailJob:
+    return replace(EmailJob(str(uuid.uuid4()), "o", "s@x.example", ("r@x.example",), "m"),
+                   **fields)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [(lambda p: (p.unlink(), p.mkdir()), "attachment refused: not a regular file"),
+     (lambda p: (p.unlink(), p.write_bytes(b"other")), "attachment refused: file changed"),
+     (lambda p: os.link(p, p.with_suffix(".2")), "attachment refused: the file has more than")],
+    ids=["became-directory", "replaced", "hard-linked"],
+)  # fmt: skip
+def test_an_attachment_changed_after_acceptance_fails_at_once_with_its_cause(
+    store: StatusStore, settings: Settings, smtp_server: SmtpServer, attachment_root: Path,
+    change: object, reason: str,
+) -> None:  # fmt: skip
+    path = attachment_root / f"{uuid.uuid4().hex}.txt"
+    path.write_bytes(b"hello")
+    job = new_job(attachments=(check_path(str(path), settings.attachment_roots),))
+    change(path)  # type: ignore[operator]
+    outcome = deliver_now(store, settings, smtp_server, job)
+    assert outcome.startswith(f"Failed: {reason}")
+    assert smtp_server.handler.find(job.email_id) is None
+
+
+@pytest.mark.parametrize(
+    "job",
+    [new_job(subject=INJECTION), new_job(subject="a\u2028b"),
+     new_job(recipients=("=?utf-8?q?a=0D=0AX:_1?=@x.example",)),
+     new_job(attachments=(Attachment("/nowhere/a\x0bb.txt", 1, 0),))],
+    ids=["encoded-injection", "line-separator", "encoded-recipient", "vt-file-name"],
+)  # fmt: skip
+def test_what_the_worker_refuses_is_failed_at_once_with_its_cause(
+    store: StatusStore, settings: Settings, smtp_server: SmtpServer, job: EmailJob
+) -> None:
+    job = replace(job, email_id=str(uuid.uuid4()))
+    outcome = deliver_now(store, settings, smtp_server, job)
+    assert outcome.startswith("Failed: message refused: ") and "control character" in outcome
+    record = store.get(job.email_id)
+    assert record is not None and record.attempts == 1 and record.status is Status.FAILED
+    assert smtp_server.handler.find(job.email_id) is None
+
+
+# --- IDN ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_smtp() -> Iterator[SmtpServer]:
+    """An SMTP server that does not offer SMTPUTF8 (aiosmtpd's Controller offers it)."""
+    server = SmtpServer()
+    server.controller = Controller(
+        server.handler, hostname="127.0.0.1", port=server.port, decode_data=False,
+        enable_SMTPUTF8=False,
+    )  # fmt: skip
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("user@xn--bcher-kva.de", "user@xn--bcher-kva.de"), ("user@Bücher.de", "user@bücher.de")],
+    ids=["a-label", "u-label"],
+)
+def test_an_idn_domain_is_sent_in_ascii_to_a_server_without_smtputf8(
+    store: StatusStore, settings: Settings, plain_smtp: SmtpServer, given: str, kept: str
+) -> None:
+    smtp_server, settings = plain_smtp, replace(settings, smtp=SmtpTarget.parse(plain_smtp.url))
+    request = validate_send(base(recipient=given), settings)
+    assert request.recipients == (kept,)  # the caller's form is kept in the record
+    job = new_job(recipients=request.recipients, sender="s@bücher.de")
+    assert deliver_now(store, settings, smtp_server, job) == "Sent: None"
+    received = wait_for(lambda: smtp_server.handler.find(job.email_id), 5, "the message")
+    assert received.rcpt_tos == ["user@xn--bcher-kva.de"]
+    assert received.mail_from == "s@xn--bcher-kva.de"
+    message = message_from_bytes(received.data, policy=default)
+    assert (message["To"], message["From"]) == ("user@xn--bcher-kva.de", "s@xn--bcher-kva.de")
+
+
+def test_a_non_ascii_local_part_still_needs_smtputf8(
+    store: StatusStore, settings: Settings, plain_smtp: SmtpServer
+) -> None:
+    smtp_server, settings = plain_smtp, replace(settings, smtp=SmtpTarget.parse(plain_smtp.url))
+    job = new_job(recipients=("jürgen@bücher.de",))
+    outcome = deliver_now(store, settings, smtp_server, job)
+    assert outcome == "Failed: the SMTP server cannot take international addresses"
+
+
+if sys.platform != "linux":  # pragma: no cover
+    pytest.skip("the attachment checks need Linux", allow_module_level=True)
+
+
+# --- both API styles over the app ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, users: object) -> FlaskClient:
+    return create_app(replace(settings, callback_allowed=("hooks.example",))).test_client()
+
+
+@pytest.mark.parametrize(
+    ("field", "json_field", "value"),
+    [("Subject", "subject", INJECTION), ("Subject", "subject", "a\u2028b"),
+     ("Recipient", "recipients", ["=?utf-8?q?a=0D=0AX:_1?=@x.example"]),
+     ("DeliveryReportURL", "callback_url", "https://hooks.example/a\tb"),
+     ("IdempotencyKey", "idempotency_key", "key\x0b1")],
+    ids=["subject-encoded", "subject-line-separator", "recipient-encoded", "url-tab", "key-vt"],
+)  # fmt: skip
+def test_both_api_styles_refuse_naming_the_field(
+    client: FlaskClient, field: str, json_field: str, value: str | list[str]
+) -> None:
+    auth = {"Username": SEED_USER, "Password": SEED_PASSWORD}
+    form = {"command": "SendEmail", "Recipient": "a@x.example", "Message": "m", **auth}
+    form[field] = value if isinstance(value, str) else value[0]
+    answer = ET.fromstring(client.post("/api", data=form).data)
+    assert answer.findtext("Code") == "302"
+    assert f"'{field}'" in str(answer.findtext("Message"))
+    token = base64.b64encode(f"{SEED_USER}:{SEED_PASSWORD}".encode()).decode()
+    body = {"recipients": ["a@x.example"], "text": "m", json_field: value}
+    response = client.post("/api/v1/emails", json=body, headers={"Authorization": f"Basic {token}"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == json_field
+
+
+# --- the callback allow list by host and port ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "ok"),
+    [("https://hooks.example/x", ("hooks.example",), True),
+     ("http://hooks.example/x", ("hooks.example",), True),
+     ("https://hooks.example:8443/x", ("hooks.example",), False),
+     ("http://hooks.example:6379/x", ("hooks.example",), False),
+     ("https://hooks.example:8443/x", ("hooks.example:8443",), True),
+     ("https://hooks.example/x", ("hooks.example:8443",), False),
+     ("http://a.crm.example:9000/x", ("*.crm.example:*",), True),
+     ("http://[::1]:8080/x", ("[::1]:8080",), True),
+     ("http://[::1]:8081/x", ("[::1]:8080",), False),
+     ("http://[::1]/x", ("::1",), True)],
+    ids=["default-https", "default-http", "other-port-refused", "redis-port-refused",
+         "listed-port", "default-not-listed", "any-port", "v6-port", "v6-other-port",
+         "v6-bare"],
+)  # fmt: skip
+def test_callback_allow_list_matches_host_and_port(
+    url: str, allowed: tuple[str, ...], ok: bool
+) -> None:
+    if ok:
+        assert check_callback_url(url, allowed) == url
+    else:
+        with pytest.raises(InvalidParameter) as caught:
+            check_callback_url(url, allowed)
+        assert caught.value.reason == "host and port not in MAILGATE_CALLBACK_ALLOWED"
+
+
+@pytest.mark.parametrize("value", ["h.example:0", "h.example:70000", "h.example:x", "h/x"])
+def test_bad_allow_list_entries_stop_start_up(value: str) -> None:
+    with pytest.raises(ConfigError, match="MAILGATE_CALLBACK_ALLOWED"):
+        Settings.from_env({"MAILGATE_CALLBACK_ALLOWED": value})
+    allowed = Settings.from_env({"MAILGATE_CALLBACK_ALLOWED": "h.example:8443 [::1]:80 *.x:*"})
+    assert allowed.callback_allowed == ("h.example:8443", "[::1]:80", "*.x:*")

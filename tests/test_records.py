@@ -1,0 +1,143 @@
+"""One presentation of the status record: Ozeki XML, REST JSON, ``mailgate status`` and the
+delivery report all adapt Record.fields(), and each output keeps its exact form."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+import api.commands
+import mailgate.status
+from api import xml
+from api.rest import _status_body
+from mailgate import cli
+from mailgate.status import AttemptLog, Record, ReportStatus, Status, iso
+from mailgate.users import Account
+from worker.report_http import form_body
+
+T0 = 1700000000.0  # 2023-11-14T22:13:20Z
+RETRYING = Record(
+    email_id="id-1", owner="shop", status=Status.RETRYING, attempts=2, created_at=T0,
+    updated_at=T0 + 2.5, since=T0, next_attempt_at=T0 + 60.25, last_error="451 later",
+    smtp_response="451 4.3.0 later",
+)  # fmt: skip
+HISTORY = [
+    AttemptLog(1, T0 + 1.125, Status.RETRYING, "451 first"),
+    AttemptLog(2, T0 + 2.5, Status.RETRYING, "451 later"),
+]
+QUEUED = Record(
+    email_id="id-0", owner="shop", status=Status.QUEUED, attempts=0, created_at=T0,
+    updated_at=T0, since=T0,
+)  # fmt: skip
+SENT = replace(
+    RETRYING, status=Status.SENT, attempts=3, sent_at=T0 + 90, next_attempt_at=None,
+    smtp_response="250 ok & done", report_status=ReportStatus.DELIVERED, updated_at=T0 + 90,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "zone", "text"),
+    [(T0, "Z", "2023-11-14T22:13:20.000Z"), (T0 + 0.5, "+00:00", "2023-11-14T22:13:20.500+00:00"),
+     (0.0, "Z", "1970-01-01T00:00:00.000Z")],
+    ids=["z", "offset", "epoch"],
+)  # fmt: skip
+def test_iso_is_utc_with_milliseconds(timestamp: float, zone: str, text: str) -> None:
+    assert iso(timestamp, zone) == text
+
+
+def ozeki(record: Record, history: list[AttemptLog], monkeypatch: pytest.MonkeyPatch) -> bytes:
+    monkeypatch.setattr(api.commands, "status_of", lambda *_: (record, history))
+    svc: Any = None
+    fields = api.commands.get_email_status(
+        {"emailid": record.email_id}, Account("shop", "unused"), svc
+    )
+    return xml.render(200, xml.SUCCESS_MESSAGE, fields)
+
+
+def test_the_ozeki_status_shows_known_fields_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = ozeki(RETRYING, HISTORY, monkeypatch)
+    assert body == (
+        b'<?xml version="1.0" encoding="utf-8"?><Response><Code>200</Code>'
+        b"<Message>Command successfully executed</Message><EmailId>id-1</EmailId>"
+        b"<Status>Retrying</Status><Attempts>2</Attempts>"
+        b"<CreatedAt>2023-11-14T22:13:20.000Z</CreatedAt>"
+        b"<UpdatedAt>2023-11-14T22:13:22.500Z</UpdatedAt>"
+        b"<NextAttemptAt>2023-11-14T22:14:20.250Z</NextAttemptAt>"
+        b"<LastError>451 later</LastError><SmtpResponse>451 4.3.0 later</SmtpResponse>"
+        b"<History><Attempt><Number>1</Number><At>2023-11-14T22:13:21.125Z</At>"
+        b"<Outcome>Retrying</Outcome><Detail>451 first</Detail></Attempt>"
+        b"<Attempt><Number>2</Number><At>2023-11-14T22:13:22.500Z</At>"
+        b"<Outcome>Retrying</Outcome><Detail>451 later</Detail></Attempt></History></Response>"
+    )
+
+
+def test_a_new_email_shows_zero_attempts_and_no_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = ET.fromstring(ozeki(QUEUED, [], monkeypatch))
+    assert [child.tag for child in root] == [
+        "Code", "Message", "EmailId", "Status", "Attempts", "CreatedAt", "UpdatedAt"
+    ]  # fmt: skip
+    assert root.findtext("Attempts") == "0"
+
+
+def test_the_rest_status_has_every_field_in_snake_case() -> None:
+    assert _status_body(SENT, HISTORY[:1]) == {
+        "id": "id-1", "status": "Sent", "attempts": 3,
+        "created_at": "2023-11-14T22:13:20.000Z", "updated_at": "2023-11-14T22:14:50.000Z",
+        "sent_at": "2023-11-14T22:14:50.000Z", "next_attempt_at": None,
+        "last_error": "451 later", "smtp_response": "250 ok & done",
+        "delivery_report": "Delivered",
+        "history": [
+            {"attempt": 1, "at": "2023-11-14T22:13:21.125Z", "outcome": "Retrying",
+             "detail": "451 first"},
+        ],
+    }  # fmt: skip
+    assert list(_status_body(QUEUED, []))[:3] == ["id", "status", "attempts"]
+
+
+class FakeStore:
+    def get(self, email_id: str) -> Record:
+        return SENT
+
+    def history(self, email_id: str) -> list[AttemptLog]:
+        return HISTORY
+
+
+def test_the_cli_status_lists_the_owner_and_times_with_an_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unused = SimpleNamespace(redis_url="redis://unused", status_ttl_seconds=1)
+    monkeypatch.setattr(cli, "_settings", lambda: unused)  # the store is faked
+    monkeypatch.setattr(mailgate.status.StatusStore, "from_url", lambda *_: FakeStore())
+    result = CliRunner().invoke(cli.main, ["status", "id-1"])
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "EmailId: id-1\nOwner: shop\nStatus: Sent\nAttempts: 3\n"
+        "CreatedAt: 2023-11-14T22:13:20.000+00:00\nUpdatedAt: 2023-11-14T22:14:50.000+00:00\n"
+        "SentAt: 2023-11-14T22:14:50.000+00:00\nLastError: 451 later\n"
+        "SmtpResponse: 250 ok & done\nDeliveryReport: Delivered\n"
+        "  attempt 1 at 2023-11-14T22:13:21.125+00:00: Retrying: 451 first\n"
+        "  attempt 2 at 2023-11-14T22:13:22.500+00:00: Retrying: 451 later\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "body"),
+    [
+        (SENT, b"NotificationName=EmailDeliveryReport&EmailId=id-1&Status=Sent&Attempts=3"
+               b"&Time=2023-11-14T22%3A14%3A50.000Z&Reason=&SmtpResponse=250+ok+%26+done"),
+        (replace(RETRYING, status=Status.FAILED),
+         b"NotificationName=EmailDeliveryReport&EmailId=id-1&Status=Failed&Attempts=2"
+         b"&Time=2023-11-14T22%3A13%3A22.500Z&Reason=451+later&SmtpResponse=451+4.3.0+later"),
+        (replace(QUEUED, status=Status.FAILED),
+         b"NotificationName=EmailDeliveryReport&EmailId=id-0&Status=Failed&Attempts=0"
+         b"&Time=2023-11-14T22%3A13%3A20.000Z&Reason=&SmtpResponse="),
+    ],
+    ids=["sent", "failed", "failed-without-reply"],
+)  # fmt: skip
+def test_the_delivery_report_form(record: Record, body: bytes) -> None:
+    assert form_body(record) == body

@@ -1,0 +1,120 @@
+"""Nothing stays dead: ``mailgate supervise`` and the Procfile under honcho start again what
+exits, and still stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mailgate.embedded import free_port
+from tests.support import VENV_BIN, Service, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def supervised(tmp_path: Path, script: str, name: str = "child") -> Service:
+    args = [str(VENV_BIN / "mailgate"), "supervise", "--", sys.executable, "-c", script]
+    return Service(name, args, dict(os.environ), tmp_path / f"{name}.log").start()
+
+
+def test_a_child_that_exits_is_started_again(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    service = supervised(tmp_path, f"import sys; open({str(runs)!r}, 'a').write('x'); sys.exit(3)")
+    try:
+        wait_for(lambda: runs.exists() and len(runs.read_text()) >= 2, 15, "a second start")
+        assert re.search(r"exited with code 3; starting it again in 1 s", service.output())
+        assert service.proc is not None and service.proc.poll() is None
+    finally:
+        assert service.stop(10) == 3  # stopped during the pause: the child's last code
+
+
+TRAP = """
+import signal, sys, time
+def bye(signum, frame):
+    open(sys.argv[1], 'a').write(str(signum) + '\\n')
+    time.sleep(0.3)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+signal.signal(signal.SIGINT, bye)
+open(sys.argv[1] + '.ready', 'w').close()
+while True:
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signal_to_the_group_reaches_the_child_once_and_stops_everything(
+    tmp_path: Path, sig: int
+) -> None:
+    got = tmp_path / "signals"
+    args = [str(VENV_BIN / "mailgate"), "supervise", "--", sys.executable, "-c", TRAP, str(got)]
+    service = Service("trap", args, dict(os.environ), tmp_path / "trap.log").start()
+    assert service.proc is not None
+    wait_for(lambda: Path(f"{got}.ready").exists(), 15, "the child to start")
+    child = psutil.Process(service.proc.pid).children()[0]
+    service.signal(sig)  # to the whole process group, as honcho and a terminal's Ctrl-C do
+    assert service.proc.wait(10) == 0
+    assert got.read_text().split() == [str(int(sig))]  # once, not once per group member
+    psutil.wait_procs([child], timeout=5)
+    assert not child.is_running()
+    assert "starting it again" not in service.output()
+
+
+@pytest.fixture
+def procfile_gateway(env: dict[str, str], tmp_path: Path, users: object) -> Iterator[Service]:
+    """The Procfile's web and worker lines under honcho, as a user would start them."""
+    port = free_port()
+    honcho_env = {**env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "PORT": str(port),
+                  "MAILGATE_PORT": str(port)}  # fmt: skip
+    args = [str(VENV_BIN / "honcho"), "-f", str(ROOT / "Procfile"), "-d", str(ROOT),
+            "start", "web", "worker"]  # fmt: skip
+    service = Service("honcho", args, honcho_env, tmp_path / "honcho.log").start()
+    service.port = port  # type: ignore[attr-defined]
+    yield service
+    if service.proc is not None and service.proc.poll() is None:
+        service.proc.send_signal(signal.SIGINT)
+        service.proc.wait(30)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _celery_workers(root: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for proc in root.children(recursive=True):
+        line = " ".join(proc.cmdline())
+        if "celery" in line and "worker.app" in line and "supervise" not in line:
+            found.append(proc)
+    return found
+
+
+def test_procfile_a_killed_worker_comes_back_and_the_api_stays(procfile_gateway: Service) -> None:
+    service = procfile_gateway
+    port: int = service.port  # type: ignore[attr-defined]
+    assert service.proc is not None
+    root = psutil.Process(service.proc.pid)
+    wait_for(lambda: _healthy(port), 60, "the API")
+    first = wait_for(lambda: _celery_workers(root), 60, "the worker")[0]
+    service.wait_output(r"ready\.", 60)
+    first.kill()
+    again = wait_for(
+        lambda: [p for p in _celery_workers(root) if p.pid != first.pid], 60, "a new worker"
+    )
+    assert again
+    wait_for(lambda: service.output().count("ready.") >= 2, 60, "the new worker to be ready")
+    assert _healthy(port), "the API stopped with the worker"
+    assert service.proc.poll() is None
+    assert "starting it again" in service.output()
