@@ -1,7 +1,8 @@
 """Real clients end to end (issue 11, points 2-4): display names and internal domains, Cc, Bcc,
 ReplyTo and HTML, unknown parameters, Windows attachment paths.
 
-Each test goes over real HTTP to the API (`mailgate web`), through Redis and a Celery worker process, to the
+Each test goes over real HTTP to the API (`mailgate web`), through Redis and a Celery worker
+process, to the
 aiosmtpd server, and checks the delivered headers and the SMTP envelope there.
 """
 

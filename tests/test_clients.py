@@ -1,6 +1,7 @@
 """Real clients end to end (issue 11): the root path, uploads, scheduled send and cancel, $PORT.
 
-Each test goes over real HTTP to the API (`mailgate web`), through Redis and a Celery worker process, to the
+Each test goes over real HTTP to the API (`mailgate web`), through Redis and a Celery worker
+process, to the
 aiosmtpd server, and checks the message and its SMTP envelope there.
 """
 
