@@ -1,4 +1,4 @@
-"""End to end over real HTTP: the API (`mailgate web`) -> Redis -> Celery worker process -> SMTP server."""
+"""End to end over real HTTP: the API (`mailgate web`) -> Redis -> Celery worker -> SMTP server."""
 
 from __future__ import annotations
 
