@@ -44,7 +44,7 @@ def test_several_processes_start_and_stop_together(
         # SIGTERM to the main process alone (systemd's KillMode=mixed): it stops both.
         service.proc.send_signal(signal.SIGTERM)
         assert service.proc.wait(30) == 0
-        gone, alive = psutil.wait_procs(children, timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=10)
         assert not alive
     finally:
         service.stop()
