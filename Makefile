@@ -38,10 +38,17 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Not part of `make test`: about 25 minutes on a quiet 2-core machine (see README).
+# As root it installs what it needs from Debian when missing: wrk and postfix (smtp-sink).
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null 2>&1; } || \
 	  echo "wrk not installed: the Python load generator is used"
+	@# Postfix's smtp-sink, the local sink of the drain. "No configuration" keeps Debian's
+	@# Postfix service itself unconfigured and stopped: only the smtp-sink binary is used.
+	@command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || \
+	  { [ "$$(id -u)" = 0 ] && echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1; } || \
+	  echo "smtp-sink not installed: the drain uses the Python sink (bench.sink) instead"
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Breaks each delivery guarantee's mechanism in a temporary copy of the tree and checks that

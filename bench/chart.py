@@ -51,11 +51,17 @@ def draw(results: Results, path: Path) -> None:
     drain_keys += [("naive_celery", "naive Celery"), ("smtplib_ceiling", "smtplib 1 conn.")]
     drain_entries = [(label, drain[key]["rate"]) for key, label in drain_keys
                      if "rate" in drain.get(key, {})]  # fmt: skip
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    relay = results.get("relay", {})
+    relay_entries = [(label, relay[key]["rate"]) for key, label in
+                     (("mailgate", "mailgate"), ("naive_celery", "naive Celery"))
+                     if "rate" in relay.get(key, {})]  # fmt: skip
+    figure, (left, right, third) = plt.subplots(1, 3, figsize=(14, 4.2))
     conns = results["plan"]["connections"]
     _bars(left, f"accept: SendEmail at {conns} connections", "requests/s", accept_entries)
     backlog = results["plan"]["backlog"]
-    _bars(right, f"drain: backlog of {backlog:,} to the sink's 250", "mails/s", drain_entries)
+    _bars(right, f"drain: backlog of {backlog:,} to smtp-sink", "mails/s", drain_entries)
+    delay = results["plan"].get("relay_delay_ms", 20)
+    _bars(third, f"drain: {delay:g} ms relay", "mails/s", relay_entries)
     m = results["machine"]
     figure.suptitle(f"mailgate benchmark ({results['plan']['mode']}) — {m['cpu']}, "
                     f"{m['cores']} cores, Python {m['python']}", fontsize=10)  # fmt: skip

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from bench import payload
 from bench.load import Generator
 from bench.machine import rss_mb
 from bench.phases import NAIVE_QUEUE, Context
 from bench.plan import Plan
+from bench.postfix_sink import SMTP_SINK, PostfixSink
 from bench.servers import (
     Process,
     Stack,
@@ -59,12 +61,12 @@ class Gateway:
         return rss_mb(server.pid)
 
 
-def start_sink(stack: Stack) -> SinkClient:
-    """The counting sink (``bench.sink``) in its own process."""
+def start_sink(stack: Stack, module: str = "bench.sink", *extra: str) -> SinkClient:
+    """A counting Python sink (``bench.sink``, or ``bench.slow_sink``) in its own process."""
     sink = SinkClient(free_port(), free_port())
-    args = [sys.executable, "-m", "bench.sink", "--port", str(sink.smtp_port),
-            "--control-port", str(sink.control_port)]  # fmt: skip
-    process = stack.start("sink", args)
+    args = [sys.executable, "-m", module, "--port", str(sink.smtp_port),
+            "--control-port", str(sink.control_port), *extra]  # fmt: skip
+    process = stack.start(module.rsplit(".", 1)[-1], args)
 
     def answers() -> bool:
         process.check_alive()
@@ -74,22 +76,30 @@ def start_sink(stack: Stack) -> SinkClient:
             return False
         return True
 
-    wait_for(answers, 30, "the SMTP sink")
+    wait_for(answers, 30, f"the SMTP sink {module}")
     return sink
 
 
+def start_sinks(stack: Stack, plan: Plan) -> dict[str, Any]:
+    """The local sink (smtp-sink, else bench.sink) and the 20 ms relay."""
+    local: Any = PostfixSink(stack) if SMTP_SINK else start_sink(stack)
+    relay = start_sink(stack, "bench.slow_sink", "--delay-ms", str(plan.relay_delay_ms))
+    return {"local": local, "relay": relay}
+
+
 def start_parts(stack: Stack, plan: Plan, generator: Generator) -> tuple[Context, Gateway]:
-    """Redis, the sink and a benchmark account; the context every phase runs in."""
+    """Redis, the sinks and a benchmark account; the context every phase runs in."""
     client = start_redis(stack)
-    sink = start_sink(stack)
+    sinks = start_sinks(stack, plan)
     users = stack.workdir / "users.toml"
     UserStore(users).add(payload.USER, payload.PASSWORD)
     url = redis_url(client)
+    port = sinks["local"].smtp_port
     gateway_env = {
         "MAILGATE_REDIS_URL": url,
-        "MAILGATE_SMTP_URL": f"smtp://127.0.0.1:{sink.smtp_port}",
+        "MAILGATE_SMTP_URL": f"smtp://127.0.0.1:{port}",
         "MAILGATE_USERS_FILE": str(users),
     }
-    naive_env = {**gateway_env, "NAIVE_BROKER_URL": url, "NAIVE_SMTP_PORT": str(sink.smtp_port)}
-    context = Context(plan, stack, client, sink, generator, gateway_env, naive_env)
+    naive_env = {**gateway_env, "NAIVE_BROKER_URL": url, "NAIVE_SMTP_PORT": str(port)}
+    context = Context(plan, stack, client, sinks, generator, gateway_env, naive_env)
     return context, Gateway(stack, context, url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -19,7 +20,6 @@ from bench.load import Generator
 from bench.machine import cpu_seconds
 from bench.plan import Plan
 from bench.servers import Stack
-from bench.sink import SinkClient
 
 MAILGATE_QUEUE = "mailgate"
 NAIVE_QUEUE = "celery"
@@ -32,10 +32,21 @@ class Context:
     plan: Plan
     stack: Stack
     redis: redis.Redis
-    sink: SinkClient
+    sinks: dict[str, Any]
+    """``local``: Postfix's smtp-sink (bench.postfix_sink) or, without it, bench.sink;
+    ``relay``: bench.slow_sink, 20 ms before each reply. Each has ``smtp_port``, ``count()``,
+    ``unique()``, ``times()`` and ``reset()``."""
     generator: Generator
     gateway_env: dict[str, str]
     naive_env: dict[str, str]
+
+    def sink_env(self, where: str) -> dict[str, str]:
+        """The gateway's environment with the worker pointed at sink ``where``."""
+        port = self.sinks[where].smtp_port
+        return {**self.gateway_env, "MAILGATE_SMTP_URL": f"smtp://127.0.0.1:{port}"}
+
+    def naive_sink_env(self, where: str) -> dict[str, str]:
+        return {**self.naive_env, "NAIVE_SMTP_PORT": str(self.sinks[where].smtp_port)}
 
 
 @dataclass(frozen=True)

@@ -190,13 +190,10 @@ def _serve(
     return process, url
 
 
-def mailgate_worker_args(index: int, concurrency: int) -> list[str]:
-    """The Procfile's ``worker`` line, with a distinct node name per process."""
-    return [
-        str(VENV_BIN / "celery"), "-A", "worker.app", "worker", "--pool", "threads",
-        "--concurrency", str(concurrency), "-Q", "mailgate", "-E",
-        "-n", f"mailgate-{index}@%h", "--loglevel", "INFO",
-    ]  # fmt: skip
+def mailgate_worker_args() -> list[str]:
+    """The Procfile's ``worker`` line: ``mailgate worker`` (one Celery process per core, or
+    ``MAILGATE_WORKER_PROCESSES``)."""
+    return [str(VENV_BIN / "mailgate"), "worker"]
 
 
 def naive_worker_args() -> list[str]:

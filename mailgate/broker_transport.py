@@ -40,7 +40,24 @@ class _ClosedConnectionGuard:
         return params
 
 
-class Channel(_ClosedConnectionGuard, kombu_redis.Channel):
+class SharedClient:
+    """Mixin for kombu's Redis channel classes: one synchronous Redis client per connection
+    pool, given out every time (see the module docstring)."""
+
+    _shared_client: Any = None
+    pool: Any
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        client = self._shared_client
+        # ``pool`` of a closed channel raises (the guard): no client outlives its connection.
+        if client is None or client.connection_pool is not self.pool:
+            client = self._shared_client = super()._create_client()  # type: ignore[misc]
+        return client
+
+
+class Channel(SharedClient, _ClosedConnectionGuard, kombu_redis.Channel):
     pass
 
 
@@ -48,7 +65,7 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelChannel(_ClosedConnectionGuard, kombu_redis.SentinelChannel):
+class SentinelChannel(SharedClient, _ClosedConnectionGuard, kombu_redis.SentinelChannel):
     pass
 
 

@@ -54,6 +54,42 @@ def run() -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: MAILGATE_WORKER_PROCESSES, else one per core).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="E-mails in flight per process (default: MAILGATE_WORKER_CONCURRENCY).",
+)
+@click.option("--name", default=None, help="Node name (default: mailgate, or mailgate-$PORT).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@_friendly
+def worker(
+    processes: int | None, concurrency: int | None, name: str | None, celery_args: tuple[str, ...]
+) -> None:
+    """Start the delivery workers: one Celery process per core; CELERY_ARGS go to each."""
+    from dataclasses import replace
+
+    from mailgate.run import run_workers
+
+    settings = _settings()
+    settings = replace(
+        settings,
+        worker_processes=processes or settings.worker_processes,
+        worker_concurrency=concurrency or settings.worker_concurrency,
+    )
+    port = os.environ.get("PORT")
+    sys.exit(
+        run_workers(settings, name or ("mailgate-" + port if port else "mailgate"), celery_args)
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def supervise(command: tuple[str, ...]) -> None:
     """Run COMMAND and start it again whenever it exits (mailgate supervise -- CMD ...)."""

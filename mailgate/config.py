@@ -116,7 +116,10 @@ class Settings:
     max_email_bytes: int = 25 * 1024 * 1024
     """The whole e-mail as sent (attachments in base64): what a relay's size limit measures."""
     auth_cache_seconds: float = 60.0
-    worker_concurrency: int = 8
+    worker_concurrency: int = 32
+    """E-mails (SMTP sessions) in flight per worker process."""
+    worker_processes: int = 1
+    """Worker processes ``mailgate worker`` starts (from the environment: one per core)."""
     message_id_host: str = "mailgate.local"
     """The right-hand side of every Message-ID: ``<EmailId@message_id_host>``."""
     callback_allowed: tuple[str, ...] = ()
@@ -187,6 +190,7 @@ class Settings:
             max_email_bytes=env.integer("MAILGATE_MAX_EMAIL_BYTES", cls.max_email_bytes),
             auth_cache_seconds=env.number("MAILGATE_AUTH_CACHE_SECONDS", cls.auth_cache_seconds),
             worker_concurrency=env.integer("MAILGATE_WORKER_CONCURRENCY", cls.worker_concurrency),
+            worker_processes=env.integer("MAILGATE_WORKER_PROCESSES", os.cpu_count() or 1),
             message_id_host=env.get("MAILGATE_MESSAGE_ID_HOST", cls.message_id_host, _hostname),
             callback_allowed=env.get("MAILGATE_CALLBACK_ALLOWED", (), _hosts),
             callback_secret=env.raw("MAILGATE_CALLBACK_SECRET"),

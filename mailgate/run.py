@@ -7,10 +7,16 @@ honcho: output is prefixed per process, and Ctrl-C stops every child (whole proc
 
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
+import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from urllib.parse import quote
 
 from honcho.manager import Manager
@@ -18,6 +24,8 @@ from honcho.manager import Manager
 from mailgate.config import DEFAULT_SINK_PORT, Settings, environment
 from mailgate.embedded import port_is_free, private_dir, redis_command
 from mailgate.errors import ConfigError
+from mailgate.jobs import QUEUE
+from mailgate.supervise import STOP_SIGNALS, die_with_parent
 from mailgate.users import UserStore
 
 EMBEDDED_REDIS_PORT = 6399
@@ -42,10 +50,56 @@ def commands(settings: Settings, flower_port: int = FLOWER_PORT) -> dict[str, st
     celery = f"{_bin('celery')} -A worker.app"
     return {
         "web": f"{_bin('mailgate')} web",
-        "worker": f"{celery} worker --pool threads --concurrency {settings.worker_concurrency}"
-        " -Q mailgate -E -n mailgate@%h --loglevel INFO",
+        "worker": f"{_bin('mailgate')} worker",
         "flower": f"{celery} flower --address=127.0.0.1 --port={flower_port}",
     }
+
+
+def worker_argv(settings: Settings, name: str, extra: Sequence[str] = ()) -> list[str]:
+    """One worker process: Celery's threads pool, ``MAILGATE_WORKER_CONCURRENCY`` e-mails in
+    flight (worker.batch), the mailgate queue, task events on for Flower, node name ``name``;
+    ``extra``: more Celery options."""
+    return [
+        str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "worker",
+        "--pool", "threads", "--concurrency", str(settings.worker_concurrency), "-Q", QUEUE,
+        "-E", "-n", name, "--loglevel", "INFO", *extra,
+    ]  # fmt: skip
+
+
+def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int:
+    """``mailgate worker``: ``settings.worker_processes`` worker processes (one process is
+    bound to one core by the GIL), node names ``<name>-<n>@%h``.
+
+    One process: this one becomes the worker (exec), so signals reach Celery itself. Several:
+    they share this process group (a signal to the group reaches each once), die with this
+    process, and are stopped together; the exit code is that of the first to stop.
+    """
+    if settings.worker_processes <= 1:
+        argv = worker_argv(settings, f"{name}@%h", extra)
+        os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = threading.Event()
+
+    def stop_all(signum: int, frame: FrameType | None = None) -> None:
+        stopping.set()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop_all)
+    for index in range(1, settings.worker_processes + 1):
+        argv = worker_argv(settings, f"{name}-{index}@%h", extra)
+        children.append(subprocess.Popen(argv, preexec_fn=die_with_parent()))
+    code = os.waitpid(-1, 0)  # the first to stop (or all of them, on a stop signal)
+    first = next((c for c in children if c.pid == code[0]), None)
+    if first is not None:
+        first.returncode = os.waitstatus_to_exitcode(code[1])
+    if not stopping.is_set():
+        stop_all(signal.SIGTERM)
+    for child in children:
+        child.wait()
+    return int(first.returncode if first is not None else 0)
 
 
 def run_all() -> int:

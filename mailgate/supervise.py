@@ -29,7 +29,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec function that has Linux send the child SIGTERM when we die (None elsewhere)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -57,7 +57,7 @@ def supervise(argv: list[str], say: Callable[[str], None]) -> int:
     name = argv[0].rsplit("/", 1)[-1]
     while True:
         started = time.monotonic()
-        child = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent())
+        child = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent())
         if stop.is_set():  # the signal came while it was being started
             child.terminate()
         code = child.wait()

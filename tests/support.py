@@ -308,12 +308,12 @@ class Service:
             return self.proc.wait(5)
 
 
-def worker_args(concurrency: int = 4) -> list[str]:
+def worker_args(concurrency: int = 4, processes: int = 1) -> list[str]:
+    """The Procfile's ``worker`` line (``mailgate worker``), one process unless told."""
     return [
-        str(VENV_BIN / "celery"), "-A", "worker.app", "worker", "--pool", "threads",
-        "--concurrency", str(concurrency), "-Q", "mailgate", "-E", "--loglevel", "INFO",
-        "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-mingle",
-        "--without-gossip",
+        str(VENV_BIN / "mailgate"), "worker", "--processes", str(processes),
+        "--concurrency", str(concurrency), "--name", f"test-{os.getpid()}-{time.monotonic_ns()}",
+        "--without-mingle", "--without-gossip",
     ]  # fmt: skip
 
 

@@ -17,7 +17,9 @@ from mailgate.errors import ConfigError
 from mailgate.logs import configure_logging
 from mailgate.spool import sweep
 from mailgate.status import StatusStore
-from worker.delivery import Delivery
+from mailgate.status.batched import BatchedStatusStore
+from worker import fastmime
+from worker.batch import DeliveryPool, FastDelivery
 from worker.flower import guard_flower
 from worker.reports import Reporter
 from worker.scheduler import Scheduler
@@ -34,13 +36,16 @@ app = make_celery(settings)
 store = StatusStore.from_url(
     settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
 )
-delivery = Delivery(
-    store=store,
+delivery = FastDelivery(
+    # Deliveries run on many threads at once: their claims and outcomes share round trips.
+    store=BatchedStatusStore(store.redis, settings.status_ttl_seconds, store.min_replicas),
     transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),
     settings=settings,
     report=lambda email_id: publish_report(app, email_id),
 )
-register_tasks(app, delivery, Reporter(store=store, settings=settings))
+delivery_pool = DeliveryPool(delivery, settings.worker_concurrency)
+fastmime.self_check(settings.message_id_host)
+register_tasks(app, delivery, Reporter(store=store, settings=settings), delivery_pool)
 scheduler = Scheduler(
     store,
     lambda email_id: publish(app, email_id),
@@ -63,3 +68,4 @@ def _start_scheduler(**_: Any) -> None:
 @worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _stop_scheduler(**_: Any) -> None:
     scheduler.stop()
+    delivery_pool.stop()

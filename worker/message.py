@@ -32,7 +32,7 @@ Reader = Callable[[Attachment], bytes]
 Shape = list[list[tuple[str, str]]]
 """Every part's header fields, in order, as (name, decoded value)."""
 
-_BAD_LINE = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00|[^\r\n]{999}")
+BAD_LINE = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00|[^\r\n]{999}")
 
 
 class MessageRefused(ValueError):
@@ -125,7 +125,7 @@ def shape(message: Message) -> Shape:
 
 def verify(data: bytes, intended: Shape) -> None:
     """Refuse bytes with a bare CR or LF, a NUL, an overlong line, or other header fields."""
-    bad = _BAD_LINE.search(data)
+    bad = BAD_LINE.search(data)
     if bad is not None:
         what = "a line over 998 bytes" if len(bad.group()) > 1 else f"{bad.group()!r}"
         raise MessageRefused(f"the generated message holds {what}")

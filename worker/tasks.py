@@ -9,14 +9,24 @@ from celery import Celery
 from celery.signals import celeryd_after_setup
 
 from mailgate.jobs import QUEUE, REPORT_TASK_NAME, TASK_NAME
+from worker.batch import DeliveryPool
 from worker.delivery import Delivery
 from worker.reports import Reporter
 
 log = logging.getLogger(__name__)
 
 
-def register_tasks(app: Celery, delivery: Delivery, reporter: Reporter) -> None:
-    """Register the delivery and report tasks on ``app``; each takes only the EmailId."""
+def register_tasks(
+    app: Celery, delivery: Delivery, reporter: Reporter, pool: DeliveryPool | None = None
+) -> None:
+    """Register the delivery and report tasks on ``app``; each takes only the EmailId.
+
+    With ``pool``, the worker runs delivery tasks on it (worker.batch) rather than through
+    Celery's own pool; the task body below is what both run.
+    """
+    options: dict[str, Any] = {}
+    if pool is not None:
+        options = {"Strategy": "worker.batch:strategy", "delivery_pool": pool}
 
     @celeryd_after_setup.connect(weak=False)  # type: ignore[untyped-decorator]
     def _size_report_slots(sender: Any, instance: Any, **_: Any) -> None:
@@ -26,8 +36,9 @@ def register_tasks(app: Celery, delivery: Delivery, reporter: Reporter) -> None:
             log.info("delivery reports use at most %d of %d threads", size, instance.concurrency)
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True
-    )
+        name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+        **options,
+    )  # fmt: skip
     def deliver(email_id: str) -> str:
         return delivery.deliver(email_id).value
 

@@ -49,6 +49,33 @@ redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2]
 return 1
 """
 
+# Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what
+# StatusStore._update does in its transaction: the record's fields, the history entry, both
+# TTLs, the due set, the report watchdog, the counters (last_outcome_at too), and the release
+# of the claim if still this worker's. The records' keys come inside the arguments (one Redis,
+# no cluster slots).
+OUTCOMES = """
+local ttl, limit = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV do
+  local o = cjson.decode(ARGV[i])
+  redis.call('HSET', o.key, unpack(o.fields))
+  if #o.drop > 0 then redis.call('HDEL', o.key, unpack(o.drop)) end
+  redis.call('RPUSH', o.log, o.entry)
+  redis.call('LTRIM', o.log, -limit, -1)
+  redis.call('EXPIRE', o.key, ttl)
+  redis.call('EXPIRE', o.log, ttl)
+  if o.due then redis.call('ZADD', KEYS[1], o.due, o.id) else redis.call('ZREM', KEYS[1], o.id) end
+  if o.report_due then redis.call('ZADD', KEYS[2], o.report_due, o.id) end
+  for _, c in ipairs(o.counters) do
+    if c[1] == 'HINCRBY' or c[1] == 'HINCRBYFLOAT' or c[1] == 'HSET' then
+      redis.call(c[1], KEYS[3], c[2], c[3])
+    end
+  end
+  if o.claim and redis.call('GET', o.claim) == o.token then redis.call('DEL', o.claim) end
+end
+return #ARGV - 2
+"""
+
 # CancelEmail: only a Scheduled, Queued or Retrying e-mail (no worker holds it) becomes
 # Cancelled; its content and due entry go, so no task already on the broker can send it.
 # Returns {'cancelled', job} or {current status} ({'missing'} when there is no record).

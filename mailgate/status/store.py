@@ -120,16 +120,8 @@ class StatusStore:
 
         ("go", the record with this attempt counted), or ("final" | "busy" | "missing", None).
         """
-        keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
-        args: list[str | int | float] = [
-            token, int(lease_seconds * 1000), watchdog_at, time.time(), email_id,
-        ]  # fmt: skip
-        result = self._start(keys=keys, args=args)
-        verdict = str(result[0])
-        if verdict != "go":
-            return verdict, None
-        flat = [str(item) for item in result[1]]
-        return verdict, parse_record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        keys, args = _start_call(email_id, token, lease_seconds, watchdog_at)
+        return _start_result(email_id, self._start(keys=keys, args=args))
 
     def cancel(self, email_id: str) -> tuple[Status | None, EmailJob | None]:
         """Cancel an e-mail no worker holds: (Cancelled, its job) when this call cancelled it,
@@ -302,11 +294,32 @@ class StatusStore:
     ) -> None:
         """Apply one outcome atomically: fields, history, TTLs, the due set, the metrics
         counters, and (with ``token``) the release of the worker's claim."""
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_update(
+            pipe, email_id, attempt, fields, detail, drop=drop, due=due, token=token,
+            latency=latency, report_due=report_due,
+        )  # fmt: skip
+        pipe.execute()
+
+    def _queue_update(
+        self,
+        pipe: redis.client.Pipeline,
+        email_id: str,
+        attempt: int,
+        fields: dict[str, Any],
+        detail: str,
+        *,
+        drop: tuple[str, ...] = (),
+        due: float | None = None,
+        token: str | None = None,
+        latency: float | None = None,
+        report_due: float | None = None,
+    ) -> None:
+        """Queue the commands of :meth:`_update` on ``pipe`` (a transaction) without running it."""
         now = time.time()
         key, log = email_key(email_id), history_key(email_id)
         fields["updated_at"] = now
         entry = {"attempt": attempt, "at": now, "outcome": fields["status"], "detail": detail}
-        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
         if drop:
             pipe.hdel(key, *drop)
@@ -323,9 +336,28 @@ class StatusStore:
         count(pipe, fields["status"], fields.get("smtp_response"), latency)
         if token is not None:
             self._release(keys=[claim_key(email_id)], args=[token], client=pipe)
-        pipe.execute()
 
     def metrics(self) -> dict[str, float]:
         """The delivery counters (see :func:`_count`)."""
         raw = cast(dict[str, str], self.redis.hgetall(METRICS_KEY))
         return {name: float(value) for name, value in raw.items()}
+
+
+def _start_call(
+    email_id: str, token: str, lease_seconds: float, watchdog_at: float
+) -> tuple[list[str], list[str | int | float]]:
+    """The keys and arguments of the START script for one e-mail."""
+    keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
+    args: list[str | int | float] = [
+        token, int(lease_seconds * 1000), watchdog_at, time.time(), email_id,
+    ]  # fmt: skip
+    return keys, args
+
+
+def _start_result(email_id: str, result: Any) -> tuple[str, Record | None]:
+    """The START script's reply as (verdict, the record when the verdict is "go")."""
+    verdict = str(result[0])
+    if verdict != "go":
+        return verdict, None
+    flat = [str(item) for item in result[1]]
+    return verdict, parse_record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))

@@ -1,0 +1,153 @@
+"""The worker's group-committed status store writes exactly what the plain store writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from mailgate.jobs import EmailJob
+from mailgate.status import DUE_KEY, METRICS_KEY, REPORTS_DUE_KEY, StatusStore, claim_key
+from mailgate.status.batched import BatchedStatusStore, GroupCommit
+from mailgate.status.counters import LAST_OUTCOME
+from mailgate.status.records import Status
+from tests.support import RedisServer
+
+SCRATCH_DB = 3  # a database no worker of the session consumes
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=redis_server.port, db=SCRATCH_DB, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def _job(email_id: str) -> EmailJob:
+    return EmailJob(email_id, "acct", "a@b.example", ("c@d.example",), "body", "subject",
+                    callback_url="https://hooks.example/x")  # fmt: skip
+
+
+def _state(client: redis.Redis, store: StatusStore, email_id: str) -> dict[str, Any]:
+    record = client.hgetall(f"mailgate:email:{email_id}")
+    history = [h.rsplit('"at":', 1)[0] for h in client.lrange(f"{store_key(email_id)}", 0, -1)]
+    for volatile in ("updated_at", "created_at", "since", "sent_at", "job", "next_attempt_at"):
+        record.pop(volatile, None)
+    return {
+        "record": record,
+        "history": history,
+        "ttl": client.ttl(f"mailgate:email:{email_id}") > 0,
+        "history_ttl": client.ttl(store_key(email_id)) > 0,
+        "due": client.zscore(DUE_KEY, email_id) is not None,
+        "report_due": client.zscore(REPORTS_DUE_KEY, email_id) is not None,
+        "claim": client.exists(claim_key(email_id)),
+    }
+
+
+def store_key(email_id: str) -> str:
+    return f"mailgate:email:{email_id}:history"
+
+
+OUTCOMES = {
+    "sent": lambda s, i, t: s.mark_sent(i, 1, "250 2.0.0 Ok", token=t, latency=0.3,
+                                        report_due=time.time() + 60),
+    "retry": lambda s, i, t: s.mark_retry(i, 1, "deferred", "451 4.3.0 later", time.time() + 9,
+                                          token=t),
+    "failed": lambda s, i, t: s.mark_failed(i, 1, "refused", "550 5.1.1 no", token=t,
+                                            report_due=time.time() + 60),
+    "failed-no-token": lambda s, i, t: s.mark_failed(i, 2, "gave up"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("outcome", list(OUTCOMES), ids=list(OUTCOMES))
+def test_outcomes_write_what_the_plain_store_writes(client: redis.Redis, outcome: str) -> None:
+    plain, batched = StatusStore(client, 3600), BatchedStatusStore(client, 3600)
+    states, metrics = [], []
+    for store in (plain, batched):
+        client.delete(METRICS_KEY)
+        email_id = uuid.uuid4().hex
+        store.create(_job(email_id), time.time() + 60)
+        verdict, record = store.start_attempt(email_id, "tok", 30, time.time() + 60)
+        assert verdict == "go" and record is not None and record.attempts == 1
+        before = time.time()
+        OUTCOMES[outcome](store, email_id, "tok")
+        states.append(_state(client, store, email_id))
+        counters = client.hgetall(METRICS_KEY)
+        # The stall metric: when a worker last recorded an outcome (its value is the time).
+        assert before <= float(counters.pop(LAST_OUTCOME)) <= time.time()
+        metrics.append(counters)
+    assert states[0] == states[1]
+    assert metrics[0] == metrics[1]
+    assert states[0]["history"]  # the comparison saw a real write
+    assert states[0]["report_due"] == (outcome in ("sent", "failed"))
+
+
+def test_batched_claims_treat_cancelled_and_final_as_final(client: redis.Redis) -> None:
+    store = BatchedStatusStore(client, 3600)
+    cancelled, sent, queued = (uuid.uuid4().hex for _ in range(3))
+    for email_id in (cancelled, sent, queued):
+        store.create(_job(email_id), time.time() + 60)
+    assert store.cancel(cancelled)[0] is Status.CANCELLED
+    store.start_attempt(sent, "t", 30, time.time() + 60)
+    store.mark_sent(sent, 1, "250 ok", token="t")
+    items = [(i, "tok", 30.0, time.time() + 60) for i in (cancelled, sent, queued, "gone")]
+    verdicts = [verdict for verdict, _ in store._run_starts(items)]  # one pipelined batch
+    assert verdicts == ["final", "final", "go", "missing"]
+    assert client.hget(f"mailgate:email:{cancelled}", "status") == "Cancelled"
+
+
+def test_the_batched_store_keeps_the_replica_rule(client: redis.Redis) -> None:
+    assert BatchedStatusStore(client, 3600).replicated()  # no rule: nothing to wait for
+    strict = BatchedStatusStore(client, 3600, min_replicas=1)
+    assert strict.min_replicas == 1
+    assert not strict.replicated()  # a lone Redis has no replica to confirm the claim
+
+
+def test_concurrent_claims_and_outcomes_share_round_trips(client: redis.Redis) -> None:
+    store = BatchedStatusStore(client, 3600)
+    ids = [uuid.uuid4().hex for _ in range(40)]
+    for email_id in ids:
+        store.create(_job(email_id), time.time() + 60)
+    calls: list[int] = []
+    original = store._run_starts
+
+    def counting(items: list[Any]) -> list[Any]:
+        calls.append(len(items))
+        time.sleep(0.01)  # a round trip long enough for the other threads to queue up
+        return original(items)
+
+    store._starts._run = counting
+    results: dict[str, str] = {}
+
+    def one(email_id: str) -> None:
+        verdict, _ = store.start_attempt(email_id, "tok-" + email_id, 30, time.time() + 60)
+        store.mark_sent(email_id, 1, "250 ok", token="tok-" + email_id)
+        results[email_id] = verdict
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == dict.fromkeys(ids, "go")
+    assert sum(calls) == len(ids) and len(calls) < len(ids)  # batched, none lost
+    assert all(client.hget(f"mailgate:email:{i}", "status") == "Sent" for i in ids)
+    assert not any(client.exists(claim_key(i)) for i in ids)
+    assert client.zcard(DUE_KEY) == 0
+
+
+def test_a_failed_round_trip_raises_in_every_call_of_its_batch() -> None:
+    def broken(items: list[int]) -> list[int]:
+        raise ConnectionError("redis away")
+
+    batch: GroupCommit[int, int] = GroupCommit(broken)
+    with pytest.raises(ConnectionError):
+        batch(1)
+    ok: GroupCommit[int, int] = GroupCommit(lambda items: [i * 2 for i in items])
+    assert ok(21) == 42  # and a later batch runs
