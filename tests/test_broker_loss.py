@@ -22,12 +22,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from celery.utils.threads import bound_open_broker_sockets
+from celery.worker import state as worker_state
+from celery.worker.consumer import Consumer as WorkerConsumer
 from celery.worker.consumer.consumer import COLLECT_SOCKET_TIMEOUT
 from kombu import Connection, Consumer, Exchange, Queue
 from kombu.common import ignore_errors
@@ -304,6 +308,37 @@ def _rabbitmq_manageable() -> bool:
         return shutil.which("rabbitmqctl") is not None and _rabbitmqctl("status").returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+class _RunningTask:
+    """Stands for a task a pool thread is running (``active_requests`` holds weak refs)."""
+
+
+@pytest.mark.parametrize("quorum", ["0", "1"], ids=["classic", "quorum"])
+def test_a_rabbitmq_reconnect_leaves_the_prefetch_count_to_the_event_loop(quorum: str) -> None:
+    """Reconnecting with tasks in flight must not lower the prefetch count: raising it again
+    is done by each task's ack callback, in the task's thread, as a synchronous ``basic.qos``
+    on the socket the event loop reads (the stall of the restart test below)."""
+    settings = Settings.from_env({"MAILGATE_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//",
+                                  "MAILGATE_BROKER_QUORUM_QUEUES": quorum})  # fmt: skip
+    app = make_celery(settings)
+    pool = ThreadTaskPool(limit=CONCURRENCY)
+    consumer = WorkerConsumer(
+        lambda *args: None, pool=pool, app=app, hub=None,
+        controller=SimpleNamespace(use_eventloop=True, semaphore=None),
+        initial_prefetch_count=CONCURRENCY * 4, prefetch_multiplier=4,
+    )  # fmt: skip
+    consumer.qos_global = quorum == "0"  # as the Tasks boot step records it once connected
+    consumer.connection = app.connection_for_read()
+    running = [_RunningTask() for _ in range(CONCURRENCY)]
+    worker_state.active_requests.update(running)  # type: ignore[attr-defined]
+    try:
+        consumer.on_connection_error_after_connected(ConnectionResetError(104, "reset"))
+    finally:
+        worker_state.active_requests.difference_update(running)  # type: ignore[attr-defined]
+        pool.stop()
+    assert consumer._maximum_prefetch_restored
+    assert consumer.initial_prefetch_count == CONCURRENCY * 4
 
 
 @pytest.mark.slow
