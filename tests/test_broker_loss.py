@@ -14,10 +14,12 @@ restores the unacknowledged messages through a new connection pool built from
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -294,7 +296,22 @@ def test_redis_restarts_under_a_backlog_stop_no_worker(loss: dict[str, Any], sig
         worker.stop()
 
 
-RABBIT_VHOST = "mailgate-broker-loss"
+RESTART_LOCK = Path(tempfile.gettempdir()) / "mailgate-rabbitmq-restart.lock"
+
+
+@pytest.fixture
+def rabbit_vhost() -> Iterator[str]:
+    """A virtual host of this run's own (checkouts of this suite share the machine's RabbitMQ),
+    and the machine-wide lock that keeps two restart tests from stopping it together."""
+    vhost = f"mailgate-broker-loss-{uuid.uuid4().hex[:12]}"
+    with RESTART_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        try:
+            yield vhost
+        finally:
+            _rabbitmqctl("delete_vhost", vhost)
 
 
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -345,7 +362,9 @@ def test_a_rabbitmq_reconnect_leaves_the_prefetch_count_to_the_event_loop(quorum
 @pytest.mark.skipif(
     not _rabbitmq_manageable(), reason="no RabbitMQ on 127.0.0.1:5672 that rabbitmqctl controls"
 )
-def test_a_rabbitmq_restart_under_a_backlog_stops_no_worker(loss: dict[str, Any]) -> None:
+def test_a_rabbitmq_restart_under_a_backlog_stops_no_worker(
+    loss: dict[str, Any], rabbit_vhost: str
+) -> None:
     """RabbitMQ stopped and started (``rabbitmqctl stop_app``/``start_app``) mid-backlog, in a
     virtual host of its own; the status store stays in Redis (a database of its own).
 
@@ -357,11 +376,9 @@ def test_a_rabbitmq_restart_under_a_backlog_stops_no_worker(loss: dict[str, Any]
     still connected and registered as a consumer with 32 messages unacknowledged, consumed
     nothing more: in 2 runs of 3. make_celery turns that prefetch reduction off on RabbitMQ.
     """
-    _rabbitmqctl("add_vhost", RABBIT_VHOST)
-    _rabbitmqctl("set_permissions", "-p", RABBIT_VHOST, "guest", ".*", ".*", ".*")
     redis_url = loss["env"]["MAILGATE_REDIS_URL"].rsplit("/", 1)[0] + "/3"
     env = {**loss["env"], "MAILGATE_REDIS_URL": redis_url,
-           "MAILGATE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{RABBIT_VHOST}"}  # fmt: skip
+           "MAILGATE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{rabbit_vhost}"}  # fmt: skip
     settings = Settings.from_env(env)
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
     app = make_celery(settings)
@@ -385,4 +402,3 @@ def test_a_rabbitmq_restart_under_a_backlog_stops_no_worker(loss: dict[str, Any]
     finally:
         worker.stop()
         app.close()
-        _rabbitmqctl("delete_vhost", RABBIT_VHOST)
