@@ -67,6 +67,13 @@ def make_celery(settings: Settings) -> Celery:
         else {"confirm_publish": True},
         enable_utc=True,
     )
+    if not redis_broker:
+        # After a reconnect with tasks in flight, Celery lowers the prefetch count and raises
+        # it again from each task's ack callback, which the threads pool runs in the task's
+        # thread: a synchronous basic.qos on the consumer's connection while the event loop
+        # reads that socket too. The two readers split AMQP frames between them, and the
+        # worker stays connected but consumes nothing more. Keep the full prefetch instead.
+        app.conf.worker_enable_prefetch_count_reduction = False
     if sentinel is not None:
         app.conf.broker_transport_options.update(
             master_name=sentinel.master,
