@@ -67,14 +67,12 @@ def supervise(command: tuple[str, ...]) -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    envvar="MAILGATE_WEB_WORKERS",
     help="API processes (default: one per core; env MAILGATE_WEB_WORKERS).",
 )
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    envvar="MAILGATE_WEB_THREADS",
     help="Request threads per process (default: granian's; env MAILGATE_WEB_THREADS).",
 )
 @click.option(
@@ -87,6 +85,8 @@ def web(workers: int | None, threads: int | None, access_log: bool) -> None:
     from mailgate.web import options, serve
 
     settings = _settings()
+    # The command line wins over MAILGATE_WEB_WORKERS / MAILGATE_WEB_THREADS.
+    workers, threads = workers or settings.web_workers, threads or settings.web_threads
     serve(options(settings, os.environ, workers, threads, access_log), json_logs())
 
 
