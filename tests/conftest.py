@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from mailgate import cli
 from mailgate.config import Settings
 from mailgate.users import UserStore
 from tests.support import (
@@ -143,6 +145,26 @@ def client(app: Flask) -> FlaskClient:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = new_address()
     return client
+
+
+class RunCli(Protocol):
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, input: str = ""
+    ) -> Result: ...
+
+
+@pytest.fixture
+def mailgate(monkeypatch: pytest.MonkeyPatch) -> RunCli:
+    """The ``mailgate`` command run in this process by click's CliRunner, its environment
+    this process's without any MAILGATE_/FLOWER_ variable, plus ``env``."""
+    for name in list(os.environ):
+        if name.startswith(("MAILGATE_", "FLOWER_")):
+            monkeypatch.delenv(name)
+
+    def run(*args: str, env: dict[str, str] | None = None, input: str = "") -> Result:
+        return CliRunner().invoke(cli.main, list(args), env=env, input=input)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,13 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from mailgate import cli
 from mailgate.config import Settings
 from mailgate.jobs import EmailJob
 from mailgate.status import Status, StatusStore
 from mailgate.users import UserStore
+from tests.conftest import RunCli
 from tests.support import (
     Gate,
     RedisServer,
@@ -337,7 +336,7 @@ def test_a_poison_message_ends_failed_instead_of_looping(
 
 
 def test_requeue_sends_a_failed_email_again(
-    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore, mailgate: RunCli
 ) -> None:
     [email_id] = accept(client, 1, "requeue")
     wait_all(store, [email_id], {"Sent"})
@@ -346,7 +345,7 @@ def test_requeue_sends_a_failed_email_again(
                    recipients=("requeued@faults.example",), message="again")  # fmt: skip
     store.redis.hset(f"mailgate:email:{email_id}", "job", job.to_json())
     store.mark_failed(email_id, 1, "550 pretend")
-    result = CliRunner().invoke(cli.main, ["requeue", "--failed", "--since", "10m"], env=rig.env)
+    result = mailgate("requeue", "--failed", "--since", "10m", env=rig.env)
     assert result.exit_code == 0, result.output
     assert f"requeued {email_id}" in result.stdout
     wait_all(store, [email_id], {"Sent"})
