@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check fmt bench mutate clean constraints browser
+.PHONY: run test test-fast check fmt bench mutate clean constraints browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ run: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The fast subset while working: no test that starts a worker, web or other process of its own
+# (the session's Redis and SMTP server still start). `make test`, and CI, run everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration and not browser"
 
 # The Flower browser test drives Debian's chromium with Playwright; install it when missing
 # (as root, with apt). Without it that one test is skipped, with its reason printed.

@@ -42,6 +42,15 @@ OTHER_USER, OTHER_PASSWORD = "other", "other-secret-pw"
 LIMITED_USER, LIMITED_PASSWORD = "limited", "limited-secret-pw"
 PASSWORDS = (SEED_PASSWORD, OTHER_PASSWORD, LIMITED_PASSWORD)
 
+# A test that uses the session's worker or web process is an integration test wherever it is.
+PROCESS_FIXTURES = frozenset({"worker", "api_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -33,6 +33,8 @@ from tests.support import (
     worker_args,
 )
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 USER, PASSWORD = "faults", "faults-test-pw"
 CONCURRENCY = 4
 

@@ -28,9 +28,10 @@ def _rabbitmq_reachable() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(
-    not _rabbitmq_reachable(), reason="no RabbitMQ listening on 127.0.0.1:5672"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not _rabbitmq_reachable(), reason="no RabbitMQ listening on 127.0.0.1:5672"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,8 @@ from worker.report_http import (
 from worker.reports import MAX_ATTEMPTS, SLOT_WAIT_SECONDS, Reporter, Result
 from worker.tasks import publish_report
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 USER, PASSWORD = "reports", "reports-test-pw"
 SECRET = "test-callback-secret"
 REDELIVERY = 10.0  # report POST timeout 2.5 s; back-off capped at 1 s (the retry max delay)
