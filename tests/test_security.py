@@ -84,6 +84,7 @@ def test_brute_force_is_cut_off_fast_without_hashing(
     assert send(client, victim, f"{victim}-pw", "203.0.113.5") == "200"
 
 
+@pytest.mark.slow  # argon2 for every guess: seconds on a busy machine
 def test_spraying_many_names_from_one_address_is_cut_off(
     make_app: MakeApp, users: UserStore
 ) -> None:
@@ -95,6 +96,7 @@ def test_spraying_many_names_from_one_address_is_cut_off(
     assert set(codes[20:]) == {"429"}
 
 
+@pytest.mark.slow  # argon2 for every guess: seconds on a busy machine
 def test_a_distributed_guess_is_slowed_but_the_owner_keeps_working(
     make_app: MakeApp,
     settings: Settings,
@@ -119,6 +121,7 @@ def test_a_distributed_guess_is_slowed_but_the_owner_keeps_working(
     assert send(fresh, victim, f"{victim}-pw", "203.0.113.80") == "200"
 
 
+@pytest.mark.slow  # argon2 for every guess: seconds on a busy machine
 def test_spraying_from_an_office_address_does_not_lock_out_its_users(
     make_app: MakeApp, users: UserStore, accounts: list[str]
 ) -> None:
