@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test check fmt bench mutate clean constraints browser
+.PHONY: run test test-fast check fmt bench mutate clean constraints browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ run: $(RUN_STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The fast subset while working: no test that starts a worker, web or other process of its own
+# (the session's Redis and SMTP server still start). `make test`, and CI, run everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration and not browser"
 
 # The Flower browser test drives Debian's chromium with Playwright; install it when missing
 # (as root, with apt). Without it that one test is skipped, with its reason printed.

@@ -2,6 +2,10 @@
 
 Every test talks to the same servers; tests stay independent because each e-mail has its own
 EmailId and the SMTP server's behaviour is chosen by recipient (see ScriptedHandler).
+
+The Flask app is built here only, the flaskr way: ``app`` and ``client`` from the module's
+``settings`` (a module with parts of its own overrides ``settings`` and ``users``), and
+``make_app(base=None, **changes)`` for a test that needs another configuration or a fresh process.
 """
 
 from __future__ import annotations
@@ -9,10 +13,17 @@ from __future__ import annotations
 import os
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
+from click.testing import CliRunner, Result
+from flask import Flask
+from flask.testing import FlaskClient
 
+from api import create_app
+from mailgate import cli
 from mailgate.config import Settings
 from mailgate.users import UserStore
 from tests.support import (
@@ -30,6 +41,15 @@ SEED_USER, SEED_PASSWORD = "HTTP_User_1", "qwe123"
 OTHER_USER, OTHER_PASSWORD = "other", "other-secret-pw"
 LIMITED_USER, LIMITED_PASSWORD = "limited", "limited-secret-pw"
 PASSWORDS = (SEED_PASSWORD, OTHER_PASSWORD, LIMITED_PASSWORD)
+
+# A test that uses the session's worker or web process is an integration test wherever it is.
+PROCESS_FIXTURES = frozenset({"worker", "api_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +119,61 @@ def users(settings: Settings) -> UserStore:
     store.add(OTHER_USER, OTHER_PASSWORD)
     store.add(LIMITED_USER, LIMITED_PASSWORD, rate="2/minute")
     return store
+
+
+class MakeApp(Protocol):
+    def __call__(self, base: Settings | None = None, **changes: Any) -> Flask: ...
+
+
+@pytest.fixture(scope="module")
+def make_app(settings: Settings) -> MakeApp:
+    """A fresh app (as a fresh API process would be) on ``base`` (this module's settings by
+    default) with ``changes`` to its Settings fields."""
+
+    def make(base: Settings | None = None, **changes: Any) -> Flask:
+        return create_app(replace(base or settings, **changes))
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def app(make_app: MakeApp, users: UserStore) -> Flask:
+    """The API app of this module, its accounts in place."""
+    return make_app()
+
+
+def new_address() -> str:
+    """A client address of its own, so failed-login throttles of other tests never count."""
+    a, b = os.urandom(2)
+    return f"198.18.{a}.{b % 254 + 1}"
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of the app, from a client address of this test's own."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = new_address()
+    return client
+
+
+class RunCli(Protocol):
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, input: str = ""
+    ) -> Result: ...
+
+
+@pytest.fixture
+def mailgate(monkeypatch: pytest.MonkeyPatch) -> RunCli:
+    """The ``mailgate`` command run in this process by click's CliRunner, its environment
+    this process's without any MAILGATE_/FLOWER_ variable, plus ``env``."""
+    for name in list(os.environ):
+        if name.startswith(("MAILGATE_", "FLOWER_")):
+            monkeypatch.delenv(name)
+
+    def run(*args: str, env: dict[str, str] | None = None, input: str = "") -> Result:
+        return CliRunner().invoke(cli.main, list(args), env=env, input=input)
+
+    return run
 
 
 @pytest.fixture(scope="session")

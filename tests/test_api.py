@@ -5,15 +5,12 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
 from flask.testing import FlaskClient
 
-from api import create_app
 from mailgate.config import Settings
 from mailgate.users import UserStore
 from tests.conftest import (
@@ -23,29 +20,11 @@ from tests.conftest import (
     OTHER_USER,
     SEED_PASSWORD,
     SEED_USER,
+    MakeApp,
 )
 from tests.support import RedisServer, count_records, free_port
 
 SEED = {"Username": SEED_USER, "Password": SEED_PASSWORD}
-
-
-@pytest.fixture(scope="module")
-def module_client(settings: Settings, users: UserStore) -> FlaskClient:
-    return create_app(settings).test_client()
-
-
-@pytest.fixture
-def client(module_client: FlaskClient) -> Iterator[FlaskClient]:
-    """The app, seen from a client address of this test's own: the failed logins of other
-    tests (or of an earlier run in the same minute) never throttle it."""
-    module_client.environ_base["REMOTE_ADDR"] = new_address()
-    yield module_client
-    module_client.environ_base.pop("REMOTE_ADDR", None)
-
-
-def new_address() -> str:
-    a, b = os.urandom(2)
-    return f"198.18.{a}.{b % 254 + 1}"
 
 
 def parse(body: bytes) -> dict[str, str]:
@@ -223,18 +202,17 @@ def test_status_is_only_for_the_owner(client: FlaskClient) -> None:
     assert (body["Code"], body["Message"]) == ("404", "Email not found")
 
 
-def test_redis_down_answers_503(settings: Settings, users: UserStore) -> None:
-    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    client = create_app(dead).test_client()
+def test_redis_down_answers_503(make_app: MakeApp, users: UserStore) -> None:
+    client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
     body = parse(client.get("/api", query_string=send(**SEED)).data)
     assert (body["Code"], body["Message"]) == ("503", "Service unavailable, nothing was queued")
 
 
-def test_healthz_and_readyz(client: FlaskClient, settings: Settings) -> None:
+def test_healthz_and_readyz(client: FlaskClient, make_app: MakeApp) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    assert create_app(dead).test_client().get("/readyz").status_code == 503
+    dead = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert dead.test_client().get("/readyz").status_code == 503
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "OPTIONS", "PATCH"])
@@ -297,10 +275,9 @@ def test_idempotency_key_with_different_content_is_302(client: FlaskClient) -> N
     ids=["host-not-allowed", "scheme", "credentials", "garbage", "internal"],
 )  # fmt: skip
 def test_delivery_report_url_must_be_allowed(
-    settings: Settings, users: UserStore, redis_server: RedisServer, url: str
+    make_app: MakeApp, users: UserStore, redis_server: RedisServer, url: str
 ) -> None:
-    allowed = replace(settings, callback_allowed=("hooks.pbx.example",))
-    app_client = create_app(allowed).test_client()
+    app_client = make_app(callback_allowed=("hooks.pbx.example",)).test_client()
     before = records(redis_server)
     body = parse(app_client.get("/api", query_string=send(DeliveryReportURL=url, **SEED)).data)
     assert body["Code"] == "302"

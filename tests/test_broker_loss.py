@@ -53,6 +53,8 @@ from tests.support import (
     worker_args,
 )
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 STOCK = "kombu.transport.redis:Transport"
 OURS = "redis"  # once mailgate.broker_transport.install() ran, as make_celery does
 

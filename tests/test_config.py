@@ -62,6 +62,7 @@ def test_smtp_url_forms() -> None:
     assert "p:ss" not in repr(tls)
 
 
+@pytest.mark.integration  # the installed `mailgate` entry point, as a real process
 def test_start_up_stops_with_one_line(tmp_path: object) -> None:
     result = subprocess.run(
         [str(VENV_BIN / "mailgate"), "user", "list"],
@@ -77,6 +78,7 @@ def test_start_up_stops_with_one_line(tmp_path: object) -> None:
     ]
 
 
+@pytest.mark.integration
 def test_worker_start_up_stops_with_one_line(tmp_path: object) -> None:
     result = subprocess.run(
         [str(VENV_BIN / "celery"), "-A", "worker.app", "worker"],

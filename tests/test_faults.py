@@ -10,19 +10,19 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
 from flask.testing import FlaskClient
 
-from api import create_app
 from mailgate.config import Settings
 from mailgate.jobs import EmailJob
 from mailgate.status import Status, StatusStore
 from mailgate.users import UserStore
+from tests.conftest import RunCli
 from tests.support import (
-    VENV_BIN,
     Gate,
     RedisServer,
     Service,
@@ -32,6 +32,8 @@ from tests.support import (
     wait_for,
     worker_args,
 )
+
+pytestmark = pytest.mark.integration  # real processes of its own
 
 USER, PASSWORD = "faults", "faults-test-pw"
 CONCURRENCY = 4
@@ -62,8 +64,21 @@ class Fleet:
             self.start()
 
 
+@dataclass
+class Rig:
+    """The module's own parts, which its tests stop, break and restart."""
+
+    workdir: Path
+    redis: RedisServer
+    smtp: SmtpServer
+    gate: Gate
+    env: dict[str, str]
+    settings: Settings
+    fleet: Fleet
+
+
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     workdir = tmp_path_factory.mktemp("faults")
     redis_server = RedisServer(workdir / "redis")
     redis_server.start()
@@ -79,8 +94,7 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     UserStore(settings.users_file).add(USER, PASSWORD)
     fleet = Fleet(env, workdir)
     fleet.start()
-    yield {"redis": redis_server, "smtp": smtp, "gate": gate, "env": env, "settings": settings,
-           "fleet": fleet, "workdir": workdir}  # fmt: skip
+    yield Rig(workdir, redis_server, smtp, gate, env, settings, fleet)
     if fleet.current:
         fleet.current.stop()
     gate.close()
@@ -88,27 +102,26 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     redis_server.stop()
 
 
+@pytest.fixture(scope="module")
+def settings(rig: Rig) -> Settings:
+    return rig.settings
+
+
+@pytest.fixture(scope="module")
+def users(settings: Settings) -> UserStore:
+    return UserStore(settings.users_file)
+
+
 @pytest.fixture
-def fleet(parts: dict[str, object]) -> Iterator[Fleet]:
-    fleet = parts["fleet"]
-    assert isinstance(fleet, Fleet)
-    fleet.ensure()
-    yield fleet
-    parts["gate"].set("open")  # type: ignore[attr-defined]
-    parts["smtp"].handler.delay = 0  # type: ignore[attr-defined]
+def fleet(rig: Rig) -> Iterator[Fleet]:
+    rig.fleet.ensure()
+    yield rig.fleet
+    rig.gate.set("open")
+    rig.smtp.handler.delay = 0
 
 
 @pytest.fixture(scope="module")
-def client(parts: dict[str, object]) -> FlaskClient:
-    settings = parts["settings"]
-    assert isinstance(settings, Settings)
-    return create_app(settings).test_client()
-
-
-@pytest.fixture(scope="module")
-def store(parts: dict[str, object]) -> StatusStore:
-    settings = parts["settings"]
-    assert isinstance(settings, Settings)
+def store(settings: Settings) -> StatusStore:
     return StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
 
 
@@ -141,15 +154,15 @@ def wait_all(store: StatusStore, ids: list[str], wanted: set[str], timeout: floa
 
 
 def test_sigkill_mid_flight_loses_nothing(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
-    smtp: SmtpServer = parts["smtp"]  # type: ignore[assignment]
+    smtp = rig.smtp
     smtp.handler.delay = 0.05  # keep deliveries in flight
     ids = accept(client, 300, "kill9")
     wait_for(lambda: statuses(store, ids).count("Sent") >= 30, 30, "the first deliveries")
-    assert fleet.current is not None
+    assert fleet.current is not None and fleet.current.proc is not None
     fleet.current.signal(signal.SIGKILL)
-    fleet.current.proc.wait(10)  # type: ignore[union-attr]
+    fleet.current.proc.wait(10)
     # In flight at the kill: the e-mails whose claim the dead worker still held.
     claims = {str(key).removeprefix("mailgate:claim:") for key in
               store.redis.scan_iter("mailgate:claim:*")}  # fmt: skip
@@ -169,9 +182,9 @@ def test_sigkill_mid_flight_loses_nothing(
 
 
 def test_smtp_outage_421_then_back(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
-    gate: Gate = parts["gate"]  # type: ignore[assignment]
+    gate = rig.gate
     gate.set("421")
     ids = accept(client, 20, "outage421")
     wait_all(store, ids, {"Retrying"}, timeout=30)
@@ -184,22 +197,24 @@ def test_smtp_outage_421_then_back(
 
 
 def test_smtp_refusing_connections_then_back(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
-    gate: Gate = parts["gate"]  # type: ignore[assignment]
+    gate = rig.gate
     gate.set("refuse")
     ids = accept(client, 20, "refused")
     wait_all(store, ids, {"Retrying"}, timeout=30)
-    errors = {str(store.get(i).last_error) for i in ids}  # type: ignore[union-attr]
+    records = [store.get(i) for i in ids]
+    errors = {str(record.last_error) for record in records if record is not None}
+    assert None not in records
     assert all("cannot reach" in error for error in errors), errors
     gate.set("open")
     wait_all(store, ids, {"Sent"}, timeout=60)
 
 
 def test_a_silent_smtp_server_times_out_and_retries(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
-    gate: Gate = parts["gate"]  # type: ignore[assignment]
+    gate = rig.gate
     gate.set("silent")
     ids = accept(client, 3, "silent")
 
@@ -213,10 +228,10 @@ def test_a_silent_smtp_server_times_out_and_retries(
 
 
 def test_redis_restart_with_a_backlog(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
-    gate: Gate = parts["gate"]  # type: ignore[assignment]
-    redis_server: RedisServer = parts["redis"]  # type: ignore[assignment]
+    gate = rig.gate
+    redis_server = rig.redis
     gate.set("421")  # build a backlog that cannot drain yet
     ids = accept(client, 50, "redis-restart")
     before = count_records(store.redis)
@@ -235,14 +250,14 @@ def test_redis_restart_with_a_backlog(
     gate.set("open")
     fleet.ensure()  # a supervisor restarts a worker that died; ours should not have
     wait_all(store, ids, {"Sent"}, timeout=90)
-    counts = parts["smtp"].handler.counts()  # type: ignore[attr-defined]
+    counts = rig.smtp.handler.counts()
     assert all(counts.get(i, 0) == 1 for i in ids)
 
 
 def test_sigterm_mid_batch_finishes_or_returns_the_work(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
-    smtp: SmtpServer = parts["smtp"]  # type: ignore[assignment]
+    smtp = rig.smtp
     smtp.handler.delay = 0.05
     ids = accept(client, 150, "sigterm")
     wait_for(lambda: statuses(store, ids).count("Sent") >= 20, 30, "the first deliveries")
@@ -259,7 +274,7 @@ def test_sigterm_mid_batch_finishes_or_returns_the_work(
 
 
 def test_a_record_whose_publish_was_lost_is_swept_up(
-    parts: dict[str, object], fleet: Fleet, store: StatusStore
+    rig: Rig, fleet: Fleet, store: StatusStore
 ) -> None:
     # As if Redis crashed between the status write and the publish.
     job = EmailJob(email_id="00000000-0000-4000-8000-00000000051e", owner=USER,
@@ -267,18 +282,18 @@ def test_a_record_whose_publish_was_lost_is_swept_up(
                    message="found again")  # fmt: skip
     store.create(job, watchdog_at=time.time() + 0.5)
     wait_all(store, [job.email_id], {"Sent"}, timeout=30)
-    assert parts["smtp"].handler.count(job.email_id) == 1  # type: ignore[attr-defined]
+    assert rig.smtp.handler.count(job.email_id) == 1
 
 
 def test_a_poison_message_ends_failed_instead_of_looping(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
     """A message whose delivery kills its worker, every time, in the middle of SMTP: each
     attempt is counted before SMTP, so the attempts run out and the e-mail ends Failed."""
-    smtp: SmtpServer = parts["smtp"]  # type: ignore[assignment]
-    workdir: Path = parts["workdir"]  # type: ignore[assignment]
+    smtp = rig.smtp
+    workdir = rig.workdir
     max_attempts = 2
-    env = {**parts["env"], "MAILGATE_MAX_ATTEMPTS": str(max_attempts),  # type: ignore[dict-item]
+    env = {**rig.env, "MAILGATE_MAX_ATTEMPTS": str(max_attempts),
            "MAILGATE_REDELIVERY_SECONDS": "3"}  # fmt: skip
     assert fleet.current is not None
     fleet.current.stop()  # only the short-budget workers below may take the e-mail
@@ -286,10 +301,11 @@ def test_a_poison_message_ends_failed_instead_of_looping(
     kills: list[int] = []
 
     def kill_the_worker(recipients: list[str]) -> bool:
-        if not recipients[0].startswith("poison-") or poisoned.current is None:
+        current = poisoned.current
+        if not recipients[0].startswith("poison-") or current is None or current.proc is None:
             return False
-        kills.append(poisoned.current.proc.pid)  # type: ignore[union-attr]
-        poisoned.current.signal(signal.SIGKILL)
+        kills.append(current.proc.pid)
+        current.signal(signal.SIGKILL)
         return True
 
     smtp.handler.on_data = kill_the_worker
@@ -322,7 +338,7 @@ def test_a_poison_message_ends_failed_instead_of_looping(
 
 
 def test_requeue_sends_a_failed_email_again(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore, mailgate: RunCli
 ) -> None:
     [email_id] = accept(client, 1, "requeue")
     wait_all(store, [email_id], {"Sent"})
@@ -331,11 +347,8 @@ def test_requeue_sends_a_failed_email_again(
                    recipients=("requeued@faults.example",), message="again")  # fmt: skip
     store.redis.hset(f"mailgate:email:{email_id}", "job", job.to_json())
     store.mark_failed(email_id, 1, "550 pretend")
-    result = subprocess.run(
-        [str(VENV_BIN / "mailgate"), "requeue", "--failed", "--since", "10m"],
-        env=parts["env"], capture_output=True, text=True, check=False,  # type: ignore[arg-type]
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = mailgate("requeue", "--failed", "--since", "10m", env=rig.env)
+    assert result.exit_code == 0, result.output
     assert f"requeued {email_id}" in result.stdout
     wait_all(store, [email_id], {"Sent"})
     outcomes = [log.outcome for log in store.history(email_id)]
@@ -343,7 +356,7 @@ def test_requeue_sends_a_failed_email_again(
 
 
 def test_a_long_back_off_holds_no_broker_message(
-    parts: dict[str, object], fleet: Fleet, client: FlaskClient, store: StatusStore
+    rig: Rig, fleet: Fleet, client: FlaskClient, store: StatusStore
 ) -> None:
     """A retry an hour away sits in the due set only: nothing in the queue or in kombu's
     unacked set could be redelivered early by the visibility timeout."""

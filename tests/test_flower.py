@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import VENV_BIN, Service, free_port, wait_for
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-browser-pw"
 BODY = "Flower must not show this body 4471"
 RECIPIENT = "flower-recipient@shop.example"
@@ -85,6 +87,7 @@ def test_flower_api_lists_the_task_without_secrets(flower: str, delivered: str) 
         assert secret not in shown
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
 )

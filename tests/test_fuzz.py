@@ -3,7 +3,6 @@ never a 5xx, and nothing is queued without valid credentials."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from urllib.parse import quote_from_bytes
 from xml.etree import ElementTree as ET
@@ -14,10 +13,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from api import create_app
 from mailgate.config import Settings
-from mailgate.users import UserStore
-from tests.conftest import SEED_PASSWORD, SEED_USER
+from tests.conftest import SEED_PASSWORD, SEED_USER, new_address
 from tests.support import RedisServer, count_records
 
 KNOWN = {"200", "300", "301", "302", "304", "305", "306", "307", "404", "413", "429", "503"}
@@ -44,17 +41,6 @@ def encode(items: list[tuple[str, str]], raw_bytes: bytes) -> bytes:
         for n, v in items
     )  # fmt: skip
     return encoded.encode() + raw_bytes
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, users: UserStore) -> FlaskClient:
-    return create_app(settings).test_client()
-
-
-def address() -> str:
-    """A client address per request: the fuzzer's failed logins throttle no other test."""
-    a, b = os.urandom(2)
-    return f"198.18.{a}.{b % 254 + 1}"
 
 
 def records(redis_server: RedisServer) -> int:
@@ -84,7 +70,7 @@ def test_any_query_string(
     query = encode(items, raw)
     response = client.get(
         "/api",
-        environ_overrides={"QUERY_STRING": query.decode("latin-1"), "REMOTE_ADDR": address()},
+        environ_overrides={"QUERY_STRING": query.decode("latin-1"), "REMOTE_ADDR": new_address()},
     )
     check(response.status_code, response.content_type, response.data)
     assert records(redis_server) == before
@@ -113,7 +99,7 @@ def test_any_form_body(
         "/api",
         environ_overrides={
             "QUERY_STRING": encode(query, b"").decode("latin-1"),
-            "REMOTE_ADDR": address(),
+            "REMOTE_ADDR": new_address(),
         },
         data=encode(items, raw),
         content_type=content_type,

@@ -23,13 +23,12 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from api import create_app
 from mailgate.config import Settings
 from mailgate.errors import TransientDelivery
 from mailgate.jobs import QUEUE, EmailJob
 from mailgate.status import DUE_KEY, Status, StatusStore
 from mailgate.users import UserStore
-from tests.conftest import SEED_PASSWORD, SEED_USER
+from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import RedisServer, SmtpServer, count_records, wait_for
 from worker.delivery import Delivery, Outcome
 
@@ -215,9 +214,8 @@ def test_a_sent_email_keeps_no_content(
 
 
 def test_the_worker_drops_the_content_of_what_it_sent(
-    settings: Settings, users: UserStore, worker: object, smtp_server: SmtpServer
+    client: FlaskClient, settings: Settings, worker: object, smtp_server: SmtpServer
 ) -> None:
-    client = create_app(settings).test_client()
     email_id = accept(client, Message="private body 7713")
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
 
@@ -230,22 +228,26 @@ def test_the_worker_drops_the_content_of_what_it_sent(
     assert store.redis.hget(f"mailgate:email:{email_id}", "job") is None
 
 
-def test_a_status_record_expires_after_its_ttl(quiet: Settings, users: UserStore) -> None:
-    client = create_app(replace(quiet, status_ttl_seconds=2)).test_client()
+def test_a_status_record_expires_after_its_ttl(
+    make_app: MakeApp, quiet: Settings, users: UserStore
+) -> None:
+    client = make_app(quiet, status_ttl_seconds=2).test_client()
     email_id = accept(client)
     assert status(client, email_id)["Code"] == "200"
     wait_for(lambda: status(client, email_id)["Code"] == "404", 10, "the record to expire")
     assert status(client, email_id)["Message"] == "Email not found"
 
 
-def test_the_ttl_counts_from_the_last_change(quiet: Settings, users: UserStore) -> None:
+def test_the_ttl_counts_from_the_last_change(
+    make_app: MakeApp, quiet: Settings, users: UserStore
+) -> None:
     short = StatusStore.from_url(quiet.redis_url, 2)
     job = queued(short)
     short.redis.expire(f"mailgate:email:{job.email_id}", 1000)  # as if accepted long ago
     short.mark_sent(job.email_id, 1, "250 ok")
     for key in (f"mailgate:email:{job.email_id}", f"mailgate:email:{job.email_id}:history"):
         assert 0 < short.redis.ttl(key) <= 2
-    client = create_app(replace(quiet, status_ttl_seconds=2)).test_client()
+    client = make_app(quiet, status_ttl_seconds=2).test_client()
     assert status(client, job.email_id)["Status"] == "Sent"
     wait_for(lambda: status(client, job.email_id)["Code"] == "404", 10, "the record to expire")
     assert count_records(short.redis) == 0
@@ -335,9 +337,9 @@ INVALID = [
     ("params", "name"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID]
 )
 def test_a_refused_request_queues_nothing_while_redis_is_up(
-    quiet: Settings, users: UserStore, params: dict[str, str], name: str
+    make_app: MakeApp, quiet: Settings, users: UserStore, params: dict[str, str], name: str
 ) -> None:
-    client = create_app(quiet).test_client()
+    client = make_app(quiet).test_client()
     broker = redis.Redis.from_url(quiet.redis_url)
     if "IdempotencyKey" in params:
         accept(client, IdempotencyKey=params["IdempotencyKey"])
@@ -352,8 +354,10 @@ def test_a_refused_request_queues_nothing_while_redis_is_up(
     assert footprint(broker)[:3] == (before[0] + 1, before[1] + 1, before[2] + 1)
 
 
-def test_no_password_or_content_sits_in_the_queue(quiet: Settings, users: UserStore) -> None:
-    client = create_app(quiet).test_client()
+def test_no_password_or_content_sits_in_the_queue(
+    make_app: MakeApp, quiet: Settings, users: UserStore
+) -> None:
+    client = make_app(quiet).test_client()
     by_query = accept(client, Message="queued body 8812", Recipient="someone@shop.example")
     basic = client.get(
         "/api",

@@ -20,9 +20,9 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from aiosmtpd.controller import Controller
+from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
 from mailgate.attachments import AttachmentRefused, check_path, read_checked
 from mailgate.config import Settings, SmtpTarget
 from mailgate.errors import ConfigError, InvalidParameter
@@ -31,8 +31,9 @@ from mailgate.sizes import base64_size
 from mailgate.status import StatusStore
 from mailgate.status.records import Status
 from mailgate.text import first_control
+from mailgate.users import UserStore
 from mailgate.validation import check_callback_url, idempotency_key_ok, validate_send
-from tests.conftest import SEED_PASSWORD, SEED_USER
+from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import SmtpServer, wait_for
 from worker.delivery import Delivery, Outcome
 from worker.message import MessageRefused, build_message, render, verify
@@ -336,8 +337,8 @@ if sys.platform != "linux":  # pragma: no cover
 
 
 @pytest.fixture(scope="module")
-def client(settings: Settings, users: object) -> FlaskClient:
-    return create_app(replace(settings, callback_allowed=("hooks.example",))).test_client()
+def app(make_app: MakeApp, users: UserStore) -> Flask:
+    return make_app(callback_allowed=("hooks.example",))
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ import pytest
 from mailgate.users import UserStore
 from tests.support import RedisServer, Service, free_port, gunicorn_args, wait_for, web_args
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 
 class Server:
     """One API server of this module, with its own log file."""

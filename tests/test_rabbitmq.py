@@ -11,11 +11,10 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from api import create_app
 from mailgate.config import Settings
 from mailgate.status import StatusStore
 from mailgate.users import UserStore
-from tests.conftest import SEED_PASSWORD, SEED_USER
+from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import Service, SmtpServer, wait_for, worker_args
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -29,9 +28,10 @@ def _rabbitmq_reachable() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(
-    not _rabbitmq_reachable(), reason="no RabbitMQ listening on 127.0.0.1:5672"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not _rabbitmq_reachable(), reason="no RabbitMQ listening on 127.0.0.1:5672"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,11 @@ def amqp_worker(
 
 
 def test_end_to_end_over_rabbitmq(
-    amqp_env: dict[str, str], amqp_worker: Service, smtp_server: SmtpServer
+    amqp_env: dict[str, str], amqp_worker: Service, smtp_server: SmtpServer, make_app: MakeApp
 ) -> None:
     settings = Settings.from_env(amqp_env)
     assert settings.broker_url == AMQP_URL
-    client = create_app(settings).test_client()
+    client = make_app(settings).test_client()
     response = client.get("/api", query_string={
         "command": "SendEmail", "Recipient": "rabbit@shop.example", "Message": "via amqp",
         "Username": SEED_USER, "Password": SEED_PASSWORD,
@@ -74,10 +74,10 @@ def test_end_to_end_over_rabbitmq(
 
 
 def test_retries_over_rabbitmq_use_the_due_set(
-    amqp_env: dict[str, str], amqp_worker: Service, smtp_server: SmtpServer
+    amqp_env: dict[str, str], amqp_worker: Service, smtp_server: SmtpServer, make_app: MakeApp
 ) -> None:
     settings = Settings.from_env(amqp_env)
-    client = create_app(settings).test_client()
+    client = make_app(settings).test_client()
     response = client.get("/api", query_string={
         "command": "SendEmail", "Recipient": "tempfail1-rabbit@shop.example", "Message": "m",
         "Username": SEED_USER, "Password": SEED_PASSWORD,
@@ -103,7 +103,7 @@ def _rabbitmqctl(*args: str) -> str:
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not installed")
 def test_quorum_queue_broker_delivers(
     env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, users: UserStore,
-    smtp_server: SmtpServer,
+    smtp_server: SmtpServer, make_app: MakeApp,
 ) -> None:  # fmt: skip
     # A vhost of its own: the suite's other RabbitMQ tests declare a classic `mailgate` queue,
     # and a queue's type cannot change once declared.
@@ -119,7 +119,7 @@ def test_quorum_queue_broker_delivers(
     worker = Service("quorum-worker", worker_args(2), quorum_env, log).start()
     try:
         worker.wait_output(r"ready\.", 60)
-        client = create_app(Settings.from_env(quorum_env)).test_client()
+        client = make_app(Settings.from_env(quorum_env)).test_client()
         ids = []
         for number in range(5):
             response = client.get("/api", query_string={

@@ -23,7 +23,6 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from api import create_app
 from mailgate import __version__
 from mailgate.broker import make_celery
 from mailgate.config import Settings
@@ -55,6 +54,8 @@ from worker.report_http import (
 )
 from worker.reports import MAX_ATTEMPTS, SLOT_WAIT_SECONDS, Reporter, Result
 from worker.tasks import publish_report
+
+pytestmark = pytest.mark.integration  # real processes of its own
 
 USER, PASSWORD = "reports", "reports-test-pw"
 SECRET = "test-callback-secret"
@@ -136,8 +137,18 @@ class CallbackServer:
         return Handler
 
 
+@dataclass
+class Rig:
+    """The module's own parts: settings with a callback allowlist and secret, the servers."""
+
+    settings: Settings
+    smtp: SmtpServer
+    hooks: CallbackServer
+    worker: Service
+
+
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     workdir = tmp_path_factory.mktemp("reports")
     redis_server = RedisServer(workdir / "redis")
     redis_server.start()
@@ -155,7 +166,7 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     UserStore(settings.users_file).add(USER, PASSWORD)
     worker = Service("worker", worker_args(), env, workdir / "worker.log").start()
     worker.wait_output(r"ready\.", 60)
-    yield {"settings": settings, "smtp": smtp, "hooks": hooks, "redis": redis_server}
+    yield Rig(settings, smtp, hooks, worker)
     worker.stop()
     hooks.stop()
     smtp.stop()
@@ -163,29 +174,23 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
 
 
 @pytest.fixture(scope="module")
-def settings(parts: dict[str, object]) -> Settings:
-    settings = parts["settings"]
-    assert isinstance(settings, Settings)
-    return settings
+def settings(rig: Rig) -> Settings:
+    return rig.settings
 
 
 @pytest.fixture(scope="module")
-def hooks(parts: dict[str, object]) -> CallbackServer:
-    hooks = parts["hooks"]
-    assert isinstance(hooks, CallbackServer)
-    return hooks
+def users(settings: Settings) -> UserStore:
+    return UserStore(settings.users_file)
 
 
 @pytest.fixture(scope="module")
-def smtp(parts: dict[str, object]) -> SmtpServer:
-    smtp = parts["smtp"]
-    assert isinstance(smtp, SmtpServer)
-    return smtp
+def hooks(rig: Rig) -> CallbackServer:
+    return rig.hooks
 
 
 @pytest.fixture(scope="module")
-def client(settings: Settings) -> FlaskClient:
-    return create_app(settings).test_client()
+def smtp(rig: Rig) -> SmtpServer:
+    return rig.smtp
 
 
 @pytest.fixture(scope="module")
@@ -569,7 +574,7 @@ def test_an_already_settled_report_is_not_sent_again(
 
 
 def test_a_report_whose_publish_was_lost_is_sent_by_its_watchdog(
-    parts: dict[str, object], store: StatusStore, hooks: CallbackServer
+    rig: Rig, store: StatusStore, hooks: CallbackServer
 ) -> None:
     # As if the worker died right after recording Sent, before publishing the report task:
     # the final state carries the report's watchdog, and a running worker's scheduler fires it.

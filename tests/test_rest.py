@@ -7,8 +7,6 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import replace
 from email.message import Message
 from typing import Any
 from urllib.error import HTTPError
@@ -27,10 +25,15 @@ from schemathesis.checks import (
 )
 
 import api.rest
-from api import create_app
-from mailgate.config import Settings
 from mailgate.users import UserStore
-from tests.conftest import OTHER_PASSWORD, OTHER_USER, SEED_PASSWORD, SEED_USER
+from tests.conftest import (
+    OTHER_PASSWORD,
+    OTHER_USER,
+    SEED_PASSWORD,
+    SEED_USER,
+    MakeApp,
+    new_address,
+)
 from tests.support import RedisServer, SmtpServer, free_port, wait_for
 
 EMAILS = "/api/v1/emails"
@@ -57,12 +60,6 @@ def records(redis_server: RedisServer) -> int:
     return sum(1 for key in keys if not key.endswith(":history"))
 
 
-def new_address() -> str:
-    """A client address of its own, so failed-login throttles of other tests never count."""
-    a, b = os.urandom(2)
-    return f"198.18.{a}.{b % 254 + 1}"
-
-
 def http(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
          ) -> tuple[int, Message, Any]:  # fmt: skip
     """One real HTTP request: status, headers (names case-insensitive, as in HTTP: the server
@@ -76,11 +73,6 @@ def http(url: str, method: str = "GET", body: Any = None, headers: dict[str, str
             return response.status, response.headers, json.loads(response.read())
     except HTTPError as exc:
         return exc.code, exc.headers, json.loads(exc.read())
-
-
-@pytest.fixture(scope="module")
-def client(settings: Settings, users: UserStore) -> Iterator[FlaskClient]:
-    yield create_app(settings).test_client()
 
 
 @pytest.fixture(scope="module")
@@ -258,9 +250,9 @@ def test_a_repeated_idempotency_key_answers_200_with_the_first_id(
 
 
 def test_callback_url_reaches_the_job_when_its_host_is_allowed(
-    settings: Settings, users: UserStore
+    make_app: MakeApp, users: UserStore
 ) -> None:
-    app = create_app(replace(settings, callback_allowed=("hooks.pbx.example",)))
+    app = make_app(callback_allowed=("hooks.pbx.example",))
     url = "https://hooks.pbx.example/mail"
     response = app.test_client().post(EMAILS, json=mail(callback_url=url), headers=SEED)
     assert response.status_code == 202
@@ -299,9 +291,8 @@ def test_failed_logins_are_throttled_with_retry_after(client: FlaskClient) -> No
     assert int(responses[-1].headers["Retry-After"]) == 3600
 
 
-def test_redis_down_is_503(settings: Settings, users: UserStore) -> None:
-    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    client = create_app(dead).test_client()
+def test_redis_down_is_503(make_app: MakeApp, users: UserStore) -> None:
+    client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
     for response in (client.post(EMAILS, json=mail(), headers=SEED),
                      client.get(f"{EMAILS}/x", headers=SEED)):  # fmt: skip
         assert response.status_code == 503

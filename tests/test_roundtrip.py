@@ -35,6 +35,8 @@ from tests.support import SmtpServer, wait_for
 from worker.message import envelope, render
 from worker.smtp import SmtpTransport
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 SENDER = "ivr@domain.com"  # one the seed account may use
 FIELDS = {
     "Subject",

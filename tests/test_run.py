@@ -22,6 +22,8 @@ import redis
 from mailgate.embedded import private_dir, redis_command
 from tests.support import VENV_BIN, Service, _pings, free_port, wait_for
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 FLOWER_AUTH = "admin:flower-test-pw"
 
 

@@ -12,9 +12,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
 from mailgate.config import Settings
 from mailgate.users import UserStore
+from tests.conftest import MakeApp
 from tests.support import RedisServer
 
 
@@ -57,10 +57,7 @@ class CountingHasher:
         return bool(self.real.verify(hash_, password))
 
 
-def counted_app(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Flask, CountingHasher]:
-    app = create_app(settings)
+def counted_app(app: Flask, monkeypatch: pytest.MonkeyPatch) -> tuple[Flask, CountingHasher]:
     users = app.extensions["mailgate"].users
     hasher = CountingHasher(users._hasher)
     monkeypatch.setattr(users, "_hasher", hasher)
@@ -68,9 +65,12 @@ def counted_app(
 
 
 def test_brute_force_is_cut_off_fast_without_hashing(
-    settings: Settings, users: UserStore, accounts: list[str], monkeypatch: pytest.MonkeyPatch
+    make_app: MakeApp,
+    users: UserStore,
+    accounts: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    app, hasher = counted_app(settings, monkeypatch)
+    app, hasher = counted_app(make_app(), monkeypatch)
     client = app.test_client()
     victim, bystander = accounts
     codes = [send(client, victim, f"guess-{i}", "198.51.100.7") for i in range(300)]
@@ -84,10 +84,11 @@ def test_brute_force_is_cut_off_fast_without_hashing(
     assert send(client, victim, f"{victim}-pw", "203.0.113.5") == "200"
 
 
+@pytest.mark.slow  # argon2 for every guess: seconds on a busy machine
 def test_spraying_many_names_from_one_address_is_cut_off(
-    settings: Settings, users: UserStore
+    make_app: MakeApp, users: UserStore
 ) -> None:
-    client = create_app(settings).test_client()
+    client = make_app().test_client()
     codes = [
         send(client, f"spray-{i}-{time.monotonic_ns()}", "x", "198.51.100.99") for i in range(40)
     ]
@@ -95,14 +96,19 @@ def test_spraying_many_names_from_one_address_is_cut_off(
     assert set(codes[20:]) == {"429"}
 
 
+@pytest.mark.slow  # argon2 for every guess: seconds on a busy machine
 def test_a_distributed_guess_is_slowed_but_the_owner_keeps_working(
-    settings: Settings, users: UserStore, accounts: list[str], monkeypatch: pytest.MonkeyPatch
+    make_app: MakeApp,
+    settings: Settings,
+    users: UserStore,
+    accounts: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tight = replace(settings, login_failures_per_user="10/hour")
     victim = accounts[0]
     # The owner's device logged in from its usual address before the attack.
-    assert send(create_app(tight).test_client(), victim, f"{victim}-pw", "203.0.113.80") == "200"
-    app, hasher = counted_app(tight, monkeypatch)
+    assert send(make_app(tight).test_client(), victim, f"{victim}-pw", "203.0.113.80") == "200"
+    app, hasher = counted_app(make_app(tight), monkeypatch)
     client = app.test_client()
     codes = [send(client, victim, f"wrong-{i}", f"192.0.2.{i}") for i in range(1, 60)]
     assert codes[:10] == ["305"] * 10
@@ -111,28 +117,32 @@ def test_a_distributed_guess_is_slowed_but_the_owner_keeps_working(
     assert set(codes[10:]) <= {"305", "429"}
     assert hasher.calls == codes.count("305")
     # A fresh API process (no cached credentials): the owner's known address still works.
-    fresh = create_app(tight).test_client()
+    fresh = make_app(tight).test_client()
     assert send(fresh, victim, f"{victim}-pw", "203.0.113.80") == "200"
 
 
+@pytest.mark.slow  # argon2 for every guess: seconds on a busy machine
 def test_spraying_from_an_office_address_does_not_lock_out_its_users(
-    settings: Settings, users: UserStore, accounts: list[str]
+    make_app: MakeApp, users: UserStore, accounts: list[str]
 ) -> None:
     office, member = "198.51.100.150", accounts[0]
-    assert send(create_app(settings).test_client(), member, f"{member}-pw", office) == "200"
-    client = create_app(settings).test_client()
+    assert send(make_app().test_client(), member, f"{member}-pw", office) == "200"
+    client = make_app().test_client()
     spray = [send(client, f"nobody-{i}-{time.monotonic_ns()}", "x", office) for i in range(30)]
     assert spray[:20] == ["305"] * 20 and set(spray[20:]) == {"429"}
     # The member who logged in from there before keeps working, from a fresh process too;
     # a name never seen from there is still refused.
-    assert send(create_app(settings).test_client(), member, f"{member}-pw", office) == "200"
+    assert send(make_app().test_client(), member, f"{member}-pw", office) == "200"
     assert send(client, accounts[1], f"{accounts[1]}-pw", office) == "429"
 
 
 def test_parallel_guesses_never_run_more_argon2_checks_than_the_limit(
-    settings: Settings, users: UserStore, accounts: list[str], monkeypatch: pytest.MonkeyPatch
+    make_app: MakeApp,
+    users: UserStore,
+    accounts: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    app, hasher = counted_app(settings, monkeypatch)
+    app, hasher = counted_app(make_app(), monkeypatch)
     victim, codes = accounts[0], []
     start = threading.Barrier(8)
 
@@ -157,9 +167,9 @@ def test_parallel_guesses_never_run_more_argon2_checks_than_the_limit(
     ids=["just-over-the-cap", "100k", "non-ascii", "under-the-cap"],
 )
 def test_long_user_names_never_reach_redis(
-    settings: Settings, users: UserStore, redis_server: RedisServer, name: str
+    make_app: MakeApp, users: UserStore, redis_server: RedisServer, name: str
 ) -> None:
-    client = create_app(settings).test_client()
+    client = make_app().test_client()
     redis = redis_server.client()
     before = int(redis.info("memory")["used_memory"])
     for i in range(20):
@@ -179,10 +189,10 @@ def test_long_user_names_never_reach_redis(
 
 
 def test_a_forged_long_forwarded_address_never_reaches_redis(
-    settings: Settings, users: UserStore, redis_server: RedisServer
+    make_app: MakeApp, settings: Settings, users: UserStore, redis_server: RedisServer
 ) -> None:
     behind_proxy = replace(settings, trusted_proxies=("127.0.0.1/32",))
-    client = create_app(behind_proxy).test_client()
+    client = make_app(behind_proxy).test_client()
     hop = "garbage-" + "z" * 30_000
     assert send(client, "nobody", "x", "127.0.0.1", **{"X-Forwarded-For": hop}) == "305"
     keys = list(redis_server.client().scan_iter(count=1000))
@@ -196,8 +206,8 @@ def office_account(users: UserStore) -> str:
     return name
 
 
-def test_network_acl(settings: Settings, office_account: str) -> None:
-    client = create_app(settings).test_client()
+def test_network_acl(make_app: MakeApp, office_account: str) -> None:
+    client = make_app().test_client()
     assert send(client, office_account, "office-pw", "10.1.2.3") == "200"
     response = client.get(
         "/api",
@@ -223,9 +233,14 @@ def test_network_acl(settings: Settings, office_account: str) -> None:
     ids=["trusted-proxy", "untrusted-peer", "forged-chain", "garbage"],
 )
 def test_x_forwarded_for_only_from_trusted_proxies(
-    settings: Settings, office_account: str, peer: str, forwarded: str, expected: str
+    make_app: MakeApp,
+    settings: Settings,
+    office_account: str,
+    peer: str,
+    forwarded: str,
+    expected: str,
 ) -> None:
     behind_proxy = replace(settings, trusted_proxies=("127.0.0.1/32",))
-    client = create_app(behind_proxy).test_client()
+    client = make_app(behind_proxy).test_client()
     result = send(client, office_account, "office-pw", peer, **{"X-Forwarded-For": forwarded})
     assert result == expected

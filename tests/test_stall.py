@@ -5,18 +5,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 
-from api import create_app
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE
 from mailgate.status import StatusStore
 from mailgate.status.counters import LAST_OUTCOME, count
 from mailgate.status.keys import DUE_KEY, METRICS_KEY
+from tests.conftest import MakeApp
 from tests.support import RedisServer, wait_for
 
 STALL_AFTER = 4.0  # twice the redelivery period below
@@ -32,10 +31,10 @@ def stall_db(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def metrics_client(settings: Settings, stall_db: redis.Redis) -> FlaskClient:
+def metrics_client(settings: Settings, make_app: MakeApp, stall_db: redis.Redis) -> FlaskClient:
     url = settings.redis_url.rsplit("/", 1)[0] + "/7"
-    mine = replace(settings, redis_url=url, broker_url=url, redelivery_seconds=STALL_AFTER / 2)
-    return create_app(mine).test_client()
+    mine = make_app(redis_url=url, broker_url=url, redelivery_seconds=STALL_AFTER / 2)
+    return mine.test_client()
 
 
 def scrape(client: FlaskClient) -> dict[str, float]:

@@ -17,6 +17,8 @@ import pytest
 from mailgate.embedded import free_port
 from tests.support import VENV_BIN, Service, wait_for
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 
 from mailgate.errors import AuthFailed, UserError
 from mailgate.users import Account, UserStore
-from tests.support import VENV_BIN
+from tests.conftest import RunCli
 
 
 @pytest.fixture
@@ -100,34 +99,23 @@ def test_duplicate_and_missing_users(store: UserStore) -> None:
         store.remove("bob")
 
 
-def _cli(args: list[str], users_file: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "mailgate"), *args],
-        input=stdin,
-        env={"MAILGATE_USERS_FILE": str(users_file), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=users_file.parent,
-    )
-
-
-def test_cli_user_add_list_remove(tmp_path: Path) -> None:
-    users_file = tmp_path / "users.toml"
-    added = _cli(["user", "add", "shop", "--password-stdin", "--sender", "*@shop.example",
-                  "--rate", "5/second"], users_file, "cli-secret-pw\n")  # fmt: skip
-    assert added.returncode == 0, added.stderr
+def test_cli_user_add_list_remove(tmp_path: Path, mailgate: RunCli) -> None:
+    env = {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml")}
+    added = mailgate("user", "add", "shop", "--password-stdin", "--sender", "*@shop.example",
+                     "--rate", "5/second", env=env, input="cli-secret-pw\n")  # fmt: skip
+    assert added.exit_code == 0, added.output
     assert "cli-secret-pw" not in added.stdout + added.stderr
+    users_file = tmp_path / "users.toml"
     assert UserStore(users_file).authenticate("shop", "cli-secret-pw").senders == (
         "*@shop.example",
     )
-    listed = _cli(["user", "list"], users_file)
+    listed = mailgate("user", "list", env=env)
     assert listed.stdout.split("\t")[0] == "shop"
     assert "*@shop.example" in listed.stdout and "5/second" in listed.stdout
-    again = _cli(["user", "add", "shop", "--password-stdin"], users_file, "x\n")
-    assert again.returncode == 2
+    again = mailgate("user", "add", "shop", "--password-stdin", env=env, input="x\n")
+    assert again.exit_code == 2
     assert again.stderr.strip() == "mailgate: user 'shop' already exists"
-    assert _cli(["user", "remove", "shop"], users_file).returncode == 0
+    assert mailgate("user", "remove", "shop", env=env).exit_code == 0
     assert UserStore(users_file).accounts() == {}
 
 

@@ -31,6 +31,8 @@ from mailgate.web import HEADER_READ_TIMEOUT_MS, listen_port
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import VENV_BIN, Service, wait_for, web_args
 
+pytestmark = pytest.mark.integration  # real processes of its own
+
 MAX_REQUEST = 20_000
 """MAILGATE_MAX_REQUEST_BYTES for the server under test: small, so the tests send little."""
 URI_LIMIT = 65_534
