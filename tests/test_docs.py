@@ -73,7 +73,7 @@ def test_every_relative_link_resolves(page: Path) -> None:
     ("heading", "expected"),
     [
         ("Guarantees", "guarantees"),
-        ("Procfile (honcho, foreman and similar tools)", "procfile-honcho-foreman-and-similar-tools"),
+        ("Procfile (honcho, foreman)", "procfile-honcho-foreman"),
         ("Ozeki API (`/api`)", "ozeki-api-api"),
         ("Each guarantee has a test_x that-fails", "each-guarantee-has-a-test_x-that-fails"),
         ("Against the goals, honestly", "against-the-goals-honestly"),
