@@ -57,9 +57,8 @@ def broken_links(page: Path) -> list[str]:
             linked = (page.parent / path).resolve() if path else page
             if not linked.exists():
                 broken.append(f"{target}: no file {path}")
-            elif fragment and linked.suffix == ".md":
-                if fragment not in anchors(linked.read_text("utf-8")):
-                    broken.append(f"{target}: no heading #{fragment} in {path or page.name}")
+            elif fragment and fragment not in anchors(linked.read_text("utf-8")):
+                broken.append(f"{target}: no heading #{fragment} in {path or page.name}")
     return broken
 
 
