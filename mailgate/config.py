@@ -95,7 +95,7 @@ class Settings:
         "Celery broker, status store and rate-limit counters. `redis://`, `rediss://`, "
         "`unix://`, or Redis Sentinel: "
         "`redis+sentinel://[:password@]host:port[,host:port…]/master_name[/db]` "
-        "(`sentinel://` is the same; see [High availability](#high-availability))",
+        "(`sentinel://` is the same; see [High availability](design.md#high-availability))",
         shown="embedded under `mailgate run`, else `redis://127.0.0.1:6379/0`",
     )
     redis_sentinel_master: str = setting(
@@ -170,7 +170,7 @@ class Settings:
     flower_basic_auth: str | None = setting(
         None,
         p.basic_auth,
-        "`user:password` for Flower (see [Flower](#flower))",
+        "`user:password` for Flower (see [Flower](operations.md#flower))",
         secret=True,
     )
     # Delivery and retries.
@@ -276,8 +276,8 @@ class Settings:
     broker_url: str = setting(
         "",
         p.broker_url,
-        "the Celery broker: `amqp://…` for RabbitMQ (see [RabbitMQ](#rabbitmq)), or a Sentinel "
-        "URL; the status store stays in Redis",
+        "the Celery broker: `amqp://…` for RabbitMQ (see [RabbitMQ](operations.md#rabbitmq)), "
+        "or a Sentinel URL; the status store stays in Redis",
         shown="the Redis URL",
     )
     # What is accepted.
