@@ -52,7 +52,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Not part of `make test`: about 25 minutes on a quiet 2-core machine (see README).
+# Not part of `make test`: about 25 minutes on a quiet 2-core machine (see bench/README.md).
 # As root it installs what it needs from Debian when missing: wrk and postfix (smtp-sink).
 bench: $(STAMP)
 	$(PIP) -e '.[bench]'
@@ -67,7 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Breaks each delivery guarantee's mechanism in a temporary copy of the tree and checks that
-# the tests guarding it fail (tools/mutate.py; README, Guarantees). Exits 1 if a mutant survives.
+# the tests guarding it fail (tools/mutate.py; docs/design.md, Guarantees). Exits 1 if a mutant survives.
 mutate: $(STAMP)
 	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
 

@@ -1,7 +1,7 @@
 """Rate limits, counted in Redis so they hold across every API process.
 
 - Per-account send rates (``rate = "20/second"`` in the users file), by the ``limits`` library.
-- Failed-login throttles that slow the guesser, not the owner (README, Security):
+- Failed-login throttles that slow the guesser, not the owner (docs/security.md):
 
   * Every argon2 check first *reserves* a slot in Redis, atomically (one Lua script), in the
     scopes that apply; a success gives the slots back, a failure keeps them. So parallel guesses

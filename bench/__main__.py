@@ -36,7 +36,7 @@ from bench.servers import ROOT, BenchError, Stack, child_env
 from bench.table import markdown
 
 RESULTS = ROOT / "bench" / "results"
-"""Full runs write here (for the README); --quick runs write to its quick/ folder."""
+"""Full runs write here (for bench/README.md); --quick runs write to its quick/ folder."""
 _BEGIN = time.monotonic()
 E2E_SHARE = 0.7
 """The end-to-end load, as a share of the measured local drain rate (issue 12: 70 %)."""

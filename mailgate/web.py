@@ -1,6 +1,6 @@
 """``mailgate web``: the API served by granian's WSGI interface (a Rust HTTP server).
 
-Chosen by measurement (README, "API server"): on this project's 2-core machine the same bare
+Chosen by measurement (docs/operations.md, "API server"): on this project's 2-core machine the same bare
 Flask app answered about 2.5 x the requests of gunicorn's sync or gthread workers, with the
 HTTP parsing, keep-alive and response writing done in Rust outside the GIL.
 

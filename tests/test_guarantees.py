@@ -1,4 +1,4 @@
-"""Each guarantee of the README against its mechanism, in real Redis: the claim, the final
+"""Each guarantee of docs/design.md against its mechanism, in real Redis: the claim, the final
 check, the attempt counted before SMTP, the deadline, the content drop, the TTL, the due-set
 lease, and what a refused or accepted request leaves in the queue.
 

@@ -9,7 +9,7 @@ keeps seeing every e-mail: the strategy sends the task-received, task-started an
 task-succeeded (or task-failed) events Celery's own request would send, through the worker's
 event dispatcher (which buffers them and publishes them in groups).
 
-What it gains (``README.md``, Benchmarks): the threads share Redis round trips through
+What it gains (``bench/README.md``): the threads share Redis round trips through
 :class:`mailgate.status.batched.BatchedStatusStore`, each keeps its SMTP session, and there
 can be many more of them (``MAILGATE_WORKER_CONCURRENCY``, SMTP sessions in flight) than
 Celery's pool threads, for relays that answer slowly.
