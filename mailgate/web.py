@@ -1,8 +1,8 @@
 """``mailgate web``: the API served by granian's WSGI interface (a Rust HTTP server).
 
 Chosen by measurement (docs/operations.md, "API server"): on this project's 2-core machine
-the same bare Flask app answered about 2.5 x the requests of gunicorn's sync or gthread workers, with the
-HTTP parsing, keep-alive and response writing done in Rust outside the GIL.
+the same bare Flask app answered about 2.5 x the requests of gunicorn's sync or gthread
+workers, with the HTTP parsing, keep-alive and response writing done in Rust outside the GIL.
 
 What the gunicorn settings (``api.gunicorn_conf``) did is kept here:
 
