@@ -96,6 +96,27 @@ def worker(
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--address", default=None, help="Bind address (default: MAILGATE_FLOWER_ADDRESS).")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port (default: MAILGATE_FLOWER_PORT).",
+)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@_friendly
+def flower(address: str | None, port: int | None, flower_args: tuple[str, ...]) -> None:
+    """Start Flower on the workers' Celery app; FLOWER_ARGS go to Flower."""
+    from mailgate.run import flower_argv
+
+    settings = _settings()
+    argv = flower_argv(
+        address or settings.flower_address, port or settings.flower_port, flower_args
+    )
+    os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def supervise(command: tuple[str, ...]) -> None:
     """Run COMMAND and start it again whenever it exits (mailgate supervise -- CMD ...)."""

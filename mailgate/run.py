@@ -38,11 +38,10 @@ def _bin(name: str) -> str:
 
 def commands(settings: Settings) -> dict[str, str]:
     """The gateway's own processes, as Procfile-style command lines."""
-    celery = f"{_bin('celery')} -A worker.app"
     return {
         "web": f"{_bin('mailgate')} web",
         "worker": f"{_bin('mailgate')} worker",
-        "flower": f"{celery} flower --address=127.0.0.1 --port={settings.flower_port}",
+        "flower": f"{_bin('mailgate')} flower --address 127.0.0.1",
     }
 
 
@@ -54,6 +53,15 @@ def worker_argv(settings: Settings, name: str, extra: Sequence[str] = ()) -> lis
         str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "worker",
         "--pool", "threads", "--concurrency", str(settings.worker_concurrency), "-Q", QUEUE,
         "-E", "-n", name, "--loglevel", "INFO", *extra,
+    ]  # fmt: skip
+
+
+def flower_argv(address: str, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """Flower on the worker app (which hands it MAILGATE_FLOWER_BASIC_AUTH and refuses an
+    address beyond loopback without one); ``extra``: more Flower options."""
+    return [
+        str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "flower",
+        f"--address={address}", f"--port={port}", *extra,
     ]  # fmt: skip
 
 

@@ -44,8 +44,7 @@ def flower(
     port = free_port()
     log = Path(tmp_path_factory.mktemp("flower")) / "flower.log"
     flower_env = {**env, "MAILGATE_FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
-    args = [str(VENV_BIN / "celery"), "-A", "worker.app", "flower", "--address=127.0.0.1",
-            f"--port={port}"]  # fmt: skip
+    args = [str(VENV_BIN / "mailgate"), "flower", "--address", "127.0.0.1", "--port", str(port)]
     service = Service("flower", args, flower_env, log).start()
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: answers(f"{url}/api/workers"), 60, "Flower to see the worker")
