@@ -18,7 +18,7 @@ from kombu import serialization
 from kombu.entity import Queue
 from kombu.utils import json as kombu_json
 
-from mailgate import broker_transport
+from mailgate import broker_events, broker_transport
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
 from mailgate.redisconn import SentinelTarget, is_redis, is_sentinel, redis_client, same_redis
@@ -37,7 +37,8 @@ def make_celery(settings: Settings) -> Celery:
     if is_sentinel(broker_url):
         sentinel = SentinelTarget.parse(broker_url)
         broker_url = sentinel.kombu_url()
-    app = Celery("mailgate", broker=broker_url, set_as_current=False)
+    # Task events are published from the event-loop thread only (see mailgate.broker_events).
+    app = Celery("mailgate", broker=broker_url, set_as_current=False, events=broker_events.Events)
     redis_broker = is_redis(settings.broker_url)
     app.conf.update(
         task_serializer="json",
