@@ -346,8 +346,10 @@ def test_task_threads_leave_publishing_events_to_the_event_loop(ours: bool) -> N
             published.append((routing_key, threading.get_ident()))
 
     with Connection("memory://") as conn:
-        dispatcher = Recording(conn, app=app, enabled=True, buffer_group=["task"],
-                               buffer_limit=3, on_send_buffered=lambda: asked.append(1))  # fmt: skip
+        dispatcher = Recording(
+            conn, app=app, enabled=True, buffer_group=["task"], buffer_limit=3,
+            on_send_buffered=lambda: asked.append(1),
+        )  # fmt: skip
 
         def task_thread() -> None:
             for n in range(7):
