@@ -18,7 +18,7 @@ from kombu import serialization
 from kombu.entity import Queue
 from kombu.utils import json as kombu_json
 
-from mailgate import broker_transport
+from mailgate import broker_events, broker_transport
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, TASK_NAME
 from mailgate.redisconn import SentinelTarget, is_redis, is_sentinel, redis_client, same_redis
@@ -37,7 +37,8 @@ def make_celery(settings: Settings) -> Celery:
     if is_sentinel(broker_url):
         sentinel = SentinelTarget.parse(broker_url)
         broker_url = sentinel.kombu_url()
-    app = Celery("mailgate", broker=broker_url, set_as_current=False)
+    # Task events are published from the event-loop thread only (see mailgate.broker_events).
+    app = Celery("mailgate", broker=broker_url, set_as_current=False, events=broker_events.Events)
     redis_broker = is_redis(settings.broker_url)
     app.conf.update(
         task_serializer="json",
@@ -74,6 +75,10 @@ def make_celery(settings: Settings) -> Celery:
         # reads that socket too. The two readers split AMQP frames between them, and the
         # worker stays connected but consumes nothing more. Keep the full prefetch instead.
         app.conf.worker_enable_prefetch_count_reduction = False
+        # The worker checks its connections every 5 s instead of every 60 s (the heartbeat
+        # RabbitMQ negotiates by default): a connection whose close the event loop missed
+        # fails at the next heartbeat sent, and the worker reconnects.
+        app.conf.broker_heartbeat = 10
     if sentinel is not None:
         app.conf.broker_transport_options.update(
             master_name=sentinel.master,

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ import pytest
 import redis
 from celery import Celery
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
+from celery.events.dispatcher import EventDispatcher
 from celery.utils.threads import bound_open_broker_sockets
 from celery.worker import state as worker_state
 from celery.worker.consumer import Consumer as WorkerConsumer
@@ -39,7 +41,7 @@ from kombu import Connection, Consumer, Exchange, Queue
 from kombu.common import ignore_errors
 from kombu.message import Message
 
-from mailgate import broker_transport
+from mailgate import broker_events, broker_transport
 from mailgate.broker import make_celery, publish, redis_task_message
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE, EmailJob
@@ -327,6 +329,44 @@ def _rabbitmq_manageable() -> bool:
         return shutil.which("rabbitmqctl") is not None and _rabbitmqctl("status").returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+@pytest.mark.parametrize("ours", [False, True], ids=["stock", "ours"])
+def test_task_threads_leave_publishing_events_to_the_event_loop(ours: bool) -> None:
+    """A task thread that fills the event buffer must not publish it: on RabbitMQ it would
+    wait for the confirm on a socket the event loop reads too (see mailgate.broker_events)."""
+    app = make_celery(
+        Settings.from_env({"MAILGATE_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"})
+    )
+    cls = app.events.Dispatcher if ours else EventDispatcher
+    assert ours == issubclass(cls, broker_events.LoopThreadDispatcher)
+    published: list[tuple[str, int]] = []
+    asked: list[int] = []
+
+    class Recording(cls):  # type: ignore[misc,valid-type]
+        def _publish(self, event: Any, producer: Any, routing_key: str, **kwargs: Any) -> None:
+            published.append((routing_key, threading.get_ident()))
+
+    with Connection("memory://") as conn:
+        dispatcher = Recording(
+            conn, app=app, enabled=True, buffer_group=["task"], buffer_limit=3,
+            on_send_buffered=lambda: asked.append(1),
+        )  # fmt: skip
+
+        def task_thread() -> None:
+            for n in range(7):
+                dispatcher.send("task-succeeded", uuid=str(n))
+
+        thread = threading.Thread(target=task_thread)
+        thread.start()
+        thread.join(10)
+        loop_thread = threading.get_ident()
+        if ours:
+            assert published == [] and len(asked) == 7  # all left to the event loop
+            dispatcher.flush()  # what the event loop does when asked
+            assert published == [("task.multi", loop_thread)]
+        else:  # Celery's own: the task thread published every full buffer
+            assert published and all(ident != loop_thread for _, ident in published)
 
 
 class _RunningTask:
