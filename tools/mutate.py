@@ -46,7 +46,8 @@ MUTANTS = [
     Mutant(
         "final-check", "a record already Sent or Failed is attempted again",
         (("mailgate/status/scripts.py",
-          "if status == 'Sent' or status == 'Failed' then return {'final'} end\n", ""),),
+          "if status == 'Sent' or status == 'Failed' or status == 'Cancelled' then "
+          "return {'final'} end\n", ""),),
         (G + "test_a_final_email_is_acknowledged_without_sending",),
     ),
     Mutant(
@@ -84,9 +85,7 @@ MUTANTS = [
     ),
     Mutant(
         "ttl-on-create", "a new record never expires",
-        (("mailgate/status/store.py",
-          "        })  # fmt: skip\n        pipe.expire(key, self.ttl)\n",
-          "        })  # fmt: skip\n"),),
+        (("mailgate/status/scripts.py", "redis.call('EXPIRE', KEYS[1], ARGV[1])\n", ""),),
         (G + "test_a_status_record_expires_after_its_ttl",),
     ),
     Mutant(
@@ -94,6 +93,12 @@ MUTANTS = [
         (("mailgate/status/store.py",
           "        pipe.expire(key, self.ttl)\n        pipe.expire(log, self.ttl)\n", ""),),
         (G + "test_the_ttl_counts_from_the_last_change",),
+    ),
+    Mutant(
+        "ttl-on-change-batched", "the worker's batched outcomes do not renew the record's TTL",
+        (("mailgate/status/scripts.py",
+          "  redis.call('EXPIRE', o.key, ttl)\n  redis.call('EXPIRE', o.log, ttl)\n", ""),),
+        ("tests/test_batched_store.py::test_outcomes_write_what_the_plain_store_writes",),
     ),
     Mutant(
         "due-lease", "taking due e-mails does not lease them (two schedulers publish both)",
