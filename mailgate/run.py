@@ -19,8 +19,6 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
 
-from honcho.manager import Manager
-
 from mailgate.config import Settings, environment
 from mailgate.embedded import port_is_free, private_dir, redis_command
 from mailgate.errors import ConfigError
@@ -104,6 +102,10 @@ def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int
 
 def run_all() -> int:
     """Start everything and wait; the exit code of the first process to stop."""
+    # honcho comes with the run extra; `mailgate worker` and `mailgate flower` (this module's
+    # other commands) run in images without it.
+    from honcho.manager import Manager
+
     env = environment()  # .env included, so the children and this process agree
     first = Settings.from_env(env)  # a bad variable stops here with one line
     var = private_dir(Path("var"))  # bodies, recipients and password hashes live under it
