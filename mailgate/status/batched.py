@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 import redis
 
@@ -32,7 +32,13 @@ from mailgate.status.keys import (
     history_key,
 )
 from mailgate.status.records import Record
-from mailgate.status.store import HISTORY_LIMIT, StatusStore, _start_call, _start_result
+from mailgate.status.store import (
+    HISTORY_LIMIT,
+    Change,
+    StatusStore,
+    _start_call,
+    _start_result,
+)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -148,20 +154,13 @@ class BatchedStatusStore(StatusStore):
         return [None] * len(items)
 
     def _outcome(
-        self,
-        email_id: str,
-        attempt: int,
-        fields: dict[str, Any],
-        detail: str,
-        *,
-        drop: tuple[str, ...] = (),
-        due: float | None = None,
-        token: str | None = None,
-        latency: float | None = None,
-        report_due: float | None = None,
-    ) -> str:
+        self, email_id: str, attempt: int, fields: dict[str, Any], detail: str,
+        **change: Unpack[Change],
+    ) -> str:  # fmt: skip
         """One outcome for the OUTCOMES script: what StatusStore._queue_update queues, as JSON
         (values written as redis-py writes them)."""
+        drop, due, token = change.get("drop", ()), change.get("due"), change.get("token")
+        latency, report_due = change.get("latency"), change.get("report_due")
         now = time.time()
         fields["updated_at"] = now
         entry = {"attempt": attempt, "at": now, "outcome": fields["status"], "detail": detail}

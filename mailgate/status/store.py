@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import redis
 
@@ -28,6 +28,21 @@ from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, pa
 HISTORY_LIMIT = 50
 REPLICA_WAIT_MS = 1000
 """How long a write waits for MAILGATE_REDIS_MIN_REPLICAS replicas to confirm it."""
+
+
+class Change(TypedDict, total=False):
+    """What one outcome does besides writing its fields (see :meth:`StatusStore._update`)."""
+
+    drop: tuple[str, ...]
+    """Fields to delete (the content of a Sent e-mail, a stale next_attempt_at)."""
+    due: float | None
+    """The due-set entry's new time (a retry), or None to take the e-mail off the due set."""
+    token: str | None
+    """The worker's claim token: the claim is released if it is still this worker's."""
+    latency: float | None
+    """Seconds from acceptance to the 250, for the histogram."""
+    report_due: float | None
+    """The delivery report's watchdog, set with the final state."""
 
 
 class StatusStore:
@@ -280,42 +295,22 @@ class StatusStore:
         self.redis.zrem(DUE_KEY, email_id)
 
     def _update(
-        self,
-        email_id: str,
-        attempt: int,
-        fields: dict[str, Any],
-        detail: str,
-        *,
-        drop: tuple[str, ...] = (),
-        due: float | None = None,
-        token: str | None = None,
-        latency: float | None = None,
-        report_due: float | None = None,
-    ) -> None:
+        self, email_id: str, attempt: int, fields: dict[str, Any], detail: str,
+        **change: Unpack[Change],
+    ) -> None:  # fmt: skip
         """Apply one outcome atomically: fields, history, TTLs, the due set, the metrics
         counters, and (with ``token``) the release of the worker's claim."""
         pipe = self.redis.pipeline(transaction=True)
-        self._queue_update(
-            pipe, email_id, attempt, fields, detail, drop=drop, due=due, token=token,
-            latency=latency, report_due=report_due,
-        )  # fmt: skip
+        self._queue_update(pipe, email_id, attempt, fields, detail, **change)
         pipe.execute()
 
     def _queue_update(
-        self,
-        pipe: redis.client.Pipeline,
-        email_id: str,
-        attempt: int,
-        fields: dict[str, Any],
-        detail: str,
-        *,
-        drop: tuple[str, ...] = (),
-        due: float | None = None,
-        token: str | None = None,
-        latency: float | None = None,
-        report_due: float | None = None,
-    ) -> None:
+        self, pipe: redis.client.Pipeline, email_id: str, attempt: int, fields: dict[str, Any],
+        detail: str, **change: Unpack[Change],
+    ) -> None:  # fmt: skip
         """Queue the commands of :meth:`_update` on ``pipe`` (a transaction) without running it."""
+        drop, due, token = change.get("drop", ()), change.get("due"), change.get("token")
+        latency, report_due = change.get("latency"), change.get("report_due")
         now = time.time()
         key, log = email_key(email_id), history_key(email_id)
         fields["updated_at"] = now
