@@ -42,8 +42,12 @@ class CountingHandler:
             self.total, self.times, self.first, self.last = 0, {}, 0.0, 0.0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.note(envelope.original_content or envelope.content)
+        return "250 2.0.0 Ok: counted"
+
+    def note(self, data: bytes) -> None:
+        """Count one message and note when its Message-ID was first answered 250."""
         now = time.time()
-        data: bytes = envelope.original_content or envelope.content
         end = data.find(b"\r\n\r\n")
         found = _MESSAGE_ID.search(data, 0, end if end >= 0 else len(data))
         with self.lock:
@@ -52,7 +56,6 @@ class CountingHandler:
             self.last = now
             if found:
                 self.times.setdefault(found.group(1).decode("ascii", "replace"), now)
-        return "250 2.0.0 Ok: counted"
 
     def snapshot(self) -> dict[str, float]:
         with self.lock:
