@@ -27,7 +27,6 @@ from mailgate.config import Settings
 from mailgate.errors import InvalidParameter, ParseError, TooLarge
 from mailgate.headers import NotCarried, check_filename
 from mailgate.jobs import Attachment
-from mailgate.text import control_reason
 from mailgate.validation import SendRequest, check_encoded_size
 
 MULTIPART_TYPE = "multipart/form-data"
@@ -205,11 +204,8 @@ def _filename(raw: str) -> str:
         raise _invalid("an uploaded file has no file name")
     if len(name) > 255:
         raise _invalid("an uploaded file name is longer than 255 characters")
-    # The same checks as a path's file name: no control character, no encoded word that
-    # a Content-Disposition header would not carry exactly.
-    reason = control_reason(name)
-    if reason:
-        raise _invalid(f"an uploaded file name holds a {reason}")
+    # The same check as a path's file name: no control character, no encoded word that a
+    # Content-Disposition header would not carry exactly.
     try:
         check_filename(name)
     except NotCarried as exc:
