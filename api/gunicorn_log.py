@@ -10,6 +10,7 @@ line breaks in any field are escaped, so a ``%0a`` in a path cannot forge a line
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,21 @@ _WITH_QUERY = ("r", "q", "f", "{raw_uri}e", "{query_string}e", "{referer}i", "{r
 def clean(text: str) -> str:
     """One log text without query strings, secrets or raw control characters."""
     return escape_controls(redact(strip_query(text)))
+
+
+class _CleanRecord(logging.Filter):
+    """Formats a record's message with its arguments, then cleans it (a message whose
+    arguments do not fit keeps both, so nothing is lost)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if record.args:
+            try:
+                text = text % record.args
+            except (TypeError, ValueError):
+                text = f"{text} {record.args!r}"
+        record.msg, record.args = clean(text), None
+        return True
 
 
 class SafeLogger(Logger):  # type: ignore[misc]
@@ -43,34 +59,9 @@ class SafeLogger(Logger):  # type: ignore[misc]
             key: clean(value) if isinstance(value, str) else value for key, value in atoms.items()
         }
 
-    def _clean(self, msg: object, args: tuple[object, ...]) -> str:
-        text = str(msg)
-        if args:
-            try:
-                text = text % args
-            except (TypeError, ValueError):
-                text = f"{text} {args!r}"
-        return clean(text)
-
-    def critical(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.error_log.critical(self._clean(msg, args), **kwargs)
-
-    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.error_log.error(self._clean(msg, args), **kwargs)
-
-    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.error_log.warning(self._clean(msg, args), **kwargs)
-
-    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.error_log.info(self._clean(msg, args), **kwargs)
-
-    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.error_log.debug(self._clean(msg, args), **kwargs)
-
-    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.error_log.exception(self._clean(msg, args), **kwargs)
-
-    def log(self, lvl: Any, msg: object, *args: object, **kwargs: Any) -> None:
-        if isinstance(lvl, str):
-            lvl = self.LOG_LEVELS.get(lvl.lower(), 20)
-        self.error_log.log(lvl, self._clean(msg, args), **kwargs)
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        # Every line of the error log (critical to debug, exception, log) passes this filter,
+        # once: gunicorn's error logger is one logging.Logger for all instances.
+        if not any(isinstance(f, _CleanRecord) for f in self.error_log.filters):
+            self.error_log.addFilter(_CleanRecord())
