@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -80,6 +81,15 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def answers(url: str) -> bool:
+    """True when a GET of ``url`` answers HTTP 200 within a second (a server's readiness)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def count_records(client: redis.Redis) -> int:

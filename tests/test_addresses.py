@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from mailgate.embedded import free_port
 from tests.conftest import SEED_PASSWORD, SEED_USER
-from tests.support import Received, Service, SmtpServer, wait_for, web_args
+from tests.support import Received, Service, SmtpServer, free_port, wait_for, web_args
 from tests.test_clients import call, ozeki, sent, xml
 
 pytestmark = pytest.mark.usefixtures("worker")

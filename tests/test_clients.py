@@ -24,9 +24,8 @@ import pytest
 
 from mailgate.broker import make_celery, publish
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from tests.conftest import OTHER_PASSWORD, OTHER_USER, SEED_PASSWORD, SEED_USER
-from tests.support import VENV_BIN, Received, Service, SmtpServer, wait_for
+from tests.support import VENV_BIN, Received, Service, SmtpServer, answers, free_port, wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 CREDS = {"Username": SEED_USER, "Password": SEED_PASSWORD}
@@ -387,7 +386,7 @@ def test_the_procfile_web_process_binds_port(
                       workdir / "procfile-web.log", cwd=ROOT).start()  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{url}/healthz"), 30, "the web process on $PORT")
+        wait_for(lambda: answers(f"{url}/healthz"), 30, "the web process on $PORT")
         answer = ozeki(f"{url}/api", command="SendEmail", Recipient="port@example.com",
                        Message="via $PORT")  # fmt: skip
         received = sent(url, smtp_server, answer["EmailId"])
@@ -396,11 +395,3 @@ def test_the_procfile_web_process_binds_port(
     finally:
         service.stop()
     assert f"Listening at: http://127.0.0.1:{port}" in service.output()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False

@@ -18,7 +18,15 @@ import pytest
 import redis
 
 from mailgate.users import UserStore
-from tests.support import RedisServer, Service, free_port, gunicorn_args, wait_for, web_args
+from tests.support import (
+    RedisServer,
+    Service,
+    answers,
+    free_port,
+    gunicorn_args,
+    wait_for,
+    web_args,
+)
 
 pytestmark = pytest.mark.integration  # real processes of its own
 
@@ -33,14 +41,6 @@ class Server:
 
     def log(self) -> str:
         return self.service.output()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 SERVERS = {
@@ -77,7 +77,7 @@ def server(
     log = workdir / f"web-hostile-{kind}-{fmt}.log"
     service = Service(f"web-{kind}-{fmt}", SERVERS[kind](), own, log).start()
     found = Server(service, port)
-    wait_for(lambda: _healthy(found.url), 30, "the API to answer /healthz")
+    wait_for(lambda: answers(f"{found.url}/healthz"), 30, "the API to answer /healthz")
     yield found
     service.stop()
 

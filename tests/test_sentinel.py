@@ -27,7 +27,7 @@ from api.accept import _record_and_publish
 from api.services import Services
 from mailgate.broker import make_celery, uses_redis_broker
 from mailgate.config import Settings
-from mailgate.embedded import free_port, redis_args, redis_server_binary
+from mailgate.embedded import redis_args, redis_server_binary
 from mailgate.errors import ConfigError, Unavailable
 from mailgate.jobs import EmailJob
 from mailgate.redisconn import SentinelTarget
@@ -37,7 +37,9 @@ from tests.support import (
     RedisServer,
     Service,
     SmtpServer,
+    answers,
     count_records,
+    free_port,
     mailgate_env,
     wait_for,
     web_args,
@@ -321,7 +323,7 @@ def test_a_master_failover_loses_nothing_accepted(
     sender = Sender(api)
     try:
         worker.wait_output(r"ready\.", 60)
-        wait_for(lambda: _answers(f"{api}/healthz"), 30, "the API to answer")
+        wait_for(lambda: answers(f"{api}/healthz"), 30, "the API to answer")
         sender.start()
         wait_for(lambda: len(sender.accepted) >= 100, 30, "100 e-mails accepted before the kill")
 
@@ -412,11 +414,3 @@ def test_without_enough_replicas_nothing_is_accepted_or_sent(redis_server: Redis
     assert outcome == Outcome.BUSY
     assert transport.sent == 0
     assert raw.exists(claim_key(job.email_id)) == 0
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False

@@ -9,15 +9,13 @@ import re
 import signal
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from mailgate.embedded import free_port
-from tests.support import VENV_BIN, Service, wait_for
+from tests.support import VENV_BIN, Service, answers, free_port, wait_for
 
 pytestmark = pytest.mark.integration  # real processes of its own
 
@@ -88,14 +86,6 @@ def procfile_gateway(env: dict[str, str], tmp_path: Path, users: object) -> Iter
         service.proc.wait(30)
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def _celery_workers(root: psutil.Process) -> list[psutil.Process]:
     found = []
     for proc in root.children(recursive=True):
@@ -111,7 +101,7 @@ def test_procfile_a_killed_worker_comes_back_and_the_api_stays(procfile_gateway:
     port: int = service.port  # type: ignore[attr-defined]
     assert service.proc is not None
     root = psutil.Process(service.proc.pid)
-    wait_for(lambda: _healthy(port), 60, "the API")
+    wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, "the API")
     first = wait_for(lambda: _celery_workers(root), 60, "the worker")[0]
     service.wait_output(r"ready\.", 60)
     ready_before = service.output().count("ready.")
@@ -125,7 +115,7 @@ def test_procfile_a_killed_worker_comes_back_and_the_api_stays(procfile_gateway:
     wait_for(
         lambda: service.output().count("ready.") > ready_before, 60, "the new worker to be ready"
     )
-    assert _healthy(port), "the API stopped with the worker"
+    assert answers(f"http://127.0.0.1:{port}/healthz"), "the API stopped with the worker"
     assert service.proc.poll() is None
 
 

@@ -24,12 +24,11 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.errors import ConfigError
 from mailgate.users import UserStore
 from mailgate.web import HEADER_READ_TIMEOUT_MS, listen_port
 from tests.conftest import SEED_PASSWORD, SEED_USER
-from tests.support import VENV_BIN, Service, wait_for, web_args
+from tests.support import VENV_BIN, Service, answers, free_port, wait_for, web_args
 
 pytestmark = pytest.mark.integration  # real processes of its own
 
@@ -37,14 +36,6 @@ MAX_REQUEST = 20_000
 """MAILGATE_MAX_REQUEST_BYTES for the server under test: small, so the tests send little."""
 URI_LIMIT = 65_534
 """The longest request target granian (Rust's http crate) takes; longer gets HTTP 414."""
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def raw_request(port: int, head: bytes, timeout: float = 10) -> bytes:
