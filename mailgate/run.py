@@ -123,7 +123,7 @@ def run_all() -> int:
             raise ConfigError("MAILGATE_SINK_PORT", f"port {sink_port} is already in use")
         private_dir(var / "outbox")
         python = shlex.quote(sys.executable)
-        sink = f"{python} -m mailgate.sink --port {sink_port} --outbox var/outbox"
+        sink = f"exec {python} -m mailgate.sink --port {sink_port} --outbox var/outbox"
         extra.append(("smtp-sink", sink))
         env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{sink_port}"
     # The banner's curl lines name MAILGATE_PORT: a PORT left in the shell must not move the API.
@@ -149,8 +149,6 @@ def run_all() -> int:
     for name, command in extra:
         # Shell lines (the embedded Redis sets its umask first) that end in `exec`, so the
         # supervisor's signal reaches the server itself, not a shell that would leave it behind.
-        if not command.startswith("umask "):
-            command = f"exec {command}"
         manager.add_process(name, f"{supervise} sh -c {shlex.quote(command)}", env=env)
     for name, command in commands(settings).items():
         # The API listens on MAILGATE_PORT here (the printed curl names it), not on a $PORT
