@@ -6,8 +6,9 @@ EmailId only), still a late ack: a message is acknowledged only after ``Delivery
 returned, so after the outcome is in Redis (or the e-mail was found final, busy or missing).
 A worker that dies first leaves the message unacknowledged, and the broker redelivers it. Flower
 keeps seeing every e-mail: the strategy sends the task-received, task-started and
-task-succeeded (or task-failed) events Celery's own request would send, through the worker's
-event dispatcher (which buffers them and publishes them in groups).
+task-succeeded events Celery's own request would send (task-failed for an e-mail that is
+``Failed``, with its ``LastError`` as the exception, as if the task had raised it), through
+the worker's event dispatcher (which buffers them and publishes them in groups).
 
 What it gains (``bench/README.md``): the threads share Redis round trips through
 :class:`mailgate.status.batched.BatchedStatusStore`, each keeps its SMTP session, and there
@@ -27,7 +28,7 @@ from typing import Any
 
 from celery.utils.saferepr import saferepr
 
-from mailgate.errors import PermanentDelivery
+from mailgate.errors import EmailFailed, PermanentDelivery
 from mailgate.jobs import EmailJob
 from worker import fastmime
 from worker.delivery import Delivery
@@ -88,7 +89,7 @@ class DeliveryPool:
         if send:
             send("task-started", uuid=task_id)
         try:
-            outcome = self.delivery.deliver(email_id)
+            result = self.delivery.run(email_id)
         except Exception as exc:
             # As Celery does for a task that raised under acks_late: ack and report the
             # failure. The e-mail's due-set entry stays, so the watchdog publishes it again.
@@ -98,8 +99,12 @@ class DeliveryPool:
                      traceback=traceback.format_exc())  # fmt: skip
             ack()
             return
-        if send:
-            send("task-succeeded", uuid=task_id, result=repr(outcome.value),
+        if send and result.failure is not None:
+            # A Failed e-mail's task is a failure in Flower, with LastError as its exception.
+            send("task-failed", uuid=task_id, exception=saferepr(EmailFailed(result.failure)),
+                 traceback=None)  # fmt: skip
+        elif send:
+            send("task-succeeded", uuid=task_id, result=repr(result.outcome.value),
                  runtime=time.monotonic() - started)  # fmt: skip
         ack()
 
