@@ -167,8 +167,12 @@ class DeliveryPool:
             return
         if send and result.failure is not None:
             # A Failed e-mail's task is a failure in Flower, with LastError as its exception.
-            send("task-failed", uuid=task_id, exception=saferepr(EmailFailed(result.failure)),
-                 traceback=None)  # fmt: skip
+            send(
+                "task-failed",
+                uuid=task_id,
+                exception=saferepr(EmailFailed(result.failure)),
+                traceback=None,
+            )
         elif send:
             send("task-succeeded", uuid=task_id, result=repr(result.outcome.value),
                  runtime=time.monotonic() - started)  # fmt: skip
