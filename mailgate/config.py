@@ -307,8 +307,9 @@ class Settings:
         p.path_map,
         "`;`-separated `WINDOWS_PREFIX=/local/folder` entries, e.g. "
         "`C:\\Recordings=/srv/recordings;\\\\pbx\\share=/mnt/pbx`: Windows drive and UNC "
-        "attachment paths under a prefix are read from the folder (still inside "
-        "`MAILGATE_ATTACHMENT_ROOTS`)",
+        "attachment paths under a prefix are read from the folder, as Windows reads them: "
+        "`..` resolved first (a climb out of the prefix is refused), file names in any case "
+        "(still inside `MAILGATE_ATTACHMENT_ROOTS`)",
     )
     broker_quorum_queues: bool = setting(
         False,
