@@ -40,11 +40,12 @@ def split_urlencoded(raw: bytes, max_fields: int) -> list[Field]:
 
 def declared_charset(content_type: str | None, *parts: Sequence[Field]) -> str | None:
     """The charset the request declares (its canonical name), or None: the Content-Type's
-    ``charset``, or the ``_charset_`` parameter; two that differ are refused."""
-    found = {_name(content_type)} if content_type is not None else set()
+    ``charset``, or the ``_charset_`` parameter; two that differ are refused. An empty one
+    declares nothing (a form's hidden field that no browser filled in)."""
+    found = {_name(content_type)} if content_type else set()
     for part in parts:
         for name, value, _ in part:
-            if _is_declaration(name):
+            if _is_declaration(name) and value.strip():
                 found.add(_name(value.decode("ascii", "replace")))
     if len(found) > 1:
         raise ParseError(f"two different charsets declared: {' and '.join(sorted(found))}")

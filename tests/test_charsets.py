@@ -51,6 +51,11 @@ def test_a_declaration_anywhere_decides_every_part_and_is_dropped() -> None:
     ]
 
 
+def test_an_empty_declaration_declares_nothing() -> None:
+    assert declared_charset("", fields(b"_charset_=&m=%80")) is None
+    assert decode(fields(b"_charset_=&m=%80"), None, LEGACY) == [("m", "€")]
+
+
 def test_a_multipart_part_s_own_charset_comes_first() -> None:
     part: list[Field] = [("a", b"\xe9", "iso-8859-2"), ("b", b"\xe9", None)]
     assert decode(part, "koi8-r", LEGACY) == [("a", "é"), ("b", "И")]
