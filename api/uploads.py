@@ -187,9 +187,10 @@ class _Writer:
 
 class _FieldBytes(MultiPartParser):
     """werkzeug's multipart parser, keeping each field's bytes and the charset its part
-    declares: werkzeug decodes a field as UTF-8 (or a part's ISO-8859-1) and puts U+FFFD in
-    place of what it cannot, where mailgate decodes by the request's charset
-    (:mod:`api.charsets`). Latin-1 maps each byte to one character, so the bytes come back."""
+    declares, for :mod:`api.charsets` to decode by the request's charset. werkzeug 3 has no
+    charset option: it decodes a field as UTF-8 (or a part's ISO-8859-1) with U+FFFD in place
+    of what it cannot. Its ``get_part_charset`` hook names the codec; latin-1 maps each byte to
+    one character, so the bytes come back exactly."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
