@@ -30,3 +30,11 @@ def idempotency_key(owner: str, key: str) -> str:
 def claim_key(email_id: str) -> str:
     """The lease a worker holds while it talks SMTP for this e-mail."""
     return f"mailgate:claim:{email_id}"
+
+
+SUPPRESSION_PREFIX = "mailgate:suppressed:"
+
+
+def suppression_key(owner: str, address: str) -> str:
+    """An account's suppression of one address (lower-cased envelope form), with its TTL."""
+    return f"{SUPPRESSION_PREFIX}{owner}:{address.lower()}"
