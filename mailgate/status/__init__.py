@@ -23,6 +23,7 @@ Key names (all of them live in keys.py):
                                    for that account, kept for MAILGATE_SUPPRESSION_SECONDS
 """
 
+from mailgate.status.bounces import Reported
 from mailgate.status.counters import LATENCY_BUCKETS
 from mailgate.status.keys import (
     DUE_KEY,
@@ -33,7 +34,6 @@ from mailgate.status.keys import (
     history_key,
     idempotency_key,
 )
-from mailgate.status.bounces import Reported
 from mailgate.status.records import (
     AttemptLog,
     Bounce,

@@ -77,8 +77,9 @@ def settle(record: Record, reported: Sequence[Reported]) -> Settled:
     current = dict(_entries(record))
     settled = Settled(bounces={k: v.to_dict() for k, v in current.items()}, status=record.status)
     for item in reported:
-        address = next((by_address[a.lower()] for a in item.addresses if a.lower() in by_address),
-                       None)  # fmt: skip
+        address = next(
+            (by_address[a.lower()] for a in item.addresses if a.lower() in by_address), None
+        )
         if address is None and len(accepted) == 1:
             address = accepted[0]  # the relay rewrote it (an alias, a forward): still ours
         if address is None and not recipients and item.addresses:
@@ -90,8 +91,9 @@ def settle(record: Record, reported: Sequence[Reported]) -> Settled:
         if before is not None and before.failed and not item.bounce.failed:
             continue  # a late "delayed" never undoes a failure
         if before is not None and (before.action, before.code) == (
-            item.bounce.action, item.bounce.code,
-        ):  # fmt: skip
+            item.bounce.action,
+            item.bounce.code,
+        ):
             continue  # the same report again (a retried delivery of it): nothing new
         current[address.lower()] = item.bounce
         settled.bounces[address.lower()] = item.bounce.to_dict()

@@ -181,13 +181,17 @@ class Record:
         if self.rcpt:
             return tuple(
                 RecipientOutcome(
-                    item["address"], item["accepted"], item.get("reply"),
+                    item["address"],
+                    item["accepted"],
+                    item.get("reply"),
                     bounces.get(item["address"].lower()),
-                )  # fmt: skip
+                )
                 for item in json.loads(self.rcpt)
             )
         if self.job is not None:
-            return tuple(RecipientOutcome(envelope_address(r)) for r in self.job.envelope_recipients())
+            return tuple(
+                RecipientOutcome(envelope_address(r)) for r in self.job.envelope_recipients()
+            )
         return ()
 
     def fields(self, zone: str = "Z") -> list[tuple[str, str | int | None]]:

@@ -12,6 +12,7 @@ import redis
 from mailgate.jobs import EmailJob
 from mailgate.redisconn import redis_client
 from mailgate.status import scripts
+from mailgate.status.bounces import Reported, Settled, settle, suppresses
 from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
@@ -24,7 +25,6 @@ from mailgate.status.keys import (
     idempotency_key,
     suppression_key,
 )
-from mailgate.status.bounces import Reported, Settled, settle, suppresses
 from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, parse_record
 
 HISTORY_LIMIT = 50
@@ -246,7 +246,7 @@ class StatusStore:
         with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     data = cast(dict[str, str], pipe.hgetall(key))
                     record = parse_record(email_id, data)
                     if record is None:
@@ -262,33 +262,48 @@ class StatusStore:
                     continue  # the record changed meanwhile (a report, the worker): again
 
     def _queue_bounces(
-        self, pipe: redis.client.Pipeline, record: Record, settled: Settled,
-        report_due: float | None, suppression_seconds: int,
-    ) -> None:  # fmt: skip
+        self,
+        pipe: redis.client.Pipeline,
+        record: Record,
+        settled: Settled,
+        report_due: float | None,
+        suppression_seconds: int,
+    ) -> None:
         if not settled.written:
             return
         key, log, now = email_key(record.email_id), history_key(record.email_id), time.time()
         fields: dict[str, Any] = {
             "bounces": json.dumps(settled.bounces, ensure_ascii=False),
             "status": settled.status.value,
-        }  # fmt: skip
+        }
         latest = settled.latest
         if latest is not None:
-            fields.update(bounce_code=latest[1].code, bounce_reason=latest[1].reason,
-                          bounced_at=latest[1].at)  # fmt: skip
+            fields.update(
+                bounce_code=latest[1].code, bounce_reason=latest[1].reason, bounced_at=latest[1].at
+            )
         if settled.status != record.status:
             fields["updated_at"] = now
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
         for address, bounce in settled.written:
             detail = f"{bounce.action}: {address}: {bounce.code} {bounce.reason}".strip()
-            entry = {"attempt": record.attempts, "at": now, "outcome": settled.status.value,
-                     "detail": detail}  # fmt: skip
+            entry = {
+                "attempt": record.attempts,
+                "at": now,
+                "outcome": settled.status.value,
+                "detail": detail,
+            }
             pipe.rpush(log, json.dumps(entry))
             pipe.hincrby(METRICS_KEY, f"bounce:{bounce.kind}", 1)
             if suppression_seconds and suppresses(bounce):
-                value = {"address": address, "owner": record.owner, "code": bounce.code,
-                         "reason": bounce.reason, "at": bounce.at, "email_id": record.email_id,
-                         "until": now + suppression_seconds}  # fmt: skip
+                value = {
+                    "address": address,
+                    "owner": record.owner,
+                    "code": bounce.code,
+                    "reason": bounce.reason,
+                    "at": bounce.at,
+                    "email_id": record.email_id,
+                    "until": now + suppression_seconds,
+                }
                 name = suppression_key(record.owner, address)
                 pipe.set(name, json.dumps(value, ensure_ascii=False), ex=suppression_seconds)
         pipe.ltrim(log, -HISTORY_LIMIT, -1)

@@ -45,10 +45,14 @@ class Suppression:
     def from_json(cls, text: str) -> Suppression:
         data = json.loads(text)
         return cls(
-            owner=str(data["owner"]), address=str(data["address"]), code=str(data["code"]),
-            reason=str(data.get("reason", "")), at=float(data["at"]),
-            until=float(data["until"]), email_id=str(data.get("email_id", "")),
-        )  # fmt: skip
+            owner=str(data["owner"]),
+            address=str(data["address"]),
+            code=str(data["code"]),
+            reason=str(data.get("reason", "")),
+            at=float(data["at"]),
+            until=float(data["until"]),
+            email_id=str(data.get("email_id", "")),
+        )
 
 
 class Suppressions:
