@@ -31,8 +31,9 @@ from mailgate.status import Bounce, Reported
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY_CODE = re.compile(r"\b([45])\d\d\b")
 _ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to")
-_DAEMONS = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|microsoftexchange[0-9a-f]*)@",
-                      re.IGNORECASE)  # fmt: skip
+_DAEMONS = re.compile(
+    r"^(mailer-daemon|postmaster|mail-daemon|microsoftexchange[0-9a-f]*)@", re.IGNORECASE
+)
 _AUTO_SUBJECT = re.compile(
     r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|"
     r"abwesenheitsnotiz|r[ée]ponse automatique|absence|vacation|away from)",
@@ -72,8 +73,9 @@ def read(
         recipients = _detected(message, at)
     if not recipients:
         return None
-    return Report(tuple(recipients), tuple(_email_ids(message, message_id_host, bounce_address,
-                                                      envelope_to)))  # fmt: skip
+    return Report(
+        tuple(recipients), tuple(_email_ids(message, message_id_host, bounce_address, envelope_to))
+    )
 
 
 def _dsn(message: Message, at: float) -> list[Reported] | None:
@@ -87,8 +89,10 @@ def _dsn(message: Message, at: float) -> list[Reported] | None:
         action = str(block.get("Action", "")).strip().lower()
         if action not in ("failed", "delayed"):
             continue  # delivered, relayed, expanded: not a bounce
-        addresses = [_typed_address(block.get(name)) for name in
-                     ("Final-Recipient", "Original-Recipient", "X-Actual-Recipient")]  # fmt: skip
+        addresses = [
+            _typed_address(block.get(name))
+            for name in ("Final-Recipient", "Original-Recipient", "X-Actual-Recipient")
+        ]
         named = tuple(dict.fromkeys(a for a in addresses if a))
         if not named:
             continue
@@ -170,8 +174,10 @@ def _detected(message: Message, at: float) -> list[Reported]:
     temporary, permanent = all_failures(message)
     text = _text(message)
     found = []
-    for raw, failed in [*((a, True) for a in sorted(permanent)),
-                        *((a, False) for a in sorted(temporary - permanent))]:  # fmt: skip
+    for raw, failed in [
+        *((a, True) for a in sorted(permanent)),
+        *((a, False) for a in sorted(temporary - permanent)),
+    ]:
         address = raw.decode("ascii", "replace").strip().strip("<>")
         diagnostic = _beside(text, address)
         code = _code("", diagnostic, failed)

@@ -25,8 +25,8 @@ domain (5.1.x: 5.1.1 user unknown, 5.1.2 bad domain, 5.1.10 null MX), mailbox di
 (5.2.1), no route to the domain (5.4.4, Postfix's "Host or domain name not found"). A full
 mailbox (5.2.2), a policy refusal (5.7.x) or a message too large (5.3.4) is not."""
 _USER_UNKNOWN = re.compile(
-    r"user unknown|unknown (user|recipient)|not recognized|no such (user|mailbox|recipient)|does not exist|"
-    r"recipient not found|address rejected|invalid (recipient|mailbox)|no mailbox|"
+    r"user unknown|unknown (user|recipient)|not recognized|no such (user|mailbox|recipient)|"
+    r"does not exist|recipient not found|address rejected|invalid (recipient|mailbox)|no mailbox|"
     r"mailbox unavailable|account .{0,40}(disabled|does not exist)|domain not found",
     re.IGNORECASE,
 )
