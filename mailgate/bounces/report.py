@@ -14,6 +14,7 @@ returned message or its headers, ``In-Reply-To``/``References``, or text quoting
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,8 @@ from flufl.bounce import all_failures
 
 from mailgate.bounces.verp import UUID, email_id_of
 from mailgate.status import Bounce, Reported
+
+log = logging.getLogger(__name__)
 
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY_CODE = re.compile(r"\b([45])\d\d\b")
@@ -171,7 +174,13 @@ def _auto_reply(message: Message) -> bool:
 def _detected(message: Message, at: float) -> list[Reported]:
     """The failures flufl.bounce finds in a report that is no DSN, each with the code and
     diagnostic beside its address in the text."""
-    temporary, permanent = all_failures(message)
+    if not message.get("From"):
+        return []  # no mail system's report; and flufl.bounce 6.0's Yale detector fails on it
+    try:
+        temporary, permanent = all_failures(message)
+    except Exception as exc:  # one detector's failure ends its scan: no bounce found
+        log.info("bounce detectors could not read a message: %s", type(exc).__name__)
+        return []
     text = _text(message)
     found = []
     for raw, failed in [

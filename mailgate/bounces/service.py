@@ -25,6 +25,8 @@ log = logging.getLogger("mailgate.bounces")
 def run(settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT; the exit code."""
     configure_logging()
+    # flufl.bounce logs each detector it runs at INFO: a dozen lines per message.
+    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
     store = StatusStore.from_url(
         settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
     )
