@@ -46,9 +46,14 @@ BOUNCE_DB = 12
 BOUNCES = "bounces@bounce.shop.example"
 
 
-def dsn(email_id: str, address: str, action: str = "failed", status: str = "5.1.1",
-        diagnostic: str = "smtp; 550 5.1.1 <{a}>: Recipient address rejected: User unknown",
-        to: str = "") -> bytes:  # fmt: skip
+def dsn(
+    email_id: str,
+    address: str,
+    action: str = "failed",
+    status: str = "5.1.1",
+    diagnostic: str = "smtp; 550 5.1.1 <{a}>: Recipient address rejected: User unknown",
+    to: str = "",
+) -> bytes:
     """A Postfix-shaped delivery status notification about ``email_id``."""
     to = to or return_path(BOUNCES, email_id)
     text = f"""\
@@ -109,8 +114,15 @@ def send(
     store: StatusStore, settings: Settings, *recipients: str, callback_url: str = ""
 ) -> EmailJob:
     """Deliver a new e-mail of the seed account for real, over SMTP (no worker involved)."""
-    job = EmailJob(str(uuid.uuid4()), SEED_USER, "receipts@domain.com", recipients[:1],
-                   "Thank you for your call.", cc=recipients[1:], callback_url=callback_url)  # fmt: skip
+    job = EmailJob(
+        str(uuid.uuid4()),
+        SEED_USER,
+        "receipts@domain.com",
+        recipients[:1],
+        "Thank you for your call.",
+        cc=recipients[1:],
+        callback_url=callback_url,
+    )
     store.create(job, watchdog_at=time.time() + 3600)
     transport = SmtpTransport(settings.smtp, settings.smtp_timeout_seconds)
     try:
@@ -193,8 +205,14 @@ def test_some_recipients_bouncing_is_partly_bounced_until_all_have(
     assert record.status is Status.PARTLY_BOUNCED
     outcomes = {r.address: r.bounce.action if r.bounce else None for r in record.recipients}
     assert outcomes == {"gone@customer.example": "failed", "fine@customer.example": None}
-    recorder.record(dsn(job.email_id, "FINE@Customer.Example", status="5.2.1",
-                        diagnostic="smtp; 550 5.2.1 mailbox disabled"))  # fmt: skip
+    recorder.record(
+        dsn(
+            job.email_id,
+            "FINE@Customer.Example",
+            status="5.2.1",
+            diagnostic="smtp; 550 5.2.1 mailbox disabled",
+        )
+    )
     assert record_of(store, job.email_id).status is Status.BOUNCED
 
 
@@ -210,8 +228,13 @@ def test_a_delayed_report_is_recorded_and_changes_nothing_final(
     store: StatusStore, quiet: Settings, recorder: Recorder
 ) -> None:
     job = send(store, quiet, "slow@customer.example")
-    report = dsn(job.email_id, "slow@customer.example", "delayed", "4.4.1",
-                 "X-Postfix; connect to mx.customer.example: Connection timed out")  # fmt: skip
+    report = dsn(
+        job.email_id,
+        "slow@customer.example",
+        "delayed",
+        "4.4.1",
+        "X-Postfix; connect to mx.customer.example: Connection timed out",
+    )
     assert recorder.record(report) is Verdict.RECORDED
     record = record_of(store, job.email_id)
     assert record.status is Status.SENT
@@ -226,8 +249,14 @@ def test_a_soft_failure_bounces_but_suppresses_nothing(
     store: StatusStore, quiet: Settings, recorder: Recorder
 ) -> None:
     job = send(store, quiet, "full@customer.example")
-    recorder.record(dsn(job.email_id, "full@customer.example", status="4.4.7",
-                        diagnostic="X-Postfix; delivery temporarily suspended"))  # fmt: skip
+    recorder.record(
+        dsn(
+            job.email_id,
+            "full@customer.example",
+            status="4.4.7",
+            diagnostic="X-Postfix; delivery temporarily suspended",
+        )
+    )
     assert record_of(store, job.email_id).status is Status.BOUNCED
     assert Suppressions(store.redis).find(SEED_USER, ["full@customer.example"]) is None
     assert store.metrics()["bounce:soft"] >= 1
@@ -277,8 +306,13 @@ def client(make_app: MakeApp, quiet: Settings, users: UserStore) -> FlaskClient:
 
 
 def send_email(client: FlaskClient, **params: str) -> Any:
-    query = {"command": "SendEmail", "Message": "hi", "Username": SEED_USER,
-             "Password": SEED_PASSWORD, **params}  # fmt: skip
+    query = {
+        "command": "SendEmail",
+        "Message": "hi",
+        "Username": SEED_USER,
+        "Password": SEED_PASSWORD,
+        **params,
+    }
     return client.get("/api", query_string=query)
 
 
@@ -292,9 +326,11 @@ def test_a_hard_bounced_address_is_refused_at_acceptance_until_removed(
     assert "<Code>302</Code>" in text
     assert "Missing or invalid parameter 'Recipient' for command 'SendEmail'" in text
     assert "is suppressed" in text and "5.1.1" in text and "bounced on 20" in text
-    rest = client.post("/api/v1/emails", json={"recipients": ["x@y.example"],
-                       "cc": ["j.smith@gmial.example"], "text": "hi"},
-                       headers={"Authorization": _basic()})  # fmt: skip
+    rest = client.post(
+        "/api/v1/emails",
+        json={"recipients": ["x@y.example"], "cc": ["j.smith@gmial.example"], "text": "hi"},
+        headers={"Authorization": _basic()},
+    )
     assert rest.status_code == 422
     assert rest.get_json()["error"]["code"] == "suppressed"
     assert rest.get_json()["error"]["field"] == "cc"
@@ -410,16 +446,26 @@ def test_the_bounces_command_records_a_report_over_smtp(
     store: StatusStore, quiet: Settings, tmp_path: Any
 ) -> None:
     port = free_port()
-    env = mailgate_env(tmp_path, quiet.redis_url, "smtp://127.0.0.1:25", BOUNCE_ADDRESS=BOUNCES,
-                       BOUNCE_SMTP_PORT=str(port), LOG_FORMAT="text")  # fmt: skip
-    service = Service("bounces", [str(VENV_BIN / "mailgate"), "bounces"], env,
-                      tmp_path / "bounces.log").start()  # fmt: skip
+    env = mailgate_env(
+        tmp_path,
+        quiet.redis_url,
+        "smtp://127.0.0.1:25",
+        BOUNCE_ADDRESS=BOUNCES,
+        BOUNCE_SMTP_PORT=str(port),
+        LOG_FORMAT="text",
+    )
+    service = Service(
+        "bounces", [str(VENV_BIN / "mailgate"), "bounces"], env, tmp_path / "bounces.log"
+    ).start()
     try:
         service.wait_output("mailgate bounces ready", 30)
         job = send(store, quiet, "by-command@customer.example")
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
-            smtp.sendmail("", [return_path(BOUNCES, job.email_id)],
-                          dsn(job.email_id, "by-command@customer.example"))  # fmt: skip
+            smtp.sendmail(
+                "",
+                [return_path(BOUNCES, job.email_id)],
+                dsn(job.email_id, "by-command@customer.example"),
+            )
         assert record_of(store, job.email_id).status is Status.BOUNCED
     finally:
         assert service.stop() == 0

@@ -3,12 +3,11 @@ delivery report all adapt Record.fields(), and each output keeps its exact form.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 from xml.etree import ElementTree as ET
-
-import json
 
 import pytest
 from click.testing import CliRunner
@@ -25,10 +24,17 @@ from worker.report_http import form_body
 
 T0 = 1700000000.0  # 2023-11-14T22:13:20Z
 RETRYING = Record(
-    email_id="id-1", owner="shop", status=Status.RETRYING, attempts=2, created_at=T0,
-    updated_at=T0 + 2.5, since=T0, next_attempt_at=T0 + 60.25, last_error="451 later",
+    email_id="id-1",
+    owner="shop",
+    status=Status.RETRYING,
+    attempts=2,
+    created_at=T0,
+    updated_at=T0 + 2.5,
+    since=T0,
+    next_attempt_at=T0 + 60.25,
+    last_error="451 later",
     smtp_response="451 4.3.0 later",
-)  # fmt: skip
+)
 HISTORY = [
     AttemptLog(1, T0 + 1.125, Status.RETRYING, "451 first"),
     AttemptLog(2, T0 + 2.5, Status.RETRYING, "451 later"),
@@ -45,12 +51,26 @@ SENT = replace(
 BOUNCED = replace(
     SENT,
     status=Status.BOUNCED,
-    rcpt=rcpt_json([("J.Smith@gmial.com", True, "250 2.1.5 Ok"), ("ops@shop.example", False,
-                    "550 5.1.1 No such user")]),
-    bounces=json.dumps({"j.smith@gmial.com": {"action": "failed", "code": "5.1.1",
-                        "reason": "550 5.1.1 User unknown", "at": T0 + 120}}),
-    bounce_code="5.1.1", bounce_reason="550 5.1.1 User unknown", bounced_at=T0 + 120,
-)  # fmt: skip
+    rcpt=rcpt_json(
+        [
+            ("J.Smith@gmial.com", True, "250 2.1.5 Ok"),
+            ("ops@shop.example", False, "550 5.1.1 No such user"),
+        ]
+    ),
+    bounces=json.dumps(
+        {
+            "j.smith@gmial.com": {
+                "action": "failed",
+                "code": "5.1.1",
+                "reason": "550 5.1.1 User unknown",
+                "at": T0 + 120,
+            }
+        }
+    ),
+    bounce_code="5.1.1",
+    bounce_reason="550 5.1.1 User unknown",
+    bounced_at=T0 + 120,
+)
 
 
 @pytest.mark.parametrize(
@@ -92,8 +112,14 @@ def test_the_ozeki_status_shows_known_fields_in_order(monkeypatch: pytest.Monkey
 def test_a_new_email_shows_zero_attempts_and_no_history(monkeypatch: pytest.MonkeyPatch) -> None:
     root = ET.fromstring(ozeki(QUEUED, [], monkeypatch))
     assert [child.tag for child in root] == [
-        "Code", "Message", "EmailId", "Status", "Attempts", "CreatedAt", "UpdatedAt"
-    ]  # fmt: skip
+        "Code",
+        "Message",
+        "EmailId",
+        "Status",
+        "Attempts",
+        "CreatedAt",
+        "UpdatedAt",
+    ]
     assert root.findtext("Attempts") == "0"
 
 
@@ -161,8 +187,11 @@ def test_a_bounce_shows_its_code_reason_and_time(monkeypatch: pytest.MonkeyPatch
     root = ET.fromstring(ozeki(BOUNCED, [], monkeypatch))
     tags = [child.tag for child in root]
     assert tags[tags.index("SmtpResponse") + 1 :] == [
-        "BounceCode", "BounceReason", "BouncedAt", "DeliveryReport"
-    ]  # fmt: skip
+        "BounceCode",
+        "BounceReason",
+        "BouncedAt",
+        "DeliveryReport",
+    ]
     assert root.findtext("Status") == "Bounced"
     assert root.findtext("BounceCode") == "5.1.1"
     assert root.findtext("BounceReason") == "550 5.1.1 User unknown"
@@ -173,12 +202,25 @@ def test_the_rest_status_lists_each_recipients_outcome() -> None:
     body = _status_body(BOUNCED, [])
     assert (body["status"], body["bounce_code"]) == ("Bounced", "5.1.1")
     assert body["recipients"] == [
-        {"address": "J.Smith@gmial.com", "rcpt": "accepted", "rcpt_reply": "250 2.1.5 Ok",
-         "bounce": "failed", "bounce_code": "5.1.1", "bounce_reason": "550 5.1.1 User unknown",
-         "bounced_at": "2023-11-14T22:15:20.000Z"},
-        {"address": "ops@shop.example", "rcpt": "refused", "rcpt_reply": "550 5.1.1 No such user",
-         "bounce": None, "bounce_code": None, "bounce_reason": None, "bounced_at": None},
-    ]  # fmt: skip
+        {
+            "address": "J.Smith@gmial.com",
+            "rcpt": "accepted",
+            "rcpt_reply": "250 2.1.5 Ok",
+            "bounce": "failed",
+            "bounce_code": "5.1.1",
+            "bounce_reason": "550 5.1.1 User unknown",
+            "bounced_at": "2023-11-14T22:15:20.000Z",
+        },
+        {
+            "address": "ops@shop.example",
+            "rcpt": "refused",
+            "rcpt_reply": "550 5.1.1 No such user",
+            "bounce": None,
+            "bounce_code": None,
+            "bounce_reason": None,
+            "bounced_at": None,
+        },
+    ]
 
 
 def test_the_delivery_report_of_a_bounce_says_why_and_when() -> None:
