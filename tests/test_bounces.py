@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -480,3 +481,10 @@ def test_a_report_of_an_email_with_its_message_id_only_is_matched(
     report = dsn(job.email_id, "forced@customer.example", to="ivr@shop.example")
     assert recorder.record(report) is Verdict.RECORDED
     assert record_of(store, job.email_id).status is Status.BOUNCED
+
+
+def test_the_procfile_and_compose_start_the_bounces_command() -> None:
+    root = Path(__file__).resolve().parent.parent
+    procfile = dict(line.split(": ", 1) for line in (root / "Procfile").read_text().splitlines())
+    assert procfile["bounces"] == "mailgate supervise -- mailgate bounces"
+    assert 'command: ["mailgate", "bounces"]' in (root / "docker-compose.yml").read_text()
