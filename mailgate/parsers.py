@@ -182,6 +182,18 @@ def appendfsync(value: str) -> str:
     return value
 
 
+_BOUNCE_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*/=?^_`{|}~-]+)*")
+
+
+def bounce_address(value: str) -> str:
+    """``bounces@bounce.example.com``: ASCII, no ``+`` (VERP adds ``+<EmailId>`` there)."""
+    local, sep, domain = value.rpartition("@")
+    if not sep or not _BOUNCE_LOCAL.fullmatch(local):
+        raise ValueError(f"must be an ASCII address without + or quotes, got {value!r}")
+    hostname(domain)
+    return value
+
+
 def basic_auth(value: str) -> str:
     user, sep, password = value.partition(":")
     if not sep or not user or not password:
