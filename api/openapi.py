@@ -217,6 +217,8 @@ def _schemas(settings: Settings) -> Json:
             "next_attempt_at": when,
             "last_error": {"type": ["string", "null"]},
             "smtp_response": {"type": ["string", "null"]},
+            "relay": {"type": ["string", "null"],
+                      "description": "host:port of the relay that took the e-mail."},
             "delivery_report": {"enum": [*(r.value for r in ReportStatus), None],
                                 "description": "The report POSTed to callback_url; null: none."},
             "history": {"type": "array", "items": _ref("Attempt")},

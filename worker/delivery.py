@@ -21,7 +21,9 @@ from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
 from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
+from worker.dkim import Signer
 from worker.message import envelope, render
+from worker.relays import Router
 from worker.report_http import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Transport
@@ -49,6 +51,8 @@ class Delivery:
     settings: Settings
     report: Callable[[str], None] | None = None
     """Publishes the delivery report task of an e-mail that has just become final."""
+    signer: Signer | None = None
+    """DKIM-signs the rendered message (MAILGATE_DKIM_KEYS)."""
 
     @property
     def lease_seconds(self) -> float:
@@ -106,7 +110,7 @@ class Delivery:
         if now > record.since + s.retry_deadline_seconds:
             return self._fail(record, token, "expired")
         try:
-            reply = self._send(record.job)
+            reply, relay = self._send(record.job)
         except TransientDelivery as exc:
             next_at = now + backoff(attempt, s.retry_base_seconds, s.retry_max_delay_seconds)
             reason = give_up_reason(
@@ -125,15 +129,21 @@ class Delivery:
         latency = time.time() - record.created_at
         self.store.mark_sent(
             email_id, attempt, reply, token=token, latency=latency,
-            report_due=self._report_due(record),
+            report_due=self._report_due(record), relay=relay,
         )  # fmt: skip
-        log.info("sent %s on attempt %d: %s", email_id, attempt, reply)
+        log.info("sent %s on attempt %d via %s: %s", email_id, attempt, relay or "-", reply)
         return Outcome.SENT
 
-    def _send(self, job: EmailJob) -> str:
+    def _send(self, job: EmailJob) -> tuple[str, str | None]:
+        """Render, sign and hand over: the relay's reply, and which relay (when known)."""
         data = self._render(job)
+        if self.signer is not None:
+            data = self.signer.sign(data, job.sender)
         sender, recipients = envelope(job)
-        return self.transport.send(data, sender, recipients)
+        if isinstance(self.transport, Router):
+            handoff = self.transport.handoff(job.owner, data, sender, recipients)
+            return handoff.reply, handoff.relay
+        return self.transport.send(data, sender, recipients), None
 
     def _render(self, job: EmailJob) -> bytes:
         """The checked message bytes; anything that stops them is final, with its cause."""

@@ -86,6 +86,8 @@ class Record:
     report_status: ReportStatus | None = None
     report_attempts: int = 0
     report_error: str | None = None
+    relay: str | None = None
+    """The relay (``host:port``) that took the e-mail, once it is Sent."""
 
     def fields(self, zone: str = "Z") -> list[tuple[str, str | int | None]]:
         """What GetEmailStatus shows, in Ozeki naming and order; None where not (yet) known.
@@ -102,6 +104,7 @@ class Record:
             ("NextAttemptAt", iso(self.next_attempt_at, zone) if self.next_attempt_at else None),
             ("LastError", self.last_error),
             ("SmtpResponse", self.smtp_response),
+            ("Relay", self.relay),
             ("DeliveryReport", self.report_status.value if self.report_status else None),
         ]
 
@@ -134,6 +137,7 @@ def parse_record(email_id: str, data: dict[str, str]) -> Record | None:
         report_status=ReportStatus(data["report_status"]) if data.get("report_status") else None,
         report_attempts=int(data.get("report_attempts", 0)),
         report_error=data.get("report_error") or None,
+        relay=data.get("relay") or None,
     )
 
 

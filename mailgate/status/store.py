@@ -168,13 +168,17 @@ class StatusStore:
         token: str | None = None,
         latency: float | None = None,
         report_due: float | None = None,
+        relay: str | None = None,
     ) -> None:
-        """Record the server's 250; the job payload is dropped, it is no longer needed."""
-        fields = {
+        """Record the server's 250 (and the relay that gave it); the job payload is dropped,
+        it is no longer needed."""
+        fields: dict[str, Any] = {
             "status": Status.SENT.value,
             "sent_at": time.time(),
             "smtp_response": smtp_response,
         }
+        if relay:
+            fields["relay"] = relay
         self._update(
             email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"),
             token=token, latency=latency, report_due=report_due,
