@@ -163,7 +163,10 @@ def _oauth(query: dict[str, str], client_id: str, secret: str, variable: str) ->
     mailbox = query.get("mailbox", "")
     if not mailbox or "@" not in mailbox:
         raise ConfigError(variable, "oauth needs mailbox=ADDRESS, the mailbox to send as")
-    common = {"kind": kind, "mailbox": mailbox, "scope": query.get("scope", "")}
+    if not mailbox.isascii():
+        raise ConfigError(variable, "mailbox must be an ASCII address (XOAUTH2 sends it as is)")
+    common = {"kind": kind, "mailbox": mailbox}
+    scope = query.get("scope", "")
 
     def refuse(*names: str) -> None:
         for name in names:
@@ -178,7 +181,7 @@ def _oauth(query: dict[str, str], client_id: str, secret: str, variable: str) ->
             raise ConfigError(
                 variable, "oauth=google needs key_file=PATH (the service account's JSON key)"
             )
-        return OAuth2(**common, key_file=query["key_file"], scope=common["scope"] or GOOGLE_SCOPE)
+        return OAuth2(**common, key_file=query["key_file"], scope=scope or GOOGLE_SCOPE)
     if not client_id:
         raise ConfigError(variable, f"oauth={kind} needs the client id as the URL's user name")
     if kind == "m365":
@@ -202,10 +205,11 @@ def _oauth(query: dict[str, str], client_id: str, secret: str, variable: str) ->
                 "SHA-1 thumbprint shown in Entra ID)",
             )
         authority = query.get("authority", M365_AUTHORITY).rstrip("/")
-        if not authority.lower().startswith(("https://", "http://")):
+        if not authority.lower().startswith("https://"):
             raise ConfigError(variable, "authority must be an https:// URL")
         return OAuth2(
-            **{**common, "scope": common["scope"] or M365_SCOPE},
+            **common,
+            scope=scope or M365_SCOPE,
             client_id=client_id,
             client_secret=secret,
             token_url=f"{authority}/{tenant}",
@@ -214,8 +218,10 @@ def _oauth(query: dict[str, str], client_id: str, secret: str, variable: str) ->
         )
     refuse("tenant", "key_file", "cert_file", "cert_thumbprint", "authority")
     token_url = query.get("token_url", "")
-    if not token_url.lower().startswith(("https://", "http://")):
+    if not token_url.lower().startswith("https://"):
         raise ConfigError(variable, "oauth=client_credentials needs token_url=https://...")
     if not secret:
         raise ConfigError(variable, "oauth=client_credentials needs CLIENT_ID:SECRET@")
-    return OAuth2(**common, client_id=client_id, client_secret=secret, token_url=token_url)
+    return OAuth2(
+        **common, client_id=client_id, client_secret=secret, token_url=token_url, scope=scope
+    )

@@ -150,7 +150,7 @@ def _m365(oauth: OAuth2, timeout: float) -> Fetch:
             # This module decides when a token is renewed: msal's own cache must not hand the
             # refused or the expiring one back.
             cache = app.token_cache
-            for item in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+            for item in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
                 cache.remove_at(item)
             result = app.acquire_token_for_client(scopes=[oauth.scope])
         except requests.RequestException as exc:
