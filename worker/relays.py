@@ -15,6 +15,7 @@ stops costing each e-mail a time-out while another relay works.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from mailgate.errors import ConfigError, DeliveryError, PermanentDelivery, Trans
 from mailgate.relays import Route, SmtpTarget, parse_route
 from mailgate.users import UserStore
 from worker.smtp import SmtpTransport, Transport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,16 +60,24 @@ class Breaker:
         self._skip_until = 0.0
 
     @property
+    def failures(self) -> int:
+        """Failures in a row so far."""
+        return self._failures
+
+    @property
     def skipped(self) -> bool:
         """True while the relay is to be tried only when the others have failed."""
         return self._clock() < self._skip_until
 
-    def failed(self) -> None:
+    def failed(self) -> bool:
+        """Count a failure; True when it starts a time of being skipped."""
         with self._lock:
             self._failures += 1
-            if self._failures >= self.limit:
-                # Skipped again after each failed try once the time is up (half-open).
-                self._skip_until = self._clock() + self.skip_seconds
+            if self._failures < self.limit:
+                return False
+            # Skipped again after each failed try once the time is up (half-open).
+            self._skip_until = self._clock() + self.skip_seconds
+            return True
 
     def worked(self) -> None:
         with self._lock:
@@ -92,7 +103,14 @@ class RelayChain:
                 if not exc.unsent:
                     breaker.worked()  # it answered: the e-mail's own outcome
                     raise
-                breaker.failed()
+                if breaker.failed():
+                    log.warning(
+                        "relay %s failed %d times in a row (%s): skipped for %g s",
+                        name,
+                        breaker.failures,
+                        exc.reason,
+                        breaker.skip_seconds,
+                    )
                 failures.append((name, exc))
                 continue
             breaker.worked()
