@@ -6,7 +6,7 @@ A *route* is one or more relays tried in order (``MAILGATE_SMTP_URL``, or an acc
 relay authenticates with nothing, a user name and password, or OAuth2 (``AUTH XOAUTH2``):
 
 - ``oauth=m365``: Microsoft Entra ID client credentials, ``CLIENT_ID:SECRET@`` (or
-  ``CLIENT_ID@`` with ``cert_file`` and ``cert_thumbprint``), ``tenant``, ``mailbox``;
+  ``CLIENT_ID@`` with ``cert_file``, the certificate and its key), ``tenant``, ``mailbox``;
 - ``oauth=google``: a service account's key file (``key_file``) and the user it acts as
   (``mailbox``);
 - ``oauth=client_credentials``: any RFC 6749 token endpoint (``token_url``), ``CLIENT_ID:SECRET@``,
@@ -61,7 +61,7 @@ class OAuth2:
     key_file: str = ""
     """google: the service account's JSON key."""
     cert_file: str = ""
-    """m365: a PEM file with the certificate's private key, instead of a secret."""
+    """m365: a PEM file with the certificate and its private key, instead of a secret."""
     cert_thumbprint: str = ""
 
 
@@ -196,13 +196,7 @@ def _oauth(query: dict[str, str], client_id: str, secret: str, variable: str) ->
             raise ConfigError(
                 variable,
                 "oauth=m365 needs a client secret (CLIENT_ID:SECRET@) "
-                "or cert_file= with cert_thumbprint=, one of the two",
-            )
-        if cert and not thumbprint:
-            raise ConfigError(
-                variable,
-                "cert_file= needs cert_thumbprint= (the certificate's "
-                "SHA-1 thumbprint shown in Entra ID)",
+                "or cert_file= (the certificate and its key), one of the two",
             )
         authority = query.get("authority", M365_AUTHORITY).rstrip("/")
         if not authority.lower().startswith("https://"):

@@ -25,6 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import google.auth.jwt
+import jwt
+from cryptography import x509
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
@@ -81,6 +83,10 @@ class TokenEndpoint:
     requests: list[str] = field(default_factory=list)
     """The path of each token request (discovery not counted)."""
     google_claims: list[dict[str, Any]] = field(default_factory=list)
+    client_certificate: str = ""
+    """Entra ID: the certificate (PEM) whose key may sign a client assertion."""
+    assertions: int = 0
+    """Client assertions that passed the check."""
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -159,6 +165,8 @@ class TokenEndpoint:
         mailbox = self.mailbox
         if request.path == f"/{TENANT}/oauth2/v2.0/token":  # Entra ID, as msal posts it
             client = (form.get("client_id"), form.get("client_secret"))
+            if "client_assertion" in form and self.client_certificate:
+                client = (form.get("client_id"), CLIENT_SECRET) if self._signed(form) else client
             good = client == (CLIENT_ID, CLIENT_SECRET) and form.get("scope", "").startswith(
                 "https://outlook.office365.com/.default"
             )
@@ -187,6 +195,19 @@ class TokenEndpoint:
         _answer(request, 200, {
             "access_token": token, "token_type": "Bearer", "expires_in": self.lifetime,
         })  # fmt: skip
+
+    def _signed(self, form: dict[str, str]) -> bool:
+        """A client assertion signed by the certificate's key, for this endpoint."""
+        public = x509.load_pem_x509_certificate(self.client_certificate.encode()).public_key()
+        try:
+            jwt.decode(
+                form["client_assertion"], public, algorithms=["PS256", "RS256"],
+                audience=f"{self.base}/{TENANT}/oauth2/v2.0/token", issuer=CLIENT_ID,
+            )  # fmt: skip
+        except jwt.InvalidTokenError:
+            return False
+        self.assertions += 1
+        return True
 
 
 def _answer(request: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:

@@ -164,6 +164,23 @@ def test_microsoft_365_through_msal(
     assert len(handler.received) == 2
 
 
+def test_microsoft_365_with_a_certificate_through_msal(
+    endpoint: TokenEndpoint, relay: tuple[int, XOAuth2Handler], tmp_path: Path
+) -> None:
+    port, handler = relay
+    cert, key = make_certificate(tmp_path)
+    endpoint.client_certificate = cert.read_text()
+    bundle = tmp_path / "mailgate-entra.pem"
+    bundle.write_text(key.read_text() + cert.read_text())
+    url = (
+        f"smtp://{CLIENT_ID}@127.0.0.1:{port}?oauth=m365&tenant={TENANT}&mailbox={MAILBOX}"
+        f"&authority={quote(endpoint.base, safe='')}&cert_file={bundle}"
+    )
+    assert send(SmtpTransport(SmtpTarget.parse(url), 5)).startswith("250")
+    assert endpoint.assertions == 1  # a signed client assertion, checked with the certificate
+    assert len(handler.received) == 1
+
+
 def test_microsoft_365_with_a_wrong_secret_is_permanent(
     endpoint: TokenEndpoint, relay: tuple[int, XOAuth2Handler]
 ) -> None:
@@ -209,7 +226,7 @@ def test_a_missing_google_key_file_is_named() -> None:
         ("smtp://id:s@h?oauth=m365&mailbox=a@b.c", "tenant"),
         ("smtp://id:s@h?oauth=m365&tenant=t", "mailbox"),
         ("smtp://id:s@h?oauth=m365&tenant=t&mailbox=a@b.c&authority=http://x", "https"),
-        ("smtp://id@h?oauth=m365&tenant=t&mailbox=a@b.c&cert_file=/k.pem", "thumbprint"),
+        ("smtp://id:s@h?oauth=m365&tenant=t&mailbox=a@b.c&cert_file=/k.pem", "one of the two"),
         ("smtp://id:s@h?oauth=google&key_file=/k.json&mailbox=a@b.c", "key_file=, not"),
         ("smtp://h?oauth=google&mailbox=a@b.c", "key_file"),
         ("smtp://id:s@h?oauth=client_credentials&mailbox=a@b.c", "token_url"),
@@ -219,7 +236,7 @@ def test_a_missing_google_key_file_is_named() -> None:
         ("smtp://u:p@h?starttls=maybe", "true or false"),
     ],
     ids=["m365-no-id", "m365-no-secret", "m365-no-tenant", "no-mailbox", "http-authority",
-         "cert-no-thumbprint", "google-user", "google-no-key", "generic-no-url",
+         "secret-and-cert", "google-user", "google-no-key", "generic-no-url",
          "generic-no-secret", "unknown-kind", "option-without-oauth", "bad-flag"],
 )  # fmt: skip
 def test_bad_oauth_urls_name_the_variable_and_the_problem(url: str, problem: str) -> None:

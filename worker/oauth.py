@@ -18,6 +18,7 @@ endpoint rejects (``invalid_client``, ``unauthorized_client``, ...) is a
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,10 @@ REFRESH_AHEAD_SECONDS = 300.0
 DEFAULT_LIFETIME = 3600.0
 """For an endpoint that does not say (``expires_in`` is optional in RFC 6749)."""
 MAX_DETAIL = 200
+PEM_KEY = re.compile(
+    r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----.+?-----END (?:RSA |EC )?PRIVATE KEY-----", re.S
+)
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
 class TokenSource:
@@ -125,10 +130,7 @@ def _m365(oauth: OAuth2, timeout: float) -> Fetch:
 
     credential: str | dict[str, str] = oauth.client_secret
     if oauth.cert_file:
-        credential = {
-            "private_key": Path(oauth.cert_file).read_text(),
-            "thumbprint": oauth.cert_thumbprint,
-        }
+        credential = _certificate(Path(oauth.cert_file).read_text(), oauth.cert_thumbprint)
     apps: list[Any] = []
 
     def fetch() -> tuple[str, float]:
@@ -166,6 +168,24 @@ def _m365(oauth: OAuth2, timeout: float) -> Fetch:
         raise _refused(int(result.get("status_code") or 400), result)
 
     return fetch
+
+
+def _certificate(pem: str, thumbprint: str) -> dict[str, str]:
+    """msal's certificate credential from one PEM file holding the private key and the
+    certificate: msal signs its assertion with the key and names the certificate by its SHA-256
+    thumbprint, or by the SHA-1 ``thumbprint`` when one is given (as older setups do)."""
+    key = PEM_KEY.search(pem)
+    if key is None:
+        raise ValueError("the certificate file holds no private key (PEM)")
+    credential = {"private_key": key.group(0)}
+    certificate = PEM_CERTIFICATE.search(pem)
+    if thumbprint:
+        credential["thumbprint"] = thumbprint
+    elif certificate is not None:
+        credential["public_certificate"] = certificate.group(0)
+    else:
+        raise ValueError("the certificate file holds no certificate, and no cert_thumbprint")
+    return credential
 
 
 def _google(oauth: OAuth2, timeout: float) -> Fetch:

@@ -162,7 +162,14 @@ class Relays:
 
     def route(self, owner: str) -> RelayChain:
         """The account's own route if it has one, else the default."""
-        account = self.users.get(owner) if self.users is not None and owner else None
+        try:
+            account = self.users.get(owner) if self.users is not None and owner else None
+        except (OSError, ValueError) as exc:  # unreadable, or half-edited by hand
+            # Not the default route: the account may have its own, and its mail must not
+            # leave by another tenant's relay.
+            raise TransientDelivery(
+                f"cannot read the accounts file for the account's route: {type(exc).__name__}"
+            ) from None
         text = account.smtp if account is not None else None
         if not text:
             return self.default
