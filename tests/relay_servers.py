@@ -26,9 +26,9 @@ from urllib.parse import parse_qs, unquote
 
 import google.auth.jwt
 import jwt
-from cryptography import x509
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from cryptography import x509
 
 from tests.support import ScriptedHandler, free_port
 
