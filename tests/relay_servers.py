@@ -251,16 +251,38 @@ class XOAuth2Handler(ScriptedHandler):
         return "250 OK"
 
 
+class XOAuth2Server:
+    """An aiosmtpd server on a free port taking XOAUTH2 over plain SMTP (the test's loopback);
+    :meth:`restart` ends every session, as a relay's restart does."""
+
+    def __init__(self, endpoint: TokenEndpoint) -> None:
+        self.handler = XOAuth2Handler(endpoint)
+        self.port = free_port()
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
+            auth_require_tls=False,
+        )  # fmt: skip
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @contextmanager
-def xoauth2_smtp(endpoint: TokenEndpoint) -> Iterator[tuple[int, XOAuth2Handler]]:
-    """An aiosmtpd server on a free port taking XOAUTH2 over plain SMTP (the test's loopback)."""
-    handler = XOAuth2Handler(endpoint)
-    port = free_port()
-    controller = Controller(
-        handler, hostname="127.0.0.1", port=port, decode_data=False, auth_require_tls=False
-    )
-    controller.start()
+def xoauth2_smtp(endpoint: TokenEndpoint) -> Iterator[XOAuth2Server]:
+    """A running :class:`XOAuth2Server`, stopped afterwards."""
+    server = XOAuth2Server(endpoint)
+    server.start()
     try:
-        yield port, handler
+        yield server
     finally:
-        controller.stop()
+        server.stop()

@@ -53,7 +53,7 @@ def endpoint(
 @pytest.fixture
 def relay(endpoint: TokenEndpoint) -> Iterator[tuple[int, XOAuth2Handler]]:
     with xoauth2_smtp(endpoint) as server:
-        yield server
+        yield server.port, server.handler
 
 
 def generic_url(port: int, endpoint: TokenEndpoint, **options: str) -> str:
@@ -212,10 +212,15 @@ def test_google_service_account_through_google_auth(
     assert len(handler.received) == 1
 
 
-def test_a_missing_google_key_file_is_named() -> None:
-    target = SmtpTarget.parse("smtp://h:25?oauth=google&key_file=/nonexistent/k.json&mailbox=a@b.c")
+def test_a_missing_google_key_file_is_named(relay: tuple[int, XOAuth2Handler]) -> None:
+    url = f"smtp://127.0.0.1:{relay[0]}?oauth=google&key_file=/nonexistent/k.json&mailbox=a@b.c"
+    target = SmtpTarget.parse(url)
+    transport = SmtpTransport(target, 5)  # Flower builds the app too, without the files
     with pytest.raises(OSError):
-        SmtpTransport(target, 5)
+        transport.check()  # the worker's start-up
+    with pytest.raises(TransientDelivery, match="cannot read the relay's OAuth2 key") as caught:
+        send(transport)
+    assert caught.value.unsent
 
 
 @pytest.mark.parametrize(

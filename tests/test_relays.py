@@ -33,7 +33,7 @@ from tests.relay_servers import (
     CLIENT_ID,
     CLIENT_SECRET,
     TokenEndpoint,
-    XOAuth2Handler,
+    XOAuth2Server,
     make_certificate,
     make_rsa_key,
     xoauth2_smtp,
@@ -291,8 +291,7 @@ class Rig:
     relay1: SmtpServer
     gate: Gate
     relay2: SmtpServer
-    oauth_relay: XOAuth2Handler
-    oauth_port: int
+    oauth: XOAuth2Server
     endpoint: TokenEndpoint
     settings: Settings
     worker: Service
@@ -313,7 +312,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, dkim_key: tuple[Path, str]) ->
     cert, key = make_certificate(workdir)
     endpoint = TokenEndpoint(cert, key, mailbox=MAILBOX)
     endpoint.start()
-    with xoauth2_smtp(endpoint) as (oauth_port, oauth_handler):
+    with xoauth2_smtp(endpoint) as oauth:
         env = mailgate_env(
             workdir, redis_server.url, f"{gate.url} {relay2.url}",
             RETRY_BASE_SECONDS="0.3", RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="30",
@@ -327,7 +326,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, dkim_key: tuple[Path, str]) ->
         users.add(DEAD, PASSWORD, smtp=f"smtp://127.0.0.1:{free_port()}")
         token_url = quote(f"{endpoint.base}/token", safe="")
         route = (
-            f"smtp://{CLIENT_ID}:{quote(CLIENT_SECRET, safe='')}@127.0.0.1:{oauth_port}"
+            f"smtp://{CLIENT_ID}:{quote(CLIENT_SECRET, safe='')}@127.0.0.1:{oauth.port}"
             f"?oauth=client_credentials&token_url={token_url}&mailbox={MAILBOX}"
         )
         users.add(OAUTH, PASSWORD, ("*@contoso.example",), smtp=route)
@@ -335,8 +334,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory, dkim_key: tuple[Path, str]) ->
         users.add(SIGNER, PASSWORD, (f"*@{SIGNED_DOMAIN}",))
         worker = Service("worker", worker_args(4), env, workdir / "worker.log").start()
         worker.wait_output(r"ready\.", 60)
-        yield Rig(redis_server, relay1, gate, relay2, oauth_handler, oauth_port, endpoint,
-                  settings, worker, dkim_key[1])  # fmt: skip
+        yield Rig(redis_server, relay1, gate, relay2, oauth, endpoint, settings, worker,
+                  dkim_key[1])  # fmt: skip
         worker.stop()
     endpoint.stop()
     gate.close()
@@ -455,15 +454,17 @@ def test_an_account_with_an_oauth2_relay_sends_through_it(
     ids = accept(client, OAUTH, ["o1@relays.example", "o2@relays.example"], Sender=MAILBOX)
     records = final(store, ids)
     assert [r.status.value for r in records] == ["Sent", "Sent"]
-    assert {r.relay for r in records} == {f"127.0.0.1:{rig.oauth_port}"}
-    assert sum(rig.oauth_relay.count(i) for i in ids) == 2
+    assert {r.relay for r in records} == {f"127.0.0.1:{rig.oauth.port}"}
+    assert sum(rig.oauth.handler.count(i) for i in ids) == 2
     assert rig.relay2.handler.count(ids[0]) == 0
-    # The relay now refuses the token the worker holds: one renewal, same attempt.
+    # The relay restarts (its sessions end) and refuses the token the worker holds: the
+    # worker renews it once and sends within the same attempt.
     rig.endpoint.revoke()
+    rig.oauth.restart()
     [again] = accept(client, OAUTH, ["o3@relays.example"], Sender=MAILBOX)
     [record] = final(store, [again])
     assert record.status.value == "Sent" and record.attempts == 1
-    assert len(rig.oauth_relay.refused) == 1
+    assert len(rig.oauth.handler.refused) == 1
 
 
 @pytest.mark.integration
@@ -484,6 +485,7 @@ def test_a_token_endpoint_down_is_retried_then_sent(
     rig: Rig, client: FlaskClient, store: StatusStore
 ) -> None:
     rig.endpoint.revoke()  # the worker must ask for a new token, and cannot
+    rig.oauth.restart()  # no kept session to send through without logging in
     rig.endpoint.stop()
     try:
         [email_id] = accept(client, OAUTH, ["later@relays.example"], Sender=MAILBOX)

@@ -22,7 +22,7 @@ from mailgate.users import UserStore
 from worker import fastmime
 from worker.batch import DeliveryPool, FastDelivery
 from worker.dkim import Signer
-from worker.flower import guard_flower
+from worker.flower import flower_address, guard_flower
 from worker.relays import default_relays
 from worker.reports import Reporter
 from worker.scheduler import Scheduler
@@ -31,8 +31,10 @@ from worker.tasks import publish_report, register_tasks
 try:
     settings = Settings.from_env()
     guard_flower(sys.argv, settings)
-    signer = Signer.load(settings.dkim_keys)
-    relays = default_relays(settings, UserStore(settings.users_file))
+    # Flower loads this app too, to know its tasks; it sends nothing and needs no key files.
+    delivers = flower_address(sys.argv) is None
+    signer = Signer.load(settings.dkim_keys) if delivers else None
+    relays = default_relays(settings, UserStore(settings.users_file), check=delivers)
 except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
 

@@ -90,6 +90,13 @@ class RelayChain:
     def __init__(self, relays: Sequence[tuple[Transport, str]], breakers: Sequence[Breaker]):
         self.relays = list(zip(relays, breakers, strict=True))
 
+    def check(self) -> None:
+        """Read the relays' OAuth2 key and certificate files now (``OSError``, ``ValueError``)."""
+        for (transport, _), _ in self.relays:
+            check = getattr(transport, "check", None)
+            if check is not None:
+                check()
+
     def handoff(self, data: bytes, sender: str, recipients: list[str]) -> Handoff:
         """Send through the first relay that takes the e-mail; see the module for when the
         next one is tried."""
@@ -180,6 +187,7 @@ class Relays:
         try:
             route = parse_route(text, f"the smtp of account {owner}")
             chain = self._chain(route)
+            chain.check()
         except ConfigError as exc:
             raise TransientDelivery(f"the account's relay is unusable: {exc}") from None
         except (OSError, ValueError) as exc:  # its OAuth2 key or certificate file
@@ -199,17 +207,22 @@ class Relays:
         return RelayChain(relays, breakers)
 
 
-def default_relays(settings: Settings, users: UserStore | None = None) -> Relays:
-    """The worker's routes from its settings. An OAuth2 key or certificate file of the default
-    route that cannot be read stops start-up (:class:`ConfigError`)."""
+def default_relays(
+    settings: Settings, users: UserStore | None = None, check: bool = True
+) -> Relays:
+    """The worker's routes from its settings. With ``check``, an OAuth2 key or certificate
+    file of the default route that cannot be read stops start-up (:class:`ConfigError`)."""
+    relays = Relays(
+        settings.smtp,
+        settings.smtp_timeout_seconds,
+        settings.relay_failures,
+        settings.relay_skip_seconds,
+        users,
+    )
     try:
-        return Relays(
-            settings.smtp,
-            settings.smtp_timeout_seconds,
-            settings.relay_failures,
-            settings.relay_skip_seconds,
-            users,
-        )
+        if check:
+            relays.default.check()
+        return relays
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise ConfigError(

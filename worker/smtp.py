@@ -83,10 +83,22 @@ class SmtpTransport:
         self.max_per_session = max_per_session
         self.idle_check_seconds = idle_check_seconds
         self._local = threading.local()
-        self.tokens: TokenSource | None = None
-        if target.oauth is not None:
-            # Reads a key or certificate file: a missing one shows here, at start-up.
-            self.tokens = token_source(target.oauth, timeout)
+        self._tokens: TokenSource | None = None
+        self._tokens_lock = threading.Lock()
+
+    def check(self) -> None:
+        """Read what the relay's OAuth2 login needs (a key or certificate file) now, so a
+        missing or unreadable one shows at start-up (``OSError``, ``ValueError``)."""
+        self.tokens()
+
+    def tokens(self) -> TokenSource | None:
+        """This relay's OAuth2 token source (None: no OAuth2), made on first use."""
+        if self.target.oauth is None:
+            return None
+        with self._tokens_lock:
+            if self._tokens is None:
+                self._tokens = token_source(self.target.oauth, self.timeout)
+            return self._tokens
 
     def send(self, data: bytes, sender: str, recipients: list[str]) -> str:
         """Deliver one serialized message; return the server's reply to DATA."""
@@ -172,7 +184,7 @@ class SmtpTransport:
     def _open(self) -> smtplib.SMTP:
         client = self._connect()
         try:
-            if self.tokens is not None:
+            if self.target.oauth is not None:
                 self._xoauth2(client)
             elif self.target.username:
                 client.login(self.target.username, self.target.password or "")
@@ -183,9 +195,16 @@ class SmtpTransport:
 
     def _xoauth2(self, client: smtplib.SMTP) -> None:
         """``AUTH XOAUTH2`` with this process's token for the relay's mailbox."""
-        assert self.tokens is not None and self.target.oauth is not None
+        try:
+            tokens = self.tokens()
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise TransientDelivery(
+                f"cannot read the relay's OAuth2 key or certificate file: {reason}"
+            ) from None
+        assert tokens is not None and self.target.oauth is not None
         mailbox = self.target.oauth.mailbox
-        token, fresh = self.tokens.get()
+        token, fresh = tokens.get()
         client.ehlo_or_helo_if_needed()
         try:
             _auth_xoauth2(client, mailbox, token)
@@ -195,7 +214,7 @@ class SmtpTransport:
             # The relay refused a token this process still held valid (revoked, expired
             # early, clocks apart): renew it once and log in again at once, within the same
             # attempt, so it does not count as one.
-            _auth_xoauth2(client, mailbox, self.tokens.renew(token))
+            _auth_xoauth2(client, mailbox, tokens.renew(token))
 
     def _context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
