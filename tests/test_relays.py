@@ -269,6 +269,16 @@ def test_a_worker_with_an_unreadable_dkim_key_stops_with_one_line(tmp_path: Path
         f"mailgate: MAILGATE_DKIM_KEYS: cannot read the key of x.example, {tmp_path}/nope.pem: "
         "No such file or directory"
     ]
+    # Flower loads the same app to know its tasks, sends nothing, and needs no key.
+    flower = (
+        "import sys; sys.argv = ['celery', '-A', 'worker.app', 'flower', '--address=127.0.0.1']"
+        "; import worker.app"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", flower], env=env, capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parent.parent, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 # A real worker ----------------------------------------------------------------------------
