@@ -16,6 +16,7 @@ import click
 from mailgate.config import Settings
 from mailgate.errors import ConfigError, UserError
 from mailgate.jobs import canonical_email_id
+from mailgate.relays import parse_route, route_names
 from mailgate.users import UserStore
 
 if TYPE_CHECKING:
@@ -194,6 +195,13 @@ def user() -> None:
     metavar="CIDR",
     help="Client network the account may call from, e.g. 10.1.0.0/16; repeatable.",
 )
+@click.option(
+    "--smtp",
+    default=None,
+    metavar="URL",
+    help="The account's own relay(s), as MAILGATE_SMTP_URL; '-' reads it from stdin (after "
+    "the password with --password-stdin), keeping its secrets off the command line.",
+)
 @_friendly
 def user_add(
     name: str,
@@ -201,6 +209,7 @@ def user_add(
     senders: tuple[str, ...],
     rate: str | None,
     networks: tuple[str, ...],
+    smtp: str | None,
 ) -> None:
     """Create account NAME; the password comes from a prompt or stdin, never an argument."""
     if password_stdin:
@@ -208,8 +217,56 @@ def user_add(
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     store = UserStore(_settings().users_file)
-    store.add(name, password, senders, rate, networks)
+    store.add(name, password, senders, rate, networks, _route_text(smtp))
     click.echo(f"added user {name}")
+
+
+@user.command("update")
+@click.argument("name")
+@click.option(
+    "--sender",
+    "senders",
+    multiple=True,
+    metavar="PATTERN",
+    help="Replace the allowed From globs; repeatable.",
+)
+@click.option("--rate", default=None, metavar="RATE", help="New send limit; '' for none.")
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    metavar="CIDR",
+    help="Replace the client networks; repeatable.",
+)
+@click.option(
+    "--smtp", default=None, metavar="URL", help="The account's own relay(s); '-' reads stdin."
+)
+@click.option("--default-smtp", is_flag=True, help="Use the default relay(s) again.")
+@_friendly
+def user_update(
+    name: str,
+    senders: tuple[str, ...],
+    rate: str | None,
+    networks: tuple[str, ...],
+    smtp: str | None,
+    default_smtp: bool,
+) -> None:
+    """Change account NAME: only what is given changes (running processes follow at once)."""
+    if smtp is not None and default_smtp:
+        raise click.UsageError("give --smtp or --default-smtp, not both")
+    route = "" if default_smtp else _route_text(smtp)
+    UserStore(_settings().users_file).update(name, senders or None, rate, networks or None, route)
+    click.echo(f"updated user {name}")
+
+
+def _route_text(smtp: str | None) -> str | None:
+    """The ``--smtp`` value, read from stdin for ``-``."""
+    if smtp != "-":
+        return smtp
+    route = sys.stdin.readline().strip()
+    if not route:
+        raise UserError("--smtp -: standard input held no relay URL")
+    return route
 
 
 @user.command("list")
@@ -220,7 +277,18 @@ def user_list() -> None:
     for account in UserStore(settings.users_file).accounts().values():
         senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
         networks = ", ".join(account.networks) or "any address"
-        click.echo(f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}")
+        line = f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}"
+        click.echo(f"{line}\t{_relays(account.smtp)}")
+
+
+def _relays(smtp: str | None) -> str:
+    """An account's route for people: ``host:port`` of each relay, never its credentials."""
+    if not smtp:
+        return "default relay"
+    try:
+        return route_names(parse_route(smtp, "smtp"))
+    except ConfigError:
+        return "(invalid relay)"
 
 
 @user.command("remove")

@@ -128,7 +128,7 @@ def test_the_rest_status_has_every_field_in_snake_case() -> None:
         "id": "id-1", "status": "Sent", "attempts": 3,
         "created_at": "2023-11-14T22:13:20.000Z", "updated_at": "2023-11-14T22:14:50.000Z",
         "sent_at": "2023-11-14T22:14:50.000Z", "next_attempt_at": None,
-        "last_error": "451 later", "smtp_response": "250 ok & done",
+        "last_error": "451 later", "smtp_response": "250 ok & done", "relay": None,
         "bounce_code": None, "bounce_reason": None, "bounced_at": None,
         "delivery_report": "Delivered", "recipients": [],
         "history": [
