@@ -31,18 +31,18 @@ class BatchQoS:
         self.calls.append(list(tags))
 
 
-class PlainQoS:
-    """A QoS without ack_many (RabbitMQ's channel)."""
-
-
 @dataclass
 class Channel:
     qos: Any
 
 
+class AmqpChannel:
+    """A pyamqp channel: no ``qos`` attribute, acks are frames sent one by one."""
+
+
 @dataclass
 class Message:
-    channel: Channel
+    channel: Channel | AmqpChannel
     delivery_tag: str
     acked: list[tuple[Any, Any]] = field(default_factory=list)
 
@@ -73,10 +73,13 @@ def test_one_round_trip_per_channel() -> None:
     assert len(first.calls) == len(second.calls) == 1
 
 
-def test_a_channel_without_ack_many_acks_each_message_at_once() -> None:
+@pytest.mark.parametrize(
+    "channel", [Channel(object()), AmqpChannel()], ids=["qos-without-ack-many", "amqp"]
+)
+def test_a_channel_without_ack_many_acks_each_message_at_once(channel: Any) -> None:
     errors = (ConnectionError,)
     acks = Acks(errors)
-    message = Message(Channel(PlainQoS()), "tag")
+    message = Message(channel, "tag")
     acks.ack(message)
     assert message.acked == [(logging.getLogger("worker.batch"), errors)]
 

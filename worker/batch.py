@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from celery.utils.saferepr import saferepr
@@ -84,7 +84,8 @@ class Acks:
 
     def ack(self, message: Any) -> None:
         """Acknowledge ``message`` (a kombu message) now or with the next group."""
-        if not hasattr(message.channel.qos, "ack_many"):
+        # A pyamqp channel has no ``qos`` at all: RabbitMQ's acks go one by one.
+        if not hasattr(getattr(message.channel, "qos", None), "ack_many"):
             message.ack_log_error(log, self.errors)
             return
         with self._lock:
@@ -137,7 +138,7 @@ class DeliveryPool:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="deliver")
             executor = self._executor
-        executor.submit(self._run, task_id, email_id, message)
+        executor.submit(self._run, task_id, email_id, message).add_done_callback(_log_crash)
 
     def stop(self) -> None:
         """Finish the deliveries under way and acknowledge them; drop the queued ones
@@ -177,6 +178,14 @@ class DeliveryPool:
             send("task-succeeded", uuid=task_id, result=repr(result.outcome.value),
                  runtime=time.monotonic() - started)  # fmt: skip
         self.acks.ack(message)
+
+
+def _log_crash(future: Future[None]) -> None:
+    # _run reports the delivery's own errors; anything else (an ack, an event) must not vanish
+    # into a future nobody reads.
+    error = None if future.cancelled() else future.exception()
+    if error is not None:
+        log.error("a delivery thread failed: %r", error, exc_info=error)
 
 
 def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None]:
