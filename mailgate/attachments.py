@@ -9,6 +9,7 @@ API's check is refused rather than sent.
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 import stat
@@ -23,6 +24,11 @@ _KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
 """A drive path (``C:\\...``) or a UNC path (``\\\\host\\share...``)."""
+_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+OPAQUE = "application/octet-stream"
+_CONTAINERS = ("message/", "multipart/")
+"""Types whose body is itself MIME: the file's bytes would have to be parsed and nested, not
+attached as they are (in base64), so an ``.eml`` file goes as opaque bytes with its name."""
 PathMap = tuple[tuple[str, str], ...]
 """(Windows prefix in :func:`windows_key` form, local folder), from MAILGATE_ATTACHMENT_PATH_MAP."""
 
@@ -50,6 +56,17 @@ def map_path(raw: str, path_map: PathMap) -> str:
     raise AttachmentRefused(
         "a Windows or UNC path with no matching entry in MAILGATE_ATTACHMENT_PATH_MAP"
     )
+
+
+def content_type(declared: str, filename: str) -> str:
+    """The MIME type an attachment is sent as: the one an upload declared, else the one its
+    file name suggests, else ``application/octet-stream``; never a ``message/*`` or
+    ``multipart/*`` type, which no file can be attached as (see :data:`_CONTAINERS`)."""
+    found = declared.split(";", 1)[0].strip().lower()
+    if not _TYPE.fullmatch(found) or found == OPAQUE:
+        guessed, encoding = mimetypes.guess_type(filename)
+        found = OPAQUE if guessed is None or encoding is not None else guessed.lower()
+    return OPAQUE if found.startswith(_CONTAINERS) else found
 
 
 def check_path(raw: str, roots: Sequence[Path]) -> Attachment:

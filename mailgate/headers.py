@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailgate.text import codepoint, control_reason, first_control
+from mailgate.text import codepoint, control_reason, first_control, format_reason
 
 _POLICIES = (SMTP, SMTPUTF8)
 """The two ways the worker serializes a message (SMTPUTF8 for non-ASCII addresses)."""
@@ -42,8 +42,9 @@ def subject_text(raw: str) -> str:
 
 
 def check_filename(name: str) -> None:
-    """Refuse an attachment file name that would not reach the reader exactly as it is."""
-    _decoded(name)
+    """Refuse an attachment file name that would not reach the reader exactly as it is, or
+    that would show other than it is (a format character)."""
+    _shown_as_is(_decoded(name))
     for policy in _POLICIES:
         back = _round_trip(
             policy,
@@ -60,7 +61,7 @@ def check_address(address: str, display_name: str = "") -> None:
     carry exactly as it is."""
     _decoded(address)
     if display_name:
-        _decoded(display_name)
+        _shown_as_is(_decoded(display_name))
     ascii_only = address.isascii()
     policies = _POLICIES if ascii_only else (SMTPUTF8,)
     for policy in policies:
@@ -104,6 +105,14 @@ def wire_address(address: str) -> str:
     except EmailNotValidError:
         return address
     return checked.ascii_email or address
+
+
+def _shown_as_is(text: str) -> None:
+    """Refuse text holding a format character (Cf): a bidi control or zero-width character
+    makes a reader's program show something else than the text (``invoice\u202etxt.exe``)."""
+    reason = format_reason(text)
+    if reason:
+        raise NotCarried(reason)
 
 
 def _decoded(raw: str) -> str:

@@ -8,7 +8,6 @@ over ``MAILGATE_MAX_EMAIL_BYTES``. Any difference is a refusal, whatever the int
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from email.policy import SMTP, SMTPUTF8, default
 from email.utils import formatdate
 
 from mailgate.addresses import bare, split
+from mailgate.attachments import content_type
 from mailgate.headers import (
     check_address,
     check_filename,
@@ -82,13 +82,7 @@ def build_message(job: EmailJob, message_id_host: str, read: Reader) -> EmailMes
         # An upload keeps its caller's name and type; a path attachment's come from the path.
         filename = attachment.filename or os.path.basename(attachment.path)
         check_filename(filename)
-        content_type: str | None = attachment.content_type
-        encoding = None
-        if not content_type:
-            content_type, encoding = mimetypes.guess_type(filename)
-        if content_type is None or encoding is not None:
-            content_type = "application/octet-stream"
-        maintype, subtype = content_type.split("/", 1)
+        maintype, subtype = content_type(attachment.content_type, filename).split("/", 1)
         # add_attachment encodes a non-ASCII file name as RFC 2231.
         message.add_attachment(
             read(attachment), maintype=maintype, subtype=subtype, filename=filename
