@@ -16,12 +16,13 @@ HEADROOM = 16 * 1024
 """The fixed header fields (Date, Message-ID, MIME-Version, content types) and MIME boundaries."""
 PART_OVERHEAD = 512
 """The headers and boundary line of one attachment part, besides its file name."""
-TEXT_FACTOR = 5
-"""Bytes written per UTF-8 byte of a header text, at most: an encoded word takes 1.7, a file
-name up to 4 (RFC 2231's percent-encoding in Content-Disposition, an encoded word in
-Content-Type's name)."""
+TEXT_FACTOR = 2
+"""Bytes written per UTF-8 byte of an address or subject, at most (an encoded word takes 1.7)."""
+NAME_FACTOR = 4
+"""Bytes written per UTF-8 byte of a file name, at most: it appears twice, percent-encoded
+(RFC 2231, 3 per byte) in Content-Disposition and as an encoded word in Content-Type."""
 TEXT_OVERHEAD = 128
-"""Per header text: its field name, angle brackets, separators, an encoded word's frame."""
+"""Per text: its field name, angle brackets, separators, an encoded word's frame, folding."""
 
 
 def base64_size(raw: int) -> int:
@@ -30,15 +31,25 @@ def base64_size(raw: int) -> int:
     return encoded + 2 * -(-encoded // 76)
 
 
-def header_size(texts: Iterable[str]) -> int:
-    """An upper bound of the header bytes that carry ``texts`` (addresses, subject, names)."""
-    return sum(TEXT_FACTOR * len(text.encode("utf-8")) + TEXT_OVERHEAD for text in texts)
+def text_size(texts: Iterable[str], factor: int) -> int:
+    """An upper bound of the header bytes that carry ``texts``, ``factor`` bytes per byte."""
+    return sum(factor * len(text.encode("utf-8")) + TEXT_OVERHEAD for text in texts)
 
 
-def encoded_size(message: str, attachments: Iterable[int], header_texts: Iterable[str] = ()) -> int:
-    """An upper estimate of the serialized e-mail: text body, attachments, headers."""
+def encoded_size(
+    message: str,
+    attachments: Iterable[int],
+    header_texts: Iterable[str] = (),
+    file_names: Iterable[str] = (),
+) -> int:
+    """An upper estimate of the serialized e-mail: text body, attachments, headers.
+
+    ``header_texts`` are the addresses (with display names) and the subject; ``file_names``
+    the attachments' names.
+    """
     # The email package sends text as 8bit, or quoted-printable or base64, whichever is
     # shorter: never more than base64 of its UTF-8 bytes.
     body = base64_size(len(message.encode("utf-8")))
     parts = sum(PART_OVERHEAD + base64_size(size) for size in attachments)
-    return HEADROOM + header_size(header_texts) + body + parts
+    headers = text_size(header_texts, TEXT_FACTOR) + text_size(file_names, NAME_FACTOR)
+    return HEADROOM + headers + body + parts

@@ -134,8 +134,9 @@ def check_encoded_size(request: SendRequest, settings: Settings) -> None:
     attachments = request.attachments
     names = [a.filename or os.path.basename(a.path) for a in attachments]
     sender = request.sender or settings.default_sender
-    headers = [sender, *request.recipients, *request.cc, *request.reply_to, request.subject, *names]
-    size = encoded_size(request.message + request.html, [a.size for a in attachments], headers)
+    headers = [sender, *request.recipients, *request.cc, *request.reply_to, request.subject]
+    sizes = [a.size for a in attachments]
+    size = encoded_size(request.message + request.html, sizes, headers, names)
     if size > settings.max_email_bytes:
         raise _invalid(
             "Attachments" if attachments else "Message",
