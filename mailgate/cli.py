@@ -9,13 +9,17 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
 from mailgate.config import Settings
 from mailgate.errors import ConfigError, UserError
+from mailgate.jobs import canonical_email_id
 from mailgate.users import UserStore
+
+if TYPE_CHECKING:
+    from mailgate.status import StatusStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -114,6 +118,20 @@ def flower(address: str | None, port: int | None, flower_args: tuple[str, ...]) 
         address or settings.flower_address, port or settings.flower_port, flower_args
     )
     os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
+
+
+@main.command()
+@_friendly
+def bounces() -> None:
+    """Take bounce reports: SMTP for MAILGATE_BOUNCE_ADDRESS, IMAP from MAILGATE_BOUNCE_IMAP_URL."""
+    try:
+        from mailgate.bounces.service import run as run_bounces
+    except ImportError as exc:  # aiosmtpd, imapclient and flufl.bounce: the bounces extra
+        raise UserError(
+            f"`mailgate bounces` needs the bounces extra ({exc}): pip install 'mailgate[bounces]'"
+        ) from None
+
+    sys.exit(run_bounces(_settings()))
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -223,6 +241,7 @@ def status(email_id: str) -> None:
 
     settings = _settings()
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    email_id = canonical_email_id(email_id)
     record = store.get(email_id)
     if record is None:
         click.echo(f"mailgate: no e-mail {email_id}", err=True)
@@ -236,6 +255,49 @@ def status(email_id: str) -> None:
     for log in store.history(email_id):
         at = iso(log.at, "+00:00")
         click.echo(f"  attempt {log.attempt} at {at}: {log.outcome.value}: {log.detail}")
+
+
+@main.group()
+def suppressions() -> None:
+    """Addresses refused at acceptance after a hard bounce (per account)."""
+
+
+@suppressions.command("list")
+@click.option("--account", default=None, metavar="NAME", help="Only this account's.")
+@_friendly
+def suppressions_list(account: str | None) -> None:
+    """List suppressed addresses: account, address, code, bounced at, until, reason."""
+    from mailgate.status import Suppressions, iso
+
+    settings = _settings()
+    found = Suppressions(_store(settings).redis).all(account)
+    for s in sorted(found, key=lambda s: (s.owner, s.address)):
+        click.echo(
+            f"{s.owner}\t{s.address}\t{s.code}\t{iso(s.at, '+00:00')}\t"
+            f"{iso(s.until, '+00:00')}\t{s.reason}"
+        )
+
+
+@suppressions.command("remove")
+@click.argument("address")
+@click.option("--account", default=None, metavar="NAME", help="Only this account's (else all).")
+@_friendly
+def suppressions_remove(address: str, account: str | None) -> None:
+    """End the suppression of ADDRESS, so SendEmail may send to it again."""
+    from mailgate.status import Suppressions
+
+    removed = Suppressions(_store(_settings()).redis).remove(address, account)
+    if not removed:
+        click.echo(f"mailgate: {address} is not suppressed", err=True)
+        sys.exit(1)
+    for owner in removed:
+        click.echo(f"removed the suppression of {address} for {owner}")
+
+
+def _store(settings: Settings) -> StatusStore:
+    from mailgate.status import StatusStore
+
+    return StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
 
 
 @main.command()
@@ -257,6 +319,7 @@ def requeue(email_ids: tuple[str, ...], failed: bool, since: str | None, until: 
         start = _moment(since) if since else 0.0
         end = _moment(until) if until else float("inf")
         email_ids = tuple(store.find(Status.FAILED, start, end))
+    email_ids = tuple(canonical_email_id(email_id) for email_id in email_ids)
     celery = make_celery(settings)
     done = 0
     for email_id in email_ids:

@@ -81,6 +81,65 @@ class SmtpTarget:
         )
 
 
+@dataclass(frozen=True)
+class ImapTarget:
+    """The mailbox ``mailgate bounces`` polls for reports: parsed from
+    ``MAILGATE_BOUNCE_IMAP_URL``."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    folder: str = "INBOX"
+    ssl: bool = True
+    starttls: bool = False
+    verify: bool = True
+
+    @classmethod
+    def parse(cls, url: str, variable: str = "MAILGATE_BOUNCE_IMAP_URL") -> ImapTarget:
+        """Read ``imaps://user:password@host[:port][/FOLDER][?verify=false]`` (or ``imap://``
+        with ``?starttls=true``, or plain on loopback only)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("imap", "imaps"):
+            raise ConfigError(variable, "must start with imaps:// or imap://")
+        if not parts.hostname:
+            raise ConfigError(variable, "has no host")
+        if not parts.username or parts.password is None:
+            raise ConfigError(variable, "needs user:password@ before the host")
+        try:
+            port = parts.port or (993 if parts.scheme == "imaps" else 143)
+        except ValueError as exc:
+            raise ConfigError(variable, "has an invalid port") from exc
+        query = {k.lower(): v[-1].lower() for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"starttls", "verify"}
+        if unknown:
+            raise ConfigError(variable, f"unknown option {sorted(unknown)[0]!r}")
+        flags = {}
+        for name in ("starttls", "verify"):
+            value = query.get(name, "true" if name == "verify" else "false")
+            if value not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(variable, f"option {name} must be true or false")
+            flags[name] = value in ("true", "1", "yes")
+        ssl = parts.scheme == "imaps"
+        if ssl and flags["starttls"]:
+            raise ConfigError(variable, "imaps:// and starttls=true exclude each other")
+        if not ssl and not flags["starttls"] and parts.hostname not in _LOOPBACK:
+            # The password would cross the network in clear text.
+            raise ConfigError(variable, "plain imap:// only on loopback: use imaps://")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username),
+            password=unquote(parts.password),
+            folder=unquote(parts.path.strip("/")) or "INBOX",
+            ssl=ssl,
+            starttls=flags["starttls"],
+            verify=flags["verify"],
+        )
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 MIB = 1024 * 1024
 
 
@@ -292,16 +351,24 @@ class Settings:
     strict_parameters: bool = setting(
         False,
         p.flag,
-        "`1`: a parameter (or REST field) mailgate does not know is Code 302 (REST: 400) naming "
-        "it, instead of a warning",
+        "`1`: an Ozeki parameter mailgate does not know is Code 302 naming it, instead of a "
+        "warning (the REST API always refuses an unknown field with 400)",
+    )
+    legacy_charset: str = setting(
+        "windows-1252",
+        p.charset,
+        "the charset of a query string or form body (urlencoded or multipart) that is not valid "
+        "UTF-8 and declares none (no Content-Type `charset=`, no `_charset_` parameter); a WHATWG "
+        "label, so `iso-8859-1` means windows-1252, as browsers read it",
     )
     attachment_path_map: tuple[tuple[str, str], ...] = setting(
         (),
         p.path_map,
         "`;`-separated `WINDOWS_PREFIX=/local/folder` entries, e.g. "
         "`C:\\Recordings=/srv/recordings;\\\\pbx\\share=/mnt/pbx`: Windows drive and UNC "
-        "attachment paths under a prefix are read from the folder (still inside "
-        "`MAILGATE_ATTACHMENT_ROOTS`)",
+        "attachment paths under a prefix are read from the folder, as Windows reads them: "
+        "`..` resolved first (a climb out of the prefix is refused), file names in any case "
+        "(still inside `MAILGATE_ATTACHMENT_ROOTS`)",
     )
     broker_quorum_queues: bool = setting(
         False,
@@ -348,6 +415,63 @@ class Settings:
     )
     login_failures_per_user: str = setting(
         "100/hour", p.rate, "failed logins for one user name from all addresses together"
+    )
+    # Bounces (`mailgate bounces`, see [Bounces](operations.md#bounces)) and suppression.
+    bounce_address: str = setting(
+        "",
+        p.bounce_address,
+        "the return path: the envelope sender of every e-mail becomes `local+<EmailId>@domain` "
+        "(VERP; the From header stays), and `mailgate bounces` takes reports for it over SMTP",
+        shown="none (the envelope sender is the From address)",
+    )
+    bounce_smtp_host: str = setting(
+        "127.0.0.1",
+        p.text,
+        "`mailgate bounces`: bind address of the SMTP listener for reports, which runs when "
+        "`MAILGATE_BOUNCE_ADDRESS` is set",
+    )
+    bounce_smtp_port: int = setting(2526, p.port, "`mailgate bounces`: the listener's port")
+    bounce_max_bytes: int = setting(
+        10 * MIB,
+        p.positive_int,
+        "largest report the listener takes (a larger one gets 552)",
+        shown="`10485760` (10 MiB)",
+    )
+    bounce_rate: str = setting(
+        "120/minute",
+        p.rate,
+        "messages one client address may hand the listener (more get 421, try later)",
+    )
+    bounce_imap: ImapTarget | None = setting(
+        None,
+        ImapTarget.parse,
+        "`mailgate bounces`: a mailbox to poll for reports, "
+        "`imaps://user:password@host[:port][/FOLDER][?verify=false]` (folder `INBOX` unless "
+        "given; `imap://` with `?starttls=true`, or plain on loopback only)",
+        variable="MAILGATE_BOUNCE_IMAP_URL",
+        secret=True,
+    )
+    bounce_imap_processed: str = setting(
+        "mailgate-processed",
+        p.text,
+        "IMAP folder the poller moves each report it recorded into (created when missing); "
+        "what it cannot match stays where it is",
+    )
+    bounce_imap_poll_seconds: float = setting(
+        60.0, p.positive_float, "how often the poller looks for new messages"
+    )
+    suppression: bool = setting(
+        True,
+        p.flag,
+        "`0`: a hard bounce suppresses nothing. `1`: SendEmail from the same account to an "
+        "address that hard-bounced is Code 302 (REST 422) for `MAILGATE_SUPPRESSION_SECONDS`",
+    )
+    suppression_seconds: int = setting(
+        30 * 86400,
+        p.positive_int,
+        "how long a hard bounce suppresses its address (`mailgate suppressions remove` ends "
+        "it sooner)",
+        shown="`2592000` (30 days)",
     )
 
     @classmethod

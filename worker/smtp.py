@@ -24,6 +24,18 @@ class Transport(Protocol):
     def send(self, data: bytes, sender: str, recipients: list[str]) -> str: ...
 
 
+class Reply(str):
+    """The server's reply to DATA (a ``str``, as :class:`Transport` promises) that also carries
+    each recipient's reply to RCPT, by address as sent (``rcpt``)."""
+
+    rcpt: dict[str, str]
+
+    def __new__(cls, text: str, rcpt: dict[str, str]) -> Reply:
+        reply = super().__new__(cls, text)
+        reply.rcpt = rcpt
+        return reply
+
+
 def reply_text(code: int, text: bytes | str) -> str:
     """``"250 2.0.0 Ok"`` from smtplib's (code, message) pair."""
     if isinstance(text, bytes):
@@ -187,7 +199,7 @@ class SmtpTransport:
         return client
 
 
-def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: list[str]) -> str:
+def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: list[str]) -> Reply:
     """MAIL, RCPT for each recipient, DATA: the reply to DATA, with any refused recipients."""
     try:
         client.ehlo_or_helo_if_needed()
@@ -206,13 +218,17 @@ def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: lis
     if code != 250:
         raise classify(code, text, "sender")
     refused: dict[str, tuple[int, bytes]] = {}
+    replies: dict[str, str] = {}
     for address in recipients:
         code, text = client.rcpt(address)
+        replies[address] = reply_text(code, text)
         if code not in (250, 251):
             refused[address] = (code, text)
     if len(refused) == len(recipients):
         lowest = min(refused.values(), key=lambda r: r[0])  # any 4xx makes a retry worth it
-        raise classify(*lowest, "all recipients")
+        error = classify(*lowest, "all recipients")
+        error.rcpt = replies
+        raise error
     code, text = client.data(data)
     if code != 250:  # smtplib returns, not raises, the reply to the end of the data
         raise classify(code, text, "message")
@@ -220,4 +236,4 @@ def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: lis
     if refused:
         listed = ", ".join(f"{addr} ({reply_text(*r)})" for addr, r in refused.items())
         result += f"; refused: {listed}"
-    return result
+    return Reply(result, replies)
