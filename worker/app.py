@@ -34,7 +34,10 @@ except ConfigError as exc:
 
 app = make_celery(settings)
 store = StatusStore.from_url(
-    settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
+    settings.redis_url,
+    settings.status_ttl_seconds,
+    settings.redis_min_replicas,
+    settings.worker_concurrency,  # each delivery thread may hold a connection at once
 )
 delivery = FastDelivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
