@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-fast check fmt bench mutate clean constraints browser mailservers
+.PHONY: run test test-fast check fmt bench mutate clean constraints browser nginx mailservers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 run: $(RUN_STAMP)
 	$(BIN)/mailgate run
 
-test: $(STAMP) browser mailservers
+test: $(STAMP) browser mailservers nginx
 	$(BIN)/python -m pytest -q
 
 # The fast subset while working: no test that starts a worker, web or other process of its own
@@ -58,6 +58,19 @@ mailservers:
 	      postfix dovecot-imapd >/dev/null) || \
 	      echo "could not install postfix and dovecot: the bounce tests that need them will be skipped"; \
 	  else echo "postfix or dovecot missing and not root: the bounce tests that need them will be skipped"; fi; }
+
+# The front-proxy tests (tests/test_web.py) run nginx, with the server block of
+# docs/operations.md, from a temporary folder on a loopback port; install it when missing (as
+# root, with apt; as for the mail servers, its service never starts from an install here).
+# Without it those tests are skipped, with their reason printed.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nginx for the front-proxy tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      nginx-core >/dev/null) || \
+	      echo "could not install nginx: the front-proxy tests will be skipped"; \
+	  else echo "nginx missing and not root: the front-proxy tests will be skipped"; fi; }
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .
