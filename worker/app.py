@@ -19,6 +19,7 @@ from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
 from worker import fastmime
+from worker import logs as worker_logs
 from worker.batch import DeliveryPool, FastDelivery
 from worker.flower import guard_flower
 from worker.reports import Reporter
@@ -31,6 +32,7 @@ try:
     guard_flower(sys.argv, settings)
 except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
+worker_logs.setup(sys.argv)  # before Celery or Flower set up logging of their own
 
 app = make_celery(settings)
 store = StatusStore.from_url(
@@ -57,7 +59,7 @@ scheduler = Scheduler(
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_scheduler(**_: Any) -> None:
-    configure_logging()
+    configure_logging(process="worker")
     # worker.delivery logs one line per outcome with the EmailId; Celery's own received and
     # succeeded lines would triple the log volume (and its cost) per e-mail.
     for name in ("celery.app.trace", "celery.worker.strategy"):
