@@ -172,8 +172,15 @@ def flower(address: str | None, port: int | None, flower_args: tuple[str, ...]) 
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--name", default=None, help="Its name in log lines (default: web for mailgate web).")
+@click.option(
+    "--owner",
+    type=int,
+    default=None,
+    metavar="PID",
+    help="Stop when process PID is gone, as when the parent is (mailgate run passes its own).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def supervise(name: str | None, command: tuple[str, ...]) -> None:
+def supervise(name: str | None, owner: int | None, command: tuple[str, ...]) -> None:
     """Run COMMAND and start it again whenever it exits (mailgate supervise -- CMD ...)."""
     import logging
 
@@ -184,7 +191,7 @@ def supervise(name: str | None, command: tuple[str, ...]) -> None:
     name = name or process_name(command)
     configure_logging(process=name)
     log = logging.getLogger("mailgate.supervise")
-    sys.exit(run_supervised(list(command), log.warning, name))
+    sys.exit(run_supervised(list(command), log.warning, name, owner))
 
 
 @main.command()

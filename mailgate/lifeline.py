@@ -110,9 +110,20 @@ def owners(pid: int | None = None) -> list[tuple[int, str]]:
     return found
 
 
-def watch_owners(on_gone: Callable[[], None], interval: float = WATCH_SECONDS) -> None:
-    """Call ``on_gone`` (once, from a daemon thread) when any of :func:`owners` is gone."""
+def alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie does not)."""
+    return _stat(pid) is not None
+
+
+def watch_owners(
+    on_gone: Callable[[], None], also: int | None = None, interval: float = WATCH_SECONDS
+) -> None:
+    """Call ``on_gone`` (once, from a daemon thread) when any of :func:`owners`, or process
+    ``also``, is gone."""
     watched = owners()
+    extra = _stat(also) if also is not None else None
+    if also is not None and extra is not None:
+        watched.append((also, extra[1]))
     if not watched:
         return
 

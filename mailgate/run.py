@@ -155,7 +155,7 @@ def run_all() -> int:
     # honcho stopping all the others; Ctrl-C still stops everything. `exec`: no shell stays
     # between honcho and the supervisor, so honcho's signal and its exit code are the
     # supervisor's own, and the supervisor dies with honcho's reader (mailgate.lifeline).
-    supervise = f"exec {_bin('mailgate')} supervise --name"
+    supervise = f"exec {_bin('mailgate')} supervise --owner {top} --name"
     for name, command in extra:
         # Shell lines (the embedded Redis sets its umask first) that end in `exec`, so the
         # supervisor's signal reaches the server itself, not a shell that would leave it behind.

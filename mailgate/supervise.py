@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from mailgate.lifeline import bind_to_parent, die_with_parent, watch_owners
+from mailgate.lifeline import alive, bind_to_parent, die_with_parent, watch_owners
 
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 30.0
@@ -47,10 +47,15 @@ def process_name(argv: Sequence[str]) -> str:
     return program
 
 
-def supervise(argv: list[str], say: Callable[[str], None], name: str | None = None) -> int:
-    """Run ``argv`` until a stop signal arrives (or whatever started us is gone); the child's
-    last exit code."""
+def supervise(
+    argv: list[str], say: Callable[[str], None], name: str | None = None, owner: int | None = None
+) -> int:
+    """Run ``argv`` until a stop signal arrives (or whatever started us is gone: our parent, the
+    process manager above it, or process ``owner``); the child's last exit code."""
     name = name or process_name(argv)
+    if owner is not None and not alive(owner):  # it went while we were starting
+        say(f"process {owner} that started {name} is gone; not starting {name}")
+        return 0
     stop = threading.Event()
     child: subprocess.Popen[bytes] | None = None
 
@@ -66,7 +71,7 @@ def supervise(argv: list[str], say: Callable[[str], None], name: str | None = No
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
     bind_to_parent(signal.SIGTERM)  # our parent dies: stop as on SIGTERM
-    watch_owners(orphaned)  # and the ones above it (honcho past its reader, a shell line)
+    watch_owners(orphaned, owner)  # and the ones above it (honcho past its reader, a shell line)
     pause = FIRST_PAUSE
     while True:
         started = time.monotonic()

@@ -127,3 +127,47 @@ def _born_after(processes: list[psutil.Process], moment: float) -> list[psutil.P
             if process.create_time() > moment:
                 born.append(process)
     return born
+
+
+SLEEPER = "import time; time.sleep(600)"
+
+
+def _descendants(root: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return list(root.children(recursive=True))
+    return []
+
+
+@pytest.mark.parametrize("end", ["sighup-to-the-session", "sigkill-to-honcho"])
+def test_nothing_outlives_honcho(tmp_path: Path, end: str) -> None:
+    """A closed terminal (SIGHUP to honcho's session) or a SIGKILL to honcho: each supervisor
+    and each command under it goes too, also past the shell a Procfile line runs in."""
+    procfile = tmp_path / "Procfile"
+    sleeper = f"{sys.executable} -c {SLEEPER!r}"
+    procfile.write_text(
+        f"plain: mailgate supervise -- {sleeper}\nexecd: exec mailgate supervise -- {sleeper}\n"
+    )
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    args = [str(VENV_BIN / "honcho"), "-f", str(procfile), "start"]
+    service = Service("honcho", args, env, tmp_path / "honcho.log").start()
+    assert service.proc is not None
+    root = psutil.Process(service.proc.pid)
+
+    def sleepers() -> list[psutil.Process]:
+        found = []
+        for proc in _descendants(root):
+            with contextlib.suppress(psutil.Error):
+                line = proc.cmdline()  # the command itself, not the shell or supervisor of it
+                if line[-1:] == [SLEEPER] and "mailgate" not in " ".join(line):
+                    found.append(proc)
+        return found
+
+    wait_for(lambda: len(sleepers()) == 2, 60, "both commands to run")
+    everything = _descendants(root)
+    if end == "sighup-to-the-session":
+        service.signal(signal.SIGHUP)
+    else:
+        service.proc.kill()
+    service.proc.wait(10)
+    _, alive = psutil.wait_procs(everything, timeout=30)
+    assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
