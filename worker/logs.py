@@ -82,7 +82,8 @@ def _banner_line(sender: str, instance: Any = None, **_: Any) -> None:
         return
     text = instance.startup_info(artlines=False)
     parts = [re.sub(r"\s+", " ", line.replace(".>", "")).strip() for line in text.splitlines()]
-    logging.getLogger("celery.apps.worker").info("; ".join(part for part in parts if part))
+    kept = [part for part in parts if part and not re.fullmatch(r"\[\w+\]", part)]
+    logging.getLogger("celery.apps.worker").info("; ".join(kept))
 
 
 def _json_notices(name: str) -> None:
