@@ -320,7 +320,7 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(b"# mailgate accounts: edit with `mailgate user add/remove`.\n")
+            handle.write(b"# mailgate accounts: edit with `mailgate user add/passwd/remove`.\n")
             tomli_w.dump(document, handle)
         os.chmod(temp, 0o600)
         os.replace(temp, path)
