@@ -121,6 +121,10 @@ def test_make_run_path_for_a_new_user(gateway: tuple[Service, dict[str, int], Pa
         assert len(curls) == 4 and "Attachments=" in curls[1] and curls[2:] == curls[:2]
         notice = service.output().split("mailgate is ready", 1)[1]
         assert "password: " in notice and "user passwd ivr" in notice
+        # No warning that every start used to print (Flower's unanswered inspections at start,
+        # granian's thread pool).
+        assert "Inspect method" not in service.output()
+        assert "Python threads" not in service.output()
         sample = cwd / "var" / "attachments" / "hello.txt"
         assert sample.is_file()
         attached = xml(fetch(curls[1]))
