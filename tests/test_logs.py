@@ -22,6 +22,7 @@ from tests.support import (
     mailgate_env,
     wait_for,
 )
+from worker.logs import role
 
 
 @pytest.mark.parametrize(
@@ -119,3 +120,15 @@ def test_every_process_writes_one_json_object_per_line(
 )  # fmt: skip
 def test_a_supervised_command_is_named_in_log_lines(argv: list[str], name: str) -> None:
     assert process_name(argv) == name
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [(["/v/bin/celery", "-A", "worker.app", "worker", "-n", "a@%h"], "worker"),
+     (["/v/bin/celery", "-A", "worker.app", "flower", "--port=5555"], "flower"),
+     (["/v/bin/celery", "-A", "worker.app", "inspect", "ping"], None),
+     (["/v/bin/pytest", "-k", "worker"], None)],
+    ids=["worker", "flower", "inspect", "a-test-run"],
+)  # fmt: skip
+def test_which_celery_process_gets_json_lines(argv: list[str], expected: str | None) -> None:
+    assert role(argv) == expected

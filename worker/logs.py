@@ -35,7 +35,10 @@ INSPECT_UNANSWERED = "Inspect method %s failed"
 
 
 def role(argv: Sequence[str]) -> str | None:
-    """``worker`` or ``flower`` for a Celery command line on this app, None for anything else."""
+    """``worker`` or ``flower`` for a ``celery`` command line on this app, None for anything
+    else (a test run that imports the app, ``celery inspect``)."""
+    if not argv or not os.path.basename(argv[0]).startswith("celery"):
+        return None
     for arg in argv[1:]:
         if arg in ("worker", "flower"):
             return arg
