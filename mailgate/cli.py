@@ -191,7 +191,8 @@ def supervise(name: str | None, owner: int | None, command: tuple[str, ...]) -> 
     name = name or process_name(command)
     configure_logging(process=name)
     log = logging.getLogger("mailgate.supervise")
-    sys.exit(run_supervised(list(command), log.warning, name, owner))
+    code = run_supervised(list(command), log.warning, name, owner)
+    sys.exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N, as a shell says
 
 
 @main.command()
