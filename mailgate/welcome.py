@@ -9,6 +9,7 @@ it away. On later starts the ready notice names the accounts and how to set a ne
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -33,6 +34,16 @@ READY_LINE = re.compile(rb"@\S+ ready\.")
 POLL_SECONDS = 0.5
 
 
+def loopback_only(host: str) -> bool:
+    """The API binds only to this machine's loopback (``127.0.0.1``, ``::1``, ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cli_path() -> str:
     """How to call this ``mailgate`` from the working folder (``.venv/bin/mailgate``)."""
     program = Path(sys.executable).parent / "mailgate"
@@ -55,14 +66,20 @@ class Welcome:
         self.base = f"http://{host}:{settings.port}"
         self.api = f"{self.base}/api"
         self.flower = f"http://127.0.0.1:{settings.flower_port}/"
+        self.local = loopback_only(settings.host)
 
     def first_account(self) -> None:
-        """With no account at all, create one (its password is kept for the notices)."""
+        """With no account at all, create one (its password is kept for the notices).
+
+        On a local machine (the API listening on loopback only) it may use any sender, as the
+        examples that clients copy carry a ``Sender``; an account that others can reach keeps
+        the sender ACL, like every account ``mailgate user add`` creates.
+        """
         store = UserStore(self.settings.users_file)
         if store.accounts():
             return
         self.password = secrets.token_urlsafe(12)
-        store.add(FIRST_USER, self.password)
+        store.add(FIRST_USER, self.password, ("*",) if self.local else ())
 
     def starting(self) -> str:
         """Printed before the processes start."""
@@ -95,6 +112,17 @@ class Welcome:
             f"Created the first account in {self.settings.users_file}:",
             f"  user: {FIRST_USER}",
             f"  password: {self.password}",
+            *(
+                [
+                    "  senders: any (*), as the API listens on this machine only; accounts for",
+                    "  production get theirs: mailgate user add NAME --sender '*@your.domain'",
+                ]
+                if self.local
+                else [
+                    f"  senders: {self.settings.default_sender} only (the API is reachable from",
+                    "  other machines): mailgate user add NAME --sender '*@your.domain' for more",
+                ]
+            ),
             "Send a test e-mail:",
             f"  curl '{self.api}?command=SendEmail&Recipient=you%40example.com"
             f"&Subject=Hello&Message=Hello+from+mailgate&Username={FIRST_USER}&Password={password}'",
