@@ -20,6 +20,7 @@ from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
 from mailgate.users import UserStore
 from worker import fastmime
+from worker import logs as worker_logs
 from worker.batch import DeliveryPool, FastDelivery
 from worker.dkim import Signer
 from worker.flower import flower_address, guard_flower
@@ -37,6 +38,7 @@ try:
     relays = default_relays(settings, UserStore(settings.users_file), check=delivers)
 except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
+worker_logs.setup(sys.argv)  # before Celery or Flower set up logging of their own
 
 app = make_celery(settings)
 store = StatusStore.from_url(
@@ -64,7 +66,7 @@ scheduler = Scheduler(
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_scheduler(**_: Any) -> None:
-    configure_logging()
+    configure_logging(process="worker")
     # worker.delivery logs one line per outcome with the EmailId; Celery's own received and
     # succeeded lines would triple the log volume (and its cost) per e-mail.
     for name in ("celery.app.trace", "celery.worker.strategy"):
