@@ -220,6 +220,8 @@ def _schemas(settings: Settings) -> Json:
             "next_attempt_at": when,
             "last_error": {"type": ["string", "null"]},
             "smtp_response": {"type": ["string", "null"]},
+            "relay": {"type": ["string", "null"],
+                      "description": "host:port of the relay that took the e-mail."},
             "bounce_code": {"type": ["string", "null"], "description": "The enhanced status "
                             "code of the latest bounce (`5.1.1`)."},
             "bounce_reason": {"type": ["string", "null"], "description": "Its diagnostic."},

@@ -23,6 +23,9 @@ from mailgate import parsers as p
 from mailgate.errors import ConfigError
 from mailgate.options import markdown, options, setting
 from mailgate.redisconn import SentinelTarget, is_sentinel
+from mailgate.relays import Route, SmtpTarget, parse_route
+
+__all__ = ["Route", "Settings", "SmtpTarget"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 """Redis outside ``mailgate run`` (which starts an embedded one when this is unset)."""
@@ -32,53 +35,6 @@ DEFAULT_SINK_PORT = 2525
 
 DEFAULT_SMTP_URL = f"smtp://127.0.0.1:{DEFAULT_SINK_PORT}"
 """SMTP outside ``mailgate run``: the local sink's address."""
-
-
-@dataclass(frozen=True)
-class SmtpTarget:
-    """Where and how the worker delivers: parsed from ``MAILGATE_SMTP_URL``."""
-
-    host: str
-    port: int
-    ssl: bool = False
-    starttls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    verify: bool = True
-
-    @classmethod
-    def parse(cls, url: str, variable: str = "MAILGATE_SMTP_URL") -> SmtpTarget:
-        """Read ``smtp://[user:pass@]host:port[?starttls=true]`` or ``smtps://...``."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps"):
-            raise ConfigError(variable, "must start with smtp:// or smtps://")
-        if not parts.hostname:
-            raise ConfigError(variable, "has no host")
-        try:
-            port = parts.port or (465 if parts.scheme == "smtps" else 25)
-        except ValueError as exc:
-            raise ConfigError(variable, "has an invalid port") from exc
-        query = {k.lower(): v[-1].lower() for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"starttls", "verify"}
-        if unknown:
-            raise ConfigError(variable, f"unknown option {sorted(unknown)[0]!r}")
-        flags = {}
-        for name in ("starttls", "verify"):
-            value = query.get(name, "true" if name == "verify" else "false")
-            if value not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(variable, f"option {name} must be true or false")
-            flags[name] = value in ("true", "1", "yes")
-        if parts.scheme == "smtps" and flags["starttls"]:
-            raise ConfigError(variable, "smtps:// and starttls=true exclude each other")
-        return cls(
-            host=parts.hostname,
-            port=port,
-            ssl=parts.scheme == "smtps",
-            starttls=flags["starttls"],
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            verify=flags["verify"],
-        )
 
 
 @dataclass(frozen=True)
@@ -179,10 +135,12 @@ class Settings:
         "200, and a worker's claim before it talks SMTP. Short of that: Code 503, the e-mail "
         "withdrawn",
     )
-    smtp: SmtpTarget = setting(
-        SmtpTarget.parse(DEFAULT_SMTP_URL),
-        SmtpTarget.parse,
-        "where the workers deliver, see [SMTP URLs](#smtp-urls)",
+    smtp: Route = setting(
+        parse_route(DEFAULT_SMTP_URL),
+        parse_route,
+        "where the workers deliver: one relay, or several separated by spaces, tried in order "
+        "(see [Relays and failover](#relays-and-failover)); each a URL as in "
+        "[SMTP URLs](#smtp-urls), with a password or OAuth2",
         shown="the local sink under `mailgate run`, else `smtp://127.0.0.1:2525`",
         variable="MAILGATE_SMTP_URL",
     )
@@ -263,7 +221,27 @@ class Settings:
         "answers 404. Must exceed `MAILGATE_RETRY_DEADLINE_SECONDS` by an hour",
         shown="`604800` (7 days)",
     )
-    smtp_timeout_seconds: float = setting(30.0, p.positive_float, "SMTP connect and read time-out")
+    smtp_timeout_seconds: float = setting(
+        30.0, p.positive_float, "SMTP connect and read time-out; also an OAuth2 token request's"
+    )
+    relay_failures: int = setting(
+        3,
+        p.positive_int,
+        "a relay that failed this many times in a row (no connection, a time-out, a 4xx before "
+        "MAIL, a refused login) is skipped for `MAILGATE_RELAY_SKIP_SECONDS` while a route has "
+        "other relays (per worker process)",
+    )
+    relay_skip_seconds: float = setting(
+        60.0, p.positive_float, "how long a failing relay is skipped; then it gets one try"
+    )
+    dkim_keys: tuple[tuple[str, str, Path], ...] = setting(
+        (),
+        p.dkim_keys,
+        "DKIM keys per sender domain: space-separated `domain=selector:/path/to/key.pem` "
+        "entries (RSA, PEM). The worker signs each e-mail whose From domain (or a parent "
+        "domain) has one; a key it cannot read stops it at start-up. See [DKIM](#dkim)",
+        shown="empty (no signing)",
+    )
     # Limits on what one request may carry.
     max_recipients: int = setting(50, p.positive_int, "recipients per e-mail")
     max_message_bytes: int = setting(

@@ -207,12 +207,18 @@ class Suppressed(InvalidParameter):
 
 
 class DeliveryError(MailgateError):
-    """One SMTP attempt failed; ``smtp_response`` holds the server's reply when there was one."""
+    """One SMTP attempt failed; ``smtp_response`` holds the server's reply when there was one.
 
-    def __init__(self, reason: str, smtp_response: str | None = None) -> None:
+    ``unsent``: the relay failed before the message was offered (no connection, a time-out,
+    the greeting, TLS, the login or its OAuth2 token): nothing reached it, so the next relay
+    of the route may take the e-mail.
+    """
+
+    def __init__(self, reason: str, smtp_response: str | None = None, unsent: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.smtp_response = smtp_response
+        self.unsent = unsent
         self.rcpt: dict[str, str] = {}
         """Each recipient's reply to RCPT, when the session got that far."""
 

@@ -199,3 +199,24 @@ def basic_auth(value: str) -> str:
     if not sep or not user or not password:
         raise ValueError("must be user:password")
     return value
+
+
+def dkim_keys(value: str) -> tuple[tuple[str, str, Path], ...]:
+    """``example.com=sel1:/etc/mailgate/dkim/example.com.pem ...``: (domain, selector, key)."""
+    keys: list[tuple[str, str, Path]] = []
+    for entry in value.replace(",", " ").split():
+        domain, sep, rest = entry.partition("=")
+        selector, colon, path = rest.partition(":")
+        domain = domain.lower().rstrip(".")
+        if not sep or not colon or not domain or not selector:
+            raise ValueError(f"{entry!r} is not domain=selector:/path/to/key.pem")
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,252})", domain):
+            raise ValueError(f"{domain!r} is not a domain")
+        if not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,62})", selector):
+            raise ValueError(f"{selector!r} is not a DKIM selector")
+        if not Path(path).is_absolute():
+            raise ValueError(f"{path!r} is not an absolute path")
+        if any(known == domain for known, _, _ in keys):
+            raise ValueError(f"{domain!r} has two keys")
+        keys.append((domain, selector, Path(path)))
+    return tuple(keys)

@@ -162,8 +162,8 @@ def test_postfix_bounces_and_the_email_becomes_bounced_with_its_code(
         "Thank you for your call.",
     )
     store.create(job, watchdog_at=time.time() + 3600)
-    relay = replace(quiet, smtp=replace(quiet.smtp, host="127.0.0.1", port=postfix))
-    transport = SmtpTransport(relay.smtp, relay.smtp_timeout_seconds)
+    relay = replace(quiet, smtp=(replace(quiet.smtp[0], host="127.0.0.1", port=postfix),))
+    transport = SmtpTransport(relay.smtp[0], relay.smtp_timeout_seconds)
     try:
         Delivery(store, transport, relay).deliver(job.email_id)
     finally:

@@ -125,7 +125,7 @@ def send(
         callback_url=callback_url,
     )
     store.create(job, watchdog_at=time.time() + 3600)
-    transport = SmtpTransport(settings.smtp, settings.smtp_timeout_seconds)
+    transport = SmtpTransport(settings.smtp[0], settings.smtp_timeout_seconds)
     try:
         Delivery(store, transport, settings).deliver(job.email_id)
     finally:

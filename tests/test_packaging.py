@@ -67,6 +67,17 @@ def test_shipped_code_imports_without_the_run_extra() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_mailgate_run_without_the_run_extra_says_so_in_one_line(tmp_path: Path) -> None:
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in RUN_ONLY)
+    code = f"import sys; {blocked}; from mailgate.cli import main; main(['run'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "pip install '.[run]'" in result.stderr
+    assert not (tmp_path / "var").exists()  # it stopped before doing anything
+
+
 def test_one_version_string() -> None:
     assert PROJECT["version"] == version("mailgate") == __version__
     command = [str(VENV_BIN / "mailgate"), "--version"]

@@ -128,7 +128,7 @@ def test_the_rest_status_has_every_field_in_snake_case() -> None:
         "id": "id-1", "status": "Sent", "attempts": 3,
         "created_at": "2023-11-14T22:13:20.000Z", "updated_at": "2023-11-14T22:14:50.000Z",
         "sent_at": "2023-11-14T22:14:50.000Z", "next_attempt_at": None,
-        "last_error": "451 later", "smtp_response": "250 ok & done",
+        "last_error": "451 later", "smtp_response": "250 ok & done", "relay": None,
         "bounce_code": None, "bounce_reason": None, "bounced_at": None,
         "delivery_report": "Delivered", "recipients": [],
         "history": [
@@ -155,7 +155,8 @@ def test_the_cli_status_lists_the_owner_and_times_with_an_offset(
     monkeypatch.setattr(mailgate.status.StatusStore, "from_url", lambda *_: FakeStore())
     result = CliRunner().invoke(cli.main, ["status", "id-1"])
     assert result.exit_code == 0, result.output
-    assert result.output == (
+    assert result.stderr.startswith("mailgate: Redis redis://unused (")  # which Redis it asked
+    assert result.stdout == (
         "EmailId: id-1\nOwner: shop\nStatus: Sent\nAttempts: 3\n"
         "CreatedAt: 2023-11-14T22:13:20.000+00:00\nUpdatedAt: 2023-11-14T22:14:50.000+00:00\n"
         "SentAt: 2023-11-14T22:14:50.000+00:00\nLastError: 451 later\n"

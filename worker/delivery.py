@@ -23,7 +23,9 @@ from mailgate.jobs import EmailJob
 from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
 from mailgate.status.records import rcpt_json
+from worker.dkim import Signer
 from worker.message import envelope, render
+from worker.relays import Router
 from worker.report_http import safe_url
 from worker.retry import backoff, give_up_reason
 from worker.smtp import Reply, Transport
@@ -51,6 +53,8 @@ class Delivery:
     settings: Settings
     report: Callable[[str], None] | None = None
     """Publishes the delivery report task of an e-mail that has just become final."""
+    signer: Signer | None = None
+    """DKIM-signs the rendered message (MAILGATE_DKIM_KEYS)."""
 
     @property
     def lease_seconds(self) -> float:
@@ -108,7 +112,7 @@ class Delivery:
         if now > record.since + s.retry_deadline_seconds:
             return self._fail(record, token, "expired")
         try:
-            reply, recipients = self._send(record.job)
+            reply, recipients, relay = self._send(record.job)
         except TransientDelivery as exc:
             next_at = now + backoff(attempt, s.retry_base_seconds, s.retry_max_delay_seconds)
             reason = give_up_reason(
@@ -129,19 +133,26 @@ class Delivery:
         self.store.mark_sent(
             email_id, attempt, reply, token=token, latency=latency,
             report_due=self._report_due(record), rcpt=_rcpt(replies, recipients),
+            relay=relay,
         )  # fmt: skip
-        log.info("sent %s on attempt %d: %s", email_id, attempt, reply)
+        log.info("sent %s on attempt %d via %s: %s", email_id, attempt, relay or "-", reply)
         return Outcome.SENT
 
-    def _send(self, job: EmailJob) -> tuple[str, list[str]]:
-        """Render and send: the reply to DATA, and the envelope recipients."""
+    def _send(self, job: EmailJob) -> tuple[str, list[str], str | None]:
+        """Render, sign and hand over: the reply to DATA, the envelope recipients, and the
+        relay that took it (when known)."""
         data = self._render(job)
+        if self.signer is not None:
+            data = self.signer.sign(data, job.sender)
         sender, recipients = envelope(job)
         if self.settings.bounce_address and sender.isascii():
             # VERP: reports come back naming the e-mail. (A non-ASCII sender stays: the
             # relay needs SMTPUTF8 for it, which the transport asks for by the envelope.)
             sender = return_path(self.settings.bounce_address, job.email_id)
-        return self.transport.send(data, sender, recipients), recipients
+        if isinstance(self.transport, Router):
+            handoff = self.transport.handoff(job.owner, data, sender, recipients)
+            return handoff.reply, recipients, handoff.relay
+        return self.transport.send(data, sender, recipients), recipients, None
 
     def _render(self, job: EmailJob) -> bytes:
         """The checked message bytes; anything that stops them is final, with its cause."""

@@ -161,6 +161,8 @@ class Record:
     report_status: ReportStatus | None = None
     report_attempts: int = 0
     report_error: str | None = None
+    relay: str | None = None
+    """The relay (``host:port``) that took the e-mail, once it is Sent."""
     rcpt: str = ""
     """The ``rcpt`` field (JSON, see :func:`rcpt_json`): read through :attr:`recipients`."""
     bounces: str = ""
@@ -209,6 +211,7 @@ class Record:
             ("NextAttemptAt", iso(self.next_attempt_at, zone) if self.next_attempt_at else None),
             ("LastError", self.last_error),
             ("SmtpResponse", self.smtp_response),
+            ("Relay", self.relay),
             ("BounceCode", self.bounce_code),
             ("BounceReason", self.bounce_reason),
             ("BouncedAt", iso(self.bounced_at, zone) if self.bounced_at else None),
@@ -249,6 +252,7 @@ def parse_record(email_id: str, data: dict[str, str]) -> Record | None:
         bounce_code=data.get("bounce_code") or None,
         bounce_reason=data.get("bounce_reason") or None,
         bounced_at=_float(data.get("bounced_at")),
+        relay=data.get("relay") or None,
     )
 
 

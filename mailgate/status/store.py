@@ -175,15 +175,19 @@ class StatusStore:
         latency: float | None = None,
         report_due: float | None = None,
         rcpt: str | None = None,
+        relay: str | None = None,
     ) -> None:
-        """Record the server's 250; the job payload is dropped, it is no longer needed.
+        """Record the server's 250 (and the relay that gave it); the job payload is dropped,
+        it is no longer needed.
 
         ``rcpt``: each recipient's RCPT reply (:func:`mailgate.status.records.rcpt_json`)."""
-        fields = {
+        fields: dict[str, Any] = {
             "status": Status.SENT.value,
             "sent_at": time.time(),
             "smtp_response": smtp_response,
         }
+        if relay:
+            fields["relay"] = relay
         if rcpt is not None:
             fields["rcpt"] = rcpt
         self._update(
