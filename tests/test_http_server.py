@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -256,34 +256,57 @@ def test_a_burst_larger_than_a_default_redis_pool_is_served(
 ) -> None:
     # One process with granian's default threads (512): every request thread may hold a
     # Redis connection at once. Redis paused, the burst's requests all wait on their
-    # connection together, then all go on when it resumes.
+    # connection together, then all go on when it resumes: first /readyz (the status store's
+    # pool), then SendEmail from an account with a send rate (the rate limiter's pools).
+    name = f"burst-{uuid.uuid4().hex[:12]}"
+    users.add(name, "burst-pw", rate="10000/minute")
     port = free_port()
     own = {**env, "MAILGATE_PORT": str(port), "MAILGATE_REDIS_URL": paused_redis.url}
     service = Service("web-burst", [*web_args(), "--workers", "1"], own, workdir / "web-burst.log")
     service.start()
     url = f"http://127.0.0.1:{port}"
+    send = (
+        f"{url}/api?command=SendEmail&Recipient=burst@x.example&Message=m"
+        f"&Username={name}&Password=burst-pw"
+    )
     try:
         wait_for(lambda: answers(f"{url}/readyz"), 30, "the API to answer /readyz")
-        start = threading.Barrier(BURST + 1)
-        statuses: list[int] = []
-
-        def ready() -> None:
-            start.wait()
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=30) as response:
-                    statuses.append(response.status)
-            except urllib.error.HTTPError as exc:
-                statuses.append(exc.code)
-
-        threads = [threading.Thread(target=ready) for _ in range(BURST)]
-        for thread in threads:
-            thread.start()
-        paused_redis.client().execute_command("CLIENT", "PAUSE", "3000", "ALL")
-        start.wait()
-        for thread in threads:
-            thread.join(60)
-        assert statuses.count(200) == BURST, sorted(set(statuses))
+        assert _code(send) == "200"  # the credentials are in the process's cache from now on
+        assert _burst(paused_redis, lambda: _status(f"{url}/readyz")) == ["200"] * BURST
+        assert _burst(paused_redis, lambda: _code(send)) == ["200"] * BURST
         # They did overlap: the API holds more connections than redis-py's default pool.
         assert len(paused_redis.client().client_list()) > 100
     finally:
         service.stop()
+
+
+def _status(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return str(response.status)
+    except urllib.error.HTTPError as exc:
+        return str(exc.code)
+
+
+def _code(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(ET.fromstring(response.read()).findtext("Code"))
+
+
+def _burst(redis_server: RedisServer, call: Callable[[], str]) -> list[str]:
+    """BURST calls at once while Redis is paused for 3 s; their answers."""
+    start = threading.Barrier(BURST + 1)
+    found: list[str] = []
+
+    def one() -> None:
+        start.wait()
+        found.append(call())
+
+    threads = [threading.Thread(target=one) for _ in range(BURST)]
+    for thread in threads:
+        thread.start()
+    redis_server.client().execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    start.wait()
+    for thread in threads:
+        thread.join(60)
+    return sorted(found)
