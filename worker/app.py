@@ -18,8 +18,8 @@ from mailgate.logs import configure_logging
 from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
-from worker import fastmime
-from worker.batch import DeliveryPool, FastDelivery
+from worker.batch import DeliveryPool
+from worker.delivery import Delivery
 from worker.flower import guard_flower
 from worker.reports import Reporter
 from worker.scheduler import Scheduler
@@ -36,7 +36,7 @@ app = make_celery(settings)
 store = StatusStore.from_url(
     settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
 )
-delivery = FastDelivery(
+delivery = Delivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
     store=BatchedStatusStore(store.redis, settings.status_ttl_seconds, store.min_replicas),
     transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),
@@ -44,7 +44,6 @@ delivery = FastDelivery(
     report=lambda email_id: publish_report(app, email_id),
 )
 delivery_pool = DeliveryPool(delivery, settings.worker_concurrency)
-fastmime.self_check(settings.message_id_host)
 register_tasks(app, delivery, Reporter(store=store, settings=settings), delivery_pool)
 scheduler = Scheduler(
     store,

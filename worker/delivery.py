@@ -12,10 +12,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.errors import MessageError
 from enum import StrEnum
 
-from mailgate.attachments import AttachmentRefused, read_checked
+from mailgate.attachments import AttachmentRefused, open_checked
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
@@ -135,14 +134,14 @@ class Delivery:
         sender, recipients = envelope(job)
         return self.transport.send(data, sender, recipients)
 
-    def _render(self, job: EmailJob) -> bytes:
+    def _render(self, job: EmailJob) -> bytearray:
         """The checked message bytes; anything that stops them is final, with its cause."""
         s = self.settings
         # Uploads live in the spool: an implicit root for reading, never one a caller may name.
         roots = (*s.attachment_roots, spool_root(s))
         try:
             return render(
-                job, s.message_id_host, lambda a: read_checked(a, roots), s.max_email_bytes
+                job, s.message_id_host, lambda a: open_checked(a, roots), s.max_email_bytes
             )
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
@@ -150,8 +149,8 @@ class Delivery:
             raise PermanentDelivery(
                 f"attachment unreadable: {exc.strerror or type(exc).__name__}"
             ) from None
-        except (ValueError, TypeError, LookupError, MessageError) as exc:
-            # NotCarried, MessageRefused, and whatever the email package itself refuses.
+        except (ValueError, TypeError, LookupError) as exc:
+            # MessageRefused, and NotCarried for a header the API would have refused.
             raise PermanentDelivery(f"message refused: {exc}") from None
 
     def _report(self, email_id: str, url: str) -> None:
