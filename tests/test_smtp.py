@@ -10,10 +10,12 @@ from email.message import EmailMessage
 from email.policy import SMTP
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from mailgate.config import SmtpTarget
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from tests.support import SmtpServer, free_port
+from worker import smtp
 from worker.smtp import SmtpTransport, classify
 
 
@@ -135,3 +137,39 @@ def test_a_thread_reuses_its_session_and_survives_the_server_closing_it() -> Non
         assert len(server.handler.received) == 1
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("window", [1, 7, 64, 1 << 20])
+def test_lines_that_start_with_a_dot_arrive_as_written(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    # The message goes out as it is, dot-stuffed a window at a time: a line that starts with
+    # a dot anywhere, at a window's edge too, must reach the server unchanged.
+    monkeypatch.setattr(smtp, "WINDOW", window)
+    email_id = f"dots-{window}"
+    data = bytearray(
+        f"From: s@x.example\r\nTo: dots@x.example\r\nMessage-ID: <{email_id}@test>\r\n\r\n".encode()
+        + b".\r\n..\r\n.x\r\n\r\n. .\r\nend.\r\n.\r\n...\r\n" * 20
+    )
+    reply = transport(smtp_server.port).send(data, "s@x.example", ["dots@x.example"])
+    assert reply.startswith("250")
+    received = smtp_server.handler.find(email_id)
+    assert received is not None and received.data == bytes(data)
+
+
+def test_a_non_ascii_address_in_a_header_only_needs_smtputf8(smtp_server: SmtpServer) -> None:
+    data = "From: s@x.example\r\nTo: r@x.example\r\nReply-To: jürgen@x.example\r\n"
+    data += "Message-ID: <utf8-reply-to@test>\r\n\r\nbody\r\n"
+    reply = transport(smtp_server.port).send(data.encode(), "s@x.example", ["r@x.example"])
+    assert reply.startswith("250")
+    received = smtp_server.handler.find("utf8-reply-to")
+    assert received is not None and received.data == data.encode()
+    plain = SmtpServer()  # one without SMTPUTF8 (aiosmtpd's Controller offers it by default)
+    plain.controller = Controller(plain.handler, hostname="127.0.0.1", port=plain.port,
+                                  decode_data=False, enable_SMTPUTF8=False)  # fmt: skip
+    plain.start()
+    try:
+        with pytest.raises(PermanentDelivery, match="international"):
+            transport(plain.port).send(data.encode(), "s@x.example", ["r@x.example"])
+    finally:
+        plain.stop()

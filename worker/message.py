@@ -55,7 +55,9 @@ CRLF = b"\r\n"
 CHUNK = 57 * 64 * 64
 """Bytes of a file encoded at a time: 4,096 base64 lines (about 312 KB once encoded)."""
 _LINE_BLOCK = struct.Struct("76s" * 64)
-"""64 base64 lines of 76 characters: splits encoded text into lines without a Python loop."""
+_LINE_BLOCK_OUT = struct.Struct("76s2s" * 64)
+"""64 base64 lines of 76 characters, read from the encoded text and written with their CRLF
+into the message: the lines are split without a Python loop over them."""
 _HIGH = bytes(range(128, 256))
 _TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _ID_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -221,10 +223,11 @@ def _write_base64(view: memoryview, at: int, data: bytes | memoryview) -> int:
     of the content); return where it ends. Held meanwhile: the encoded text, and 64 lines."""
     encoded = binascii.b2a_base64(data, newline=False)
     whole = len(encoded) // _LINE_BLOCK.size * _LINE_BLOCK.size
+    lines_and_breaks = [CRLF] * 128
     for lines in _LINE_BLOCK.iter_unpack(memoryview(encoded)[:whole]):
-        block = CRLF.join(lines) + CRLF
-        view[at : at + len(block)] = block
-        at += len(block)
+        lines_and_breaks[0::2] = lines
+        _LINE_BLOCK_OUT.pack_into(view, at, *lines_and_breaks)
+        at += _LINE_BLOCK_OUT.size
     for start in range(whole, len(encoded), 76):
         line = encoded[start : start + 76] + CRLF
         view[at : at + len(line)] = line
@@ -335,7 +338,7 @@ def _encode_into(view: memoryview, at: int, piece: _Encoded) -> int:
     source, end = piece.source, at + piece.size
     if isinstance(source, bytes):
         return _write_base64(view, at, source)
-    chunk = memoryview(bytearray(CHUNK))
+    chunk = memoryview(bytearray(min(CHUNK, piece.raw_size)))
     left = piece.raw_size
     while left:
         # Every chunk but the last is whole (a multiple of 57 bytes): no padding mid-stream.
