@@ -106,13 +106,8 @@ def split(text: str) -> tuple[str, str]:
     if not has_display_name(text):
         return "", text
     written = _WRITTEN.fullmatch(text)
-    if (
-        written is None
-        or "=?" in text
-        or written["quoted"] is not None
-        and (written["quoted"].endswith(" "))
-    ):
-        return parse_mailbox(text)  # encoded words, spaces, comments...: as readers parse it
+    if written is None or "=?" in text or (written["quoted"] or "").endswith(" "):
+        return parse_mailbox(text)  # encoded words, runs of spaces, comments: as readers parse
     name = written["plain"] or _QUOTED_PAIR.sub(r"\1", written["quoted"])
     return name, written["address"]
 

@@ -266,13 +266,21 @@ def test_each_shape_reads_back_exactly(job: EmailJob) -> None:
     ("text", "encoding"),
     [("Hello\nworld", "7bit"), ("x" * 78, "7bit"), ("x" * 79, "quoted-printable"),
      ("Grüße aus Wien", "quoted-printable"), ("日本語のテキスト" * 10, "base64"),
-     ("nul\x00inside", "quoted-printable")],
-    ids=["ascii", "78-chars", "79-chars", "accented", "cjk", "nul"],
+     ("nul\x00inside", "quoted-printable"), ("=" * 100, "base64")],
+    ids=["ascii", "78-chars", "79-chars", "accented", "cjk", "nul", "escapes-everywhere"],
 )  # fmt: skip
 def test_the_writer_picks_the_transfer_encoding(text: str, encoding: str) -> None:
     chosen, body = text_body(text)
     assert chosen == encoding
     assert all(len(line) <= 76 or chosen == "7bit" for line in body.split(b"\r\n"))
+
+
+@given(st.text(text_chars, max_size=3000))
+def test_a_body_is_never_longer_than_its_base64(text: str) -> None:
+    # The API's size estimate (mailgate.sizes) counts text as base64 of its CRLF lines.
+    _, body = text_body(text)
+    crlf = len(b"\r\n".join(text.encode().splitlines()) + b"\r\n")
+    assert len(body) <= writer.base64_size(crlf)
 
 
 @given(st.binary(max_size=4000))

@@ -202,11 +202,13 @@ def text_body(text: str) -> tuple[str, bytes]:
     body = CRLF.join(lines) + CRLF
     if body.isascii() and b"\x00" not in body and max(map(len, lines), default=0) <= 78:
         return "7bit", body
-    # Quoted-printable, readable as it stays, while at most a quarter of the bytes need an
-    # escape (then it is at most an eighth longer than base64).
+    # Quoted-printable, readable as it stays, for mostly ASCII text; never longer than base64,
+    # which the API's size estimate assumes (mailgate.sizes).
     high = len(body) - len(body.translate(None, _HIGH))
     if 4 * high <= len(body):
-        return "quoted-printable", binascii.b2a_qp(body, istext=True)
+        encoded = binascii.b2a_qp(body, istext=True)
+        if len(encoded) <= base64_size(len(body)):
+            return "quoted-printable", encoded
     return "base64", base64_lines(body)
 
 
