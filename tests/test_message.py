@@ -386,6 +386,30 @@ INJECTED = {
 }
 
 
+def test_raw_utf8_only_in_an_address_field_and_only_with_smtputf8() -> None:
+    assert check_header("To: jürgen@x.example\r\nSubject: a", utf8=True) == ["To", "Subject"]
+    for block, utf8 in (("To: jürgen@x.example", False), ("Subject: Grüße", True),
+                        ("To: a@x.example,\r\n jürgen@x.example", False)):  # fmt: skip
+        with pytest.raises(MessageRefused, match="not ASCII"):
+            check_header(block, utf8)
+
+
+@pytest.mark.parametrize(
+    ("name", "declared", "sent"),
+    [("vm.wav", "", "audio/x-wav"), ("call.eml", "", "application/octet-stream"),
+     ("a.bin", "message/rfc822", "application/octet-stream"),
+     ("b.bin", "multipart/mixed", "application/octet-stream"),
+     ("c.pdf", "application/pdf; x=y", "application/octet-stream"),
+     ("d.unknown-type", "", "application/octet-stream"),
+     ("e.txt.gz", "", "application/octet-stream")],
+    ids=["guessed", "eml", "message", "multipart", "parameters", "unknown", "compressed"],
+)  # fmt: skip
+def test_the_content_type_is_one_base64_may_carry(name: str, declared: str, sent: str) -> None:
+    job = job_of(attachments=(Attachment("/a", 4, 0, filename=name, content_type=declared),))
+    attachment = attachments_of(parsed(write(job, [b"data"]))[1])
+    assert attachment == [(name, name, b"data", sent)]
+
+
 @pytest.mark.parametrize("block", list(INJECTED.values()), ids=list(INJECTED))
 def test_the_header_check_refuses_injected_variants(block: str) -> None:
     assert check_header(GOOD, utf8=False) == ["From", "To", "Subject"]

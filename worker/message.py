@@ -62,6 +62,8 @@ _HIGH = bytes(range(128, 256))
 _TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _ID_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _FIELD = re.compile(r"([!-9;-~]+):")
+_ADDRESS_FIELDS = ("From", "To", "Cc", "Reply-To")
+"""The fields that may hold raw UTF-8: an address whose local part needs SMTPUTF8."""
 
 
 class MessageRefused(ValueError):
@@ -147,10 +149,9 @@ def _mailbox_pairs(texts: Sequence[str]) -> list[tuple[str, str]]:
 
 def check_header(block: str, utf8: bool) -> list[str]:
     """The field names of a header block, after refusing any line that is not ``Name: value``
-    or a folded continuation of printable text, or is over 998 bytes; raw UTF-8 only with
-    ``utf8`` (SMTPUTF8). Linear in the block; the writer runs it on every block it writes."""
-    if not (utf8 or block.isascii()):
-        raise MessageRefused("the generated header is not ASCII")
+    or a folded continuation of printable text, or is over 998 bytes; raw UTF-8 only in an
+    address field with ``utf8`` (SMTPUTF8). Linear in the block; the writer runs it on every
+    block it writes."""
     names: list[str] = []
     for line in block.split("\r\n"):
         bad = first_control(line)
@@ -158,12 +159,14 @@ def check_header(block: str, utf8: bool) -> list[str]:
             raise MessageRefused(f"the generated header holds {bad!r}")
         if len(line.encode()) > HARD_LINE:
             raise MessageRefused("the generated header holds a line over 998 bytes")
-        if line.startswith(" ") and names and line.strip():
-            continue  # a folded continuation of the field before
-        match = _FIELD.match(line)
-        if match is None:
-            raise MessageRefused("the generated header holds a malformed line")
-        names.append(match.group(1))
+        if not line.startswith(" ") or not names or not line.strip():
+            match = _FIELD.match(line)
+            if match is None:
+                raise MessageRefused("the generated header holds a malformed line")
+            names.append(match.group(1))
+        # else: a folded continuation of the field before
+        if not line.isascii() and not (utf8 and names[-1] in _ADDRESS_FIELDS):
+            raise MessageRefused("the generated header is not ASCII")
     return names
 
 
