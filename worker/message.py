@@ -3,10 +3,11 @@
 Every header field comes from the one encoder of :mod:`mailgate.headers` (printable ASCII
 lines of legal length; encoded words for anything else), after the same checks the API ran,
 so a record that skipped them gets no pass. Each body gets the transfer encoding the writer
-picks: 7bit for ASCII text with short lines, else quoted-printable or base64, whichever is
-shorter. Attachments are base64-encoded straight from the file, a chunk at a time, into the
-one buffer that holds the message: its size is known before any file is read, so an e-mail
-over ``MAILGATE_MAX_EMAIL_BYTES`` is refused first and the buffer is never grown or copied.
+picks: 7bit for ASCII text with lines of at most 78 characters, quoted-printable for other
+mostly ASCII text, base64 for the rest. Attachments are base64-encoded straight from the
+file, a chunk at a time, into the one buffer that holds the message: its size is known
+before any file is read, so an e-mail over ``MAILGATE_MAX_EMAIL_BYTES`` is refused first,
+and the buffer is never grown or copied (the SMTP transport sends it as it is).
 
 Lines end in CRLF, none is over 998 bytes, and a MIME boundary (``=_`` and random letters)
 cannot occur in base64 or quoted-printable text and is checked against 7bit text. The header
@@ -81,8 +82,8 @@ def render(job: EmailJob, message_id_host: str, read: Reader, max_bytes: int) ->
     attachment's content (and checks the file again).
 
     Raises MessageRefused, NotCarried (a header the API would have refused) or
-    AttachmentRefused. Every header is written and checked before any file is opened, and no
-    file is read once the size is known to be over ``max_bytes``.
+    AttachmentRefused. Every header field is written before any file is opened, and no file
+    is read once the size is known to be over ``max_bytes``.
     """
     sender, recipients = envelope(job)
     reply_to = [wire_address(bare(address)) for address in job.reply_to]
@@ -326,15 +327,14 @@ def _size_of(source: Source) -> int:
 def _fill(pieces: Sequence[Piece], size: int) -> bytearray:
     """The message: ``size`` bytes allocated once, each piece written into its place."""
     buffer = bytearray(size)
-    view = memoryview(buffer)
     at = 0
-    for piece in pieces:
-        if isinstance(piece, _Encoded):
-            at = _encode_into(view, at, piece)
-        else:
-            view[at : at + len(piece)] = piece
-            at += len(piece)
-    view.release()
+    with memoryview(buffer) as view:
+        for piece in pieces:
+            if isinstance(piece, _Encoded):
+                at = _encode_into(view, at, piece)
+            else:
+                view[at : at + len(piece)] = piece
+                at += len(piece)
     return buffer
 
 
