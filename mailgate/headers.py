@@ -310,19 +310,17 @@ def _word(piece: list[str], use_q: bool) -> str:
 
 def _rfc2231(name: str, value: str) -> list[str]:
     """``name*=utf-8''...`` (RFC 2231, percent-encoded UTF-8), split into ``name*0*``,
-    ``name*1*``... sections where one line would not hold it."""
-    encoded = "".join(chr(b) if b in _PCT_SAFE else f"%{b:02X}" for b in value.encode())
-    single = f"{name}*=utf-8''{encoded}"
+    ``name*1*``... sections of whole characters where one line would not hold it."""
+    characters = ["".join(chr(b) if b in _PCT_SAFE else f"%{b:02X}" for b in char.encode())
+                  for char in value]  # fmt: skip
+    single = f"{name}*=utf-8''{''.join(characters)}"
     if len(single) + 1 < MAX_LINE:
         return [single]
     sections: list[str] = []
-    start = 0
-    while start < len(encoded):
-        prefix = f"{name}*{len(sections)}*=" + ("utf-8''" if not sections else "")
-        end = min(len(encoded), start + MAX_LINE - 2 - len(prefix))
-        cut = encoded.rfind("%", max(start, end - 2), end)
-        if cut > start and end < len(encoded):
-            end = cut  # never inside a %XX escape
-        sections.append(prefix + encoded[start:end])
-        start = end
-    return [section + ";" for section in sections[:-1]] + sections[-1:]
+    section = f"{name}*0*=utf-8''"
+    for encoded in characters:
+        if len(section) + len(encoded) + 2 > MAX_LINE:  # the space before, the ";" after
+            sections.append(section + ";")
+            section = f"{name}*{len(sections)}*="
+        section += encoded
+    return [*sections, section]

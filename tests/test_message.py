@@ -9,6 +9,7 @@ import base64
 import io
 import re
 import tracemalloc
+import urllib.parse
 from dataclasses import replace
 from email import message_from_bytes, message_from_string
 from email.header import decode_header
@@ -334,6 +335,15 @@ def test_a_non_ascii_file_name_has_rfc_2231_and_an_encoded_word_fallback() -> No
                       for text, charset in decode_header(fallback.group(1)))  # fmt: skip
     assert decoded == name
     assert all(len(line) <= MAX_LINE for line in f"{content}\r\n{disposition}".split("\r\n"))
+
+
+def test_rfc_2231_sections_hold_whole_characters() -> None:
+    # Some readers decode each section on its own: none may end inside a character.
+    name = "報告書と議事録" * 12 + ".pdf"
+    _, disposition = attachment_fields("application/pdf", name)
+    sections = re.findall(r"filename\*\d+\*=(?:utf-8'')?([^;\r]*)", disposition)
+    assert len(sections) > 3
+    assert "".join(urllib.parse.unquote(s, errors="strict") for s in sections) == name
 
 
 def test_a_plain_file_name_is_quoted_in_both_fields() -> None:
