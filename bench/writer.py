@@ -72,7 +72,7 @@ def shapes(folder: Path) -> list[Shape]:
     path_attachment = check_path(str(wav), (folder,))
     uploaded = replace(
         check_path(str(upload), (folder,)),
-        filename="Rechnung Nr. 42 (Dezember).pdf",
+        filename="Rechnung für Jörg Müller, Dezember.pdf",
         content_type="application/pdf",
     )
     return [
