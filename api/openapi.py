@@ -13,13 +13,15 @@ from mailgate.status import ReportStatus, Status
 Json = dict[str, Any]
 
 _ERRORS: dict[str, str] = {
-    "400": "The body is not JSON, or a field is invalid (`field` names it).",
+    "400": "The body is not JSON, or a field is invalid or unknown (`field` names it).",
     "401": "Credentials missing or wrong (HTTP Basic).",
     "403": "The account may not use this sender, or not call from this address.",
     "404": "No such e-mail of this account.",
     "409": "The idempotency key was used before with different content.",
     "413": "The body or the text is over the size limit.",
     "415": "The body is not `application/json` or `multipart/form-data`.",
+    "422": "A recipient is suppressed: an e-mail of this account to it hard-bounced lately "
+    "(`field` names it; the message says when and with which code).",
     "429": "Over the account's send rate, or too many failed logins: see `Retry-After`.",
     "500": "An unexpected error; nothing was queued.",
     "503": "Redis or the broker is unavailable; nothing was queued.",
@@ -84,7 +86,7 @@ def _send() -> Json:
             "202": _json("Queued; nothing is sent yet.", "Accepted", located),
             "200": _json("A repeat of an idempotency key with the same content: nothing new was "
                          "queued; the first e-mail's id and current status.", "Accepted", located),
-            **_refs("400", "401", "403", "409", "413", "415", "429", "500", "503"),
+            **_refs("400", "401", "403", "409", "413", "415", "422", "429", "500", "503"),
             "404": _json("The e-mail a repeated idempotency key names has expired.", "Error"),
         },
     }  # fmt: skip
@@ -171,7 +173,7 @@ def _schemas(settings: Settings) -> Json:
             "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
             "callback_url": {**text, "format": "uri", "maxLength": 2000,
                              "description": "Delivery report URL; its host must be allowed."},
-        }, required=["recipients"], additional=True),
+        }, required=["recipients"]),
         "InlineAttachment": _object({
             "filename": {**text, "minLength": 1, "maxLength": 255,
                          "description": "The file name shown in the message."},
@@ -194,19 +196,20 @@ def _schemas(settings: Settings) -> Json:
                 "attachments": {"type": "array", "items": path},
                 "send_at": text,
                 "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-                "file": {**text, "format": "binary",
-                         "description": "A file to attach (any part with a file name)."},
+                "_charset_": {**text, "description": "The charset of the fields (as the part's "
+                              "Content-Type charset would say): else UTF-8 where they are valid "
+                              "UTF-8, else MAILGATE_LEGACY_CHARSET."},
             },
+            "additionalProperties": {**text, "format": "binary",
+                                     "description": "A file to attach (any part with a file "
+                                     "name); a field of another name is refused."},
             "required": ["recipients"],
         },
         "Accepted": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
             "status_url": text,
-            "warnings": {"type": "array", "items": text, "description": "Fields this API does "
-                         "not know: ignored, and named here (MAILGATE_STRICT_PARAMETERS=1 makes "
-                         "them a 400). Present only when there are some."},
-        }, required=["id", "status", "status_url"]),
+        }),
         "EmailStatus": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
@@ -217,9 +220,29 @@ def _schemas(settings: Settings) -> Json:
             "next_attempt_at": when,
             "last_error": {"type": ["string", "null"]},
             "smtp_response": {"type": ["string", "null"]},
+            "relay": {"type": ["string", "null"],
+                      "description": "host:port of the relay that took the e-mail."},
+            "bounce_code": {"type": ["string", "null"], "description": "The enhanced status "
+                            "code of the latest bounce (`5.1.1`)."},
+            "bounce_reason": {"type": ["string", "null"], "description": "Its diagnostic."},
+            "bounced_at": when,
             "delivery_report": {"enum": [*(r.value for r in ReportStatus), None],
                                 "description": "The report POSTed to callback_url; null: none."},
+            "recipients": {"type": "array", "items": _ref("Recipient"),
+                           "description": "Each envelope recipient (to, cc, bcc): its RCPT "
+                           "reply, then its bounce if one was reported."},
             "history": {"type": "array", "items": _ref("Attempt")},
+        }),
+        "Recipient": _object({
+            "address": text,
+            "rcpt": {"enum": ["accepted", "refused", None],
+                     "description": "What the relay said to RCPT; null: not tried yet."},
+            "rcpt_reply": {"type": ["string", "null"]},
+            "bounce": {"enum": ["failed", "delayed", None], "description": "The latest report: "
+                       "failed (bounced) or delayed (still being tried); null: none."},
+            "bounce_code": {"type": ["string", "null"]},
+            "bounce_reason": {"type": ["string", "null"]},
+            "bounced_at": when,
         }),
         "Attempt": _object({
             "attempt": {"type": "integer", "minimum": 0},
@@ -236,10 +259,10 @@ def _schemas(settings: Settings) -> Json:
     }  # fmt: skip
 
 
-def _object(properties: Json, required: list[str] | None = None, additional: bool = False) -> Json:
-    """A closed object (unless ``additional``); every property is required unless ``required``
-    says otherwise."""
-    return {"type": "object", "additionalProperties": additional, "properties": properties,
+def _object(properties: Json, required: list[str] | None = None) -> Json:
+    """A closed object (no property beyond these); every property is required unless
+    ``required`` says otherwise."""
+    return {"type": "object", "additionalProperties": False, "properties": properties,
             "required": list(properties) if required is None else required}  # fmt: skip
 
 

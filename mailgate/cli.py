@@ -9,13 +9,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
 
 from mailgate.config import Settings
 from mailgate.errors import ConfigError, UserError
+from mailgate.jobs import canonical_email_id
+from mailgate.relays import parse_route, route_names
 from mailgate.users import UserStore
+
+if TYPE_CHECKING:
+    from mailgate.status import StatusStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -116,6 +121,20 @@ def flower(address: str | None, port: int | None, flower_args: tuple[str, ...]) 
     os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
 
 
+@main.command()
+@_friendly
+def bounces() -> None:
+    """Take bounce reports: SMTP for MAILGATE_BOUNCE_ADDRESS, IMAP from MAILGATE_BOUNCE_IMAP_URL."""
+    try:
+        from mailgate.bounces.service import run as run_bounces
+    except ImportError as exc:  # aiosmtpd, imapclient and flufl.bounce: the bounces extra
+        raise UserError(
+            f"`mailgate bounces` needs the bounces extra ({exc}): pip install 'mailgate[bounces]'"
+        ) from None
+
+    sys.exit(run_bounces(_settings()))
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def supervise(command: tuple[str, ...]) -> None:
@@ -176,6 +195,13 @@ def user() -> None:
     metavar="CIDR",
     help="Client network the account may call from, e.g. 10.1.0.0/16; repeatable.",
 )
+@click.option(
+    "--smtp",
+    default=None,
+    metavar="URL",
+    help="The account's own relay(s), as MAILGATE_SMTP_URL; '-' reads it from stdin (after "
+    "the password with --password-stdin), keeping its secrets off the command line.",
+)
 @_friendly
 def user_add(
     name: str,
@@ -183,6 +209,7 @@ def user_add(
     senders: tuple[str, ...],
     rate: str | None,
     networks: tuple[str, ...],
+    smtp: str | None,
 ) -> None:
     """Create account NAME; the password comes from a prompt or stdin, never an argument."""
     if password_stdin:
@@ -190,8 +217,56 @@ def user_add(
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     store = UserStore(_settings().users_file)
-    store.add(name, password, senders, rate, networks)
+    store.add(name, password, senders, rate, networks, _route_text(smtp))
     click.echo(f"added user {name}")
+
+
+@user.command("update")
+@click.argument("name")
+@click.option(
+    "--sender",
+    "senders",
+    multiple=True,
+    metavar="PATTERN",
+    help="Replace the allowed From globs; repeatable.",
+)
+@click.option("--rate", default=None, metavar="RATE", help="New send limit; '' for none.")
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    metavar="CIDR",
+    help="Replace the client networks; repeatable.",
+)
+@click.option(
+    "--smtp", default=None, metavar="URL", help="The account's own relay(s); '-' reads stdin."
+)
+@click.option("--default-smtp", is_flag=True, help="Use the default relay(s) again.")
+@_friendly
+def user_update(
+    name: str,
+    senders: tuple[str, ...],
+    rate: str | None,
+    networks: tuple[str, ...],
+    smtp: str | None,
+    default_smtp: bool,
+) -> None:
+    """Change account NAME: only what is given changes (running processes follow at once)."""
+    if smtp is not None and default_smtp:
+        raise click.UsageError("give --smtp or --default-smtp, not both")
+    route = "" if default_smtp else _route_text(smtp)
+    UserStore(_settings().users_file).update(name, senders or None, rate, networks or None, route)
+    click.echo(f"updated user {name}")
+
+
+def _route_text(smtp: str | None) -> str | None:
+    """The ``--smtp`` value, read from stdin for ``-``."""
+    if smtp != "-":
+        return smtp
+    route = sys.stdin.readline().strip()
+    if not route:
+        raise UserError("--smtp -: standard input held no relay URL")
+    return route
 
 
 @user.command("list")
@@ -202,7 +277,18 @@ def user_list() -> None:
     for account in UserStore(settings.users_file).accounts().values():
         senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
         networks = ", ".join(account.networks) or "any address"
-        click.echo(f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}")
+        line = f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}"
+        click.echo(f"{line}\t{_relays(account.smtp)}")
+
+
+def _relays(smtp: str | None) -> str:
+    """An account's route for people: ``host:port`` of each relay, never its credentials."""
+    if not smtp:
+        return "default relay"
+    try:
+        return route_names(parse_route(smtp, "smtp"))
+    except ConfigError:
+        return "(invalid relay)"
 
 
 @user.command("remove")
@@ -223,6 +309,7 @@ def status(email_id: str) -> None:
 
     settings = _settings()
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    email_id = canonical_email_id(email_id)
     record = store.get(email_id)
     if record is None:
         click.echo(f"mailgate: no e-mail {email_id}", err=True)
@@ -236,6 +323,49 @@ def status(email_id: str) -> None:
     for log in store.history(email_id):
         at = iso(log.at, "+00:00")
         click.echo(f"  attempt {log.attempt} at {at}: {log.outcome.value}: {log.detail}")
+
+
+@main.group()
+def suppressions() -> None:
+    """Addresses refused at acceptance after a hard bounce (per account)."""
+
+
+@suppressions.command("list")
+@click.option("--account", default=None, metavar="NAME", help="Only this account's.")
+@_friendly
+def suppressions_list(account: str | None) -> None:
+    """List suppressed addresses: account, address, code, bounced at, until, reason."""
+    from mailgate.status import Suppressions, iso
+
+    settings = _settings()
+    found = Suppressions(_store(settings).redis).all(account)
+    for s in sorted(found, key=lambda s: (s.owner, s.address)):
+        click.echo(
+            f"{s.owner}\t{s.address}\t{s.code}\t{iso(s.at, '+00:00')}\t"
+            f"{iso(s.until, '+00:00')}\t{s.reason}"
+        )
+
+
+@suppressions.command("remove")
+@click.argument("address")
+@click.option("--account", default=None, metavar="NAME", help="Only this account's (else all).")
+@_friendly
+def suppressions_remove(address: str, account: str | None) -> None:
+    """End the suppression of ADDRESS, so SendEmail may send to it again."""
+    from mailgate.status import Suppressions
+
+    removed = Suppressions(_store(_settings()).redis).remove(address, account)
+    if not removed:
+        click.echo(f"mailgate: {address} is not suppressed", err=True)
+        sys.exit(1)
+    for owner in removed:
+        click.echo(f"removed the suppression of {address} for {owner}")
+
+
+def _store(settings: Settings) -> StatusStore:
+    from mailgate.status import StatusStore
+
+    return StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
 
 
 @main.command()
@@ -257,6 +387,7 @@ def requeue(email_ids: tuple[str, ...], failed: bool, since: str | None, until: 
         start = _moment(since) if since else 0.0
         end = _moment(until) if until else float("inf")
         email_ids = tuple(store.find(Status.FAILED, start, end))
+    email_ids = tuple(canonical_email_id(email_id) for email_id in email_ids)
     celery = make_celery(settings)
     done = 0
     for email_id in email_ids:

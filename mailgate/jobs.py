@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,6 +24,17 @@ Like the delivery task, its only argument is the EmailId; the URL is read from t
 
 QUEUE = "mailgate"
 """The broker queue the API publishes to and the worker consumes."""
+
+
+def canonical_email_id(raw: str) -> str:
+    """An EmailId as mailgate writes it (a lower-case UUID), from one as a client kept it: SQL
+    Server's ``uniqueidentifier`` gives GUIDs in upper case, .NET may add braces, and blanks
+    around it are dropped. Text that is no UUID comes back trimmed (and finds nothing)."""
+    text = raw.strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
 
 
 @dataclass(frozen=True)

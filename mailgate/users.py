@@ -20,7 +20,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse as parse_rate
 
-from mailgate.errors import AuthFailed, UserError
+from mailgate.errors import AuthFailed, ConfigError, UserError
+from mailgate.relays import parse_route
 
 REFRESH_AHEAD = 0.2
 """In the last fifth of an entry's life, one caller re-verifies it ahead of expiry."""
@@ -66,6 +67,8 @@ class Account:
     """Send rate limit in the ``limits`` notation, e.g. ``"20/second"``; None: unlimited."""
     networks: tuple[str, ...] = ()
     """Client networks (CIDR) this account may call from; empty: any address."""
+    smtp: str | None = field(default=None, repr=False)
+    """The account's own route (relay URLs, credentials included); None: the default."""
 
     def allows_address(self, address: str) -> bool:
         """True when the account has no network list or ``address`` lies in one of them."""
@@ -210,26 +213,46 @@ class UserStore:
         senders: tuple[str, ...] = (),
         rate: str | None = None,
         networks: tuple[str, ...] = (),
+        smtp: str | None = None,
     ) -> Account:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
             raise UserError(f"invalid user name {name!r}: letters, digits, . _ @ - only")
         if not password:
             raise UserError("the password must not be empty")
-        if rate is not None:
-            try:
-                parse_rate(rate)
-            except ValueError:
-                raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
-        for network in networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
-        account = Account(name, self._hasher.hash(password), tuple(senders), rate, tuple(networks))
+        _check(rate, networks, smtp)
+        account = Account(
+            name, self._hasher.hash(password), tuple(senders), rate, tuple(networks), smtp or None
+        )
         with self._editing() as accounts:
             if name in accounts:
                 raise UserError(f"user {name!r} already exists")
+            accounts[name] = account
+        return account
+
+    def update(
+        self,
+        name: str,
+        senders: tuple[str, ...] | None = None,
+        rate: str | None = None,
+        networks: tuple[str, ...] | None = None,
+        smtp: str | None = None,
+    ) -> Account:
+        """Change what is given of an existing account (None: unchanged). An empty ``rate``
+        removes the limit; an empty ``smtp`` returns the account to the default route."""
+        _check(rate or None, networks or (), smtp or None)
+        with self._editing() as accounts:
+            account = accounts.get(name)
+            if account is None:
+                raise UserError(f"no user {name!r}")
+            if senders is not None:
+                account = replace(account, senders=tuple(senders))
+            if rate is not None:
+                account = replace(account, rate=rate or None)
+            if networks is not None:
+                account = replace(account, networks=tuple(networks))
+            if smtp is not None:
+                account = replace(account, smtp=smtp or None)
             accounts[name] = account
         return account
 
@@ -253,6 +276,25 @@ class UserStore:
             _write(self.path, accounts)
 
 
+def _check(rate: str | None, networks: tuple[str, ...], smtp: str | None) -> None:
+    """Refuse a rate, network or route the gateway could not use."""
+    if rate is not None:
+        try:
+            parse_rate(rate)
+        except ValueError:
+            raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
+    if smtp is not None:
+        try:
+            parse_route(smtp, "--smtp")
+        except ConfigError as exc:
+            raise UserError(f"invalid relay: {exc}") from None
+
+
 def _read(path: Path) -> dict[str, Account]:
     with open(path, "rb") as handle:
         data = tomllib.load(handle)
@@ -264,6 +306,7 @@ def _read(path: Path) -> dict[str, Account]:
             tuple(entry.get("senders", ())),
             entry.get("rate") or None,
             tuple(entry.get("networks", ())),
+            entry.get("smtp") or None,
         )
         for name, entry in users.items()
     }
@@ -277,12 +320,14 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
             entry["rate"] = a.rate
         if a.networks:
             entry["networks"] = list(a.networks)
+        if a.smtp:
+            entry["smtp"] = a.smtp
         users[a.name] = entry
     document = {"users": users}
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(b"# mailgate accounts: edit with `mailgate user add/remove`.\n")
+            handle.write(b"# mailgate accounts: edit with `mailgate user add/update/remove`.\n")
             tomli_w.dump(document, handle)
         os.chmod(temp, 0o600)
         os.replace(temp, path)

@@ -29,6 +29,15 @@ def test_run_parts_are_an_extra_the_tests_include() -> None:
     assert "mailgate[run]" in extras["test"]
 
 
+def test_the_image_and_the_tests_have_the_bounces_extra() -> None:
+    # `mailgate bounces` runs from the one image (docker-compose.yml) and in the suite.
+    assert {"aiosmtpd", "imapclient", "flufl.bounce"} == names(
+        PROJECT["optional-dependencies"]["bounces"]
+    )
+    assert "mailgate[bounces]" in PROJECT["optional-dependencies"]["test"]
+    assert "pip install -c constraints.txt '.[bounces]'" in (ROOT / "Dockerfile").read_text()
+
+
 def test_kombu_is_declared_since_broker_imports_it() -> None:
     assert "from kombu" in (ROOT / "mailgate" / "broker.py").read_text("utf-8")
     assert "kombu" in names(PROJECT["dependencies"])

@@ -18,17 +18,23 @@ from mailgate.logs import configure_logging
 from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
+from mailgate.users import UserStore
 from worker.batch import DeliveryPool
 from worker.delivery import Delivery
-from worker.flower import guard_flower
+from worker.dkim import Signer
+from worker.flower import flower_address, guard_flower
+from worker.relays import default_relays
 from worker.reports import Reporter
 from worker.scheduler import Scheduler
-from worker.smtp import SmtpTransport
 from worker.tasks import publish_report, register_tasks
 
 try:
     settings = Settings.from_env()
     guard_flower(sys.argv, settings)
+    # Flower loads this app too, to know its tasks; it sends nothing and needs no key files.
+    delivers = flower_address(sys.argv) is None
+    signer = Signer.load(settings.dkim_keys) if delivers else None
+    relays = default_relays(settings, UserStore(settings.users_file), check=delivers)
 except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
 
@@ -39,9 +45,10 @@ store = StatusStore.from_url(
 delivery = Delivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
     store=BatchedStatusStore(store.redis, settings.status_ttl_seconds, store.min_replicas),
-    transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),
+    transport=relays,
     settings=settings,
     report=lambda email_id: publish_report(app, email_id),
+    signer=signer,
 )
 delivery_pool = DeliveryPool(delivery, settings.worker_concurrency)
 register_tasks(app, delivery, Reporter(store=store, settings=settings), delivery_pool)
