@@ -35,6 +35,7 @@ from mailgate.attachments import check_path
 from mailgate.config import Settings
 from mailgate.embedded import free_port
 from mailgate.jobs import EmailJob
+from mailgate.relays import SmtpTarget
 from worker.delivery import Delivery
 from worker.message import base64_size
 from worker.smtp import SmtpTransport
@@ -54,10 +55,10 @@ def child(port: int, path: Path, mode: str) -> dict[str, float]:
     """Send the small e-mail, then the large one, in this process: the memory figures."""
     folder = path.parent
     settings = Settings.from_env({
-        "MAILGATE_REDIS_URL": "redis://127.0.0.1:1/0", "MAILGATE_SMTP_URL": f"smtp://127.0.0.1:{port}",
-        "MAILGATE_ATTACHMENT_ROOTS": str(folder), "MAILGATE_MAX_EMAIL_BYTES": str(64 << 20),
+        "MAILGATE_REDIS_URL": "redis://127.0.0.1:1/0", "MAILGATE_ATTACHMENT_ROOTS": str(folder),
+        "MAILGATE_MAX_EMAIL_BYTES": str(64 << 20),
     })  # fmt: skip
-    transport = SmtpTransport(settings.smtp, 120)
+    transport = SmtpTransport(SmtpTarget("127.0.0.1", port), 120)
     delivery = Delivery(store=None, transport=transport, settings=settings)  # type: ignore[arg-type]
     small = folder / "small.wav"
     small.write_bytes(b"RIFF" * 100)
