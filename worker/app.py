@@ -19,9 +19,9 @@ from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
 from mailgate.users import UserStore
-from worker import fastmime
 from worker import logs as worker_logs
-from worker.batch import DeliveryPool, FastDelivery
+from worker.batch import DeliveryPool
+from worker.delivery import Delivery
 from worker.dkim import Signer
 from worker.flower import flower_address, guard_flower
 from worker.relays import default_relays
@@ -47,7 +47,7 @@ store = StatusStore.from_url(
     settings.redis_min_replicas,
     settings.worker_concurrency,  # each delivery thread may hold a connection at once
 )
-delivery = FastDelivery(
+delivery = Delivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
     store=BatchedStatusStore(store.redis, settings.status_ttl_seconds, store.min_replicas),
     transport=relays,
@@ -56,7 +56,6 @@ delivery = FastDelivery(
     signer=signer,
 )
 delivery_pool = DeliveryPool(delivery, settings.worker_concurrency)
-fastmime.self_check(settings.message_id_host)
 register_tasks(app, delivery, Reporter(store=store, settings=settings), delivery_pool)
 scheduler = Scheduler(
     store,
