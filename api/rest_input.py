@@ -18,6 +18,7 @@ from mailgate.addresses import split_list
 from mailgate.errors import InvalidField, ParseError, TooLarge, UnsupportedMediaType
 from mailgate.schedule import parse_moment
 from mailgate.status import Status
+from mailgate.status.store import INDEXED
 from mailgate.validation import MAX_IDEMPOTENCY_KEY
 
 JSON_TYPE = "application/json"
@@ -50,9 +51,9 @@ MAX_NAMED = 10
 """Unknown fields named in one refusal; the rest are counted, not listed."""
 
 
-LISTED = tuple(status for status in Status if status is not Status.SENT)
-"""The states a listing may ask for. Sent has no index (see StatusStore.find): a client reads
-a sent e-mail by its id."""
+LISTED = tuple(status for status in Status if not status.final or status in INDEXED)
+"""The states a listing may ask for: those it finds without a scan (see StatusStore.find). Not
+Sent, which has no index: a client reads a sent e-mail by its id."""
 LIST_LIMIT = (100, 1000)
 """The default and the largest ``limit`` of a listing."""
 QUERY = ("status", "since", "limit")
@@ -70,9 +71,10 @@ def list_query(args: MultiDict[str, str]) -> tuple[Status, float, int]:
     names = ", ".join(status.value for status in LISTED)
     status = next((s for s in LISTED if s.value.lower() == wanted), None)
     if status is None:
-        why = "required" if not wanted else "not a state that can be listed"
-        if wanted == "sent":
-            why = "Sent e-mails are not listed (read one by its id)"
+        why = "required" if not wanted else "not a state"
+        final = next((s for s in Status if s.value.lower() == wanted), None)
+        if final is not None:
+            why = f"{final.value} e-mails are not listed (read one by its id)"
         raise InvalidField("status", f"{why}; one of {names}")
     try:
         since = parse_moment(args["since"]) if args.get("since", "").strip() else 0.0

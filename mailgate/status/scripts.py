@@ -127,3 +127,21 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
 return 1
 """
+
+# A listing's filter, run where the records are: a page of record keys in; out, for each record
+# in state ARGV[1], last changed within [ARGV[2], ARGV[3]], of the owner ARGV[4] ('' for any),
+# its position and when it changed. One command per page instead of one per record.
+MATCHING = """
+local out = {}
+local since, till = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'status', 'updated_at', 'owner')
+  local at = tonumber(row[2])
+  if row[1] == ARGV[1] and at and at >= since and at <= till
+     and (ARGV[4] == '' or row[3] == ARGV[4]) then
+    out[#out + 1] = i
+    out[#out + 1] = row[2]
+  end
+end
+return out
+"""

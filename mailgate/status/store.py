@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -50,7 +51,9 @@ LISTED_FIELDS = (
 )
 """What a listing reads of each record: everything but the job (the body, maybe a megabyte)."""
 PAGE = 500
-"""Records read per round trip when listing."""
+"""Records a listing filters per round trip (see scripts.MATCHING)."""
+LATEST = 1e300
+"""No end to a listing's window (Lua's tonumber does not read "inf")."""
 REPLICA_WAIT_MS = 1000
 """How long a write waits for MAILGATE_REDIS_MIN_REPLICAS replicas to confirm it."""
 
@@ -85,6 +88,7 @@ class StatusStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._create = client.register_script(scripts.CREATE)
+        self._matching = client.register_script(scripts.MATCHING)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int, min_replicas: int = 0) -> StatusStore:
@@ -301,27 +305,27 @@ class StatusStore:
         if scan or (status.final and status not in INDEXED):
             ids: Iterable[str] = (
                 key.removeprefix(EMAIL_PREFIX)
-                for key in self.redis.scan_iter(match=f"{EMAIL_PREFIX}*", count=1000)
-                if not key.endswith(":history")
+                for key in self.redis.scan_iter(
+                    match=f"{EMAIL_PREFIX}*", count=1000, _type="hash"
+                )  # the records, not their history lists
             )
         elif status in INDEXED:
             ids = self._indexed(status, since, until)
         else:
             ids = (str(i) for i, _ in self.redis.zscan_iter(DUE_KEY, count=1000))
-        found: list[Record] = []
+        window = [status.value, since, min(until, LATEST), owner or ""]
+        found: list[tuple[float, str]] = []  # (when it changed, EmailId) of each match
         for page in _pages(ids):
+            reply = self._matching(keys=[email_key(email_id) for email_id in page], args=window)
             found += [
-                record
-                for record in self._summaries(page)
-                if record is not None
-                and record.status == status
-                and since <= record.updated_at <= until
-                and (owner is None or record.owner == owner)
+                (float(at), page[int(i) - 1]) for i, at in zip(reply[::2], reply[1::2], strict=True)
             ]
-            if status in INDEXED and not scan and limit is not None and len(found) >= limit:
-                break  # the index gives the newest first: the rest are older
-        found.sort(key=lambda record: record.updated_at, reverse=True)
-        return found[:limit]
+            if limit is not None and len(found) >= limit:
+                if status in INDEXED and not scan:
+                    break  # the index gives the newest first: the rest are older
+                found = heapq.nlargest(limit, found)  # a scan keeps what it may still show
+        newest = heapq.nlargest(len(found) if limit is None else limit, found)
+        return [r for r in self._summaries([email_id for _, email_id in newest]) if r]
 
     def _indexed(self, status: Status, since: float, until: float) -> Iterator[str]:
         """The ids in ``status``'s index scored within [since, until], newest first."""
@@ -333,8 +337,8 @@ class StatusStore:
                 return
             offset += PAGE
 
-    def _summaries(self, ids: tuple[str, ...]) -> list[Record | None]:
-        """The records of ``ids`` without their job, in one round trip (None: none there)."""
+    def _summaries(self, ids: list[str]) -> list[Record | None]:
+        """The records of ``ids`` without their job, in one round trip (None: gone)."""
         pipe = self.redis.pipeline(transaction=False)
         for email_id in ids:
             pipe.hmget(email_key(email_id), LISTED_FIELDS)
