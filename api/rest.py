@@ -137,8 +137,11 @@ def _summary(record: Record) -> dict[str, Any]:
 
 
 def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:
-    """The JSON status record and its attempt history."""
+    """The JSON status record, each recipient's outcome and the attempt history."""
     body = _summary(record)
+    body["recipients"] = [
+        {_snake(name): value for name, value in r.fields()} for r in record.recipients
+    ]
     body["history"] = [{_snake(name): value for name, value in h.fields()} for h in history]
     return body
 

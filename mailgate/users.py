@@ -20,7 +20,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse as parse_rate
 
-from mailgate.errors import AuthFailed, UserError
+from mailgate.errors import AuthFailed, ConfigError, UserError
+from mailgate.relays import parse_route
 
 REFRESH_AHEAD = 0.2
 """In the last fifth of an entry's life, one caller re-verifies it ahead of expiry."""
@@ -41,6 +42,11 @@ MAX_NAME_CHARS = 256
 MAX_PASSWORD_CHARS = 1024
 """Longer user names or passwords are refused at once (305): no account has one, and no
 throttle key or argon2 run should ever be paid for one."""
+
+MIN_PASSWORD_CHARS = 12
+MIN_DISTINCT_CHARS = 5
+"""A new password (``mailgate user add`` and ``passwd``) has at least MIN_PASSWORD_CHARS
+characters, at least MIN_DISTINCT_CHARS of them different, unless ``--weak-password-ok``."""
 
 Guard = Callable[[], AbstractContextManager[None]]
 """Wraps each argon2 check: the login throttle's reservation (see api.ratelimit)."""
@@ -66,6 +72,8 @@ class Account:
     """Send rate limit in the ``limits`` notation, e.g. ``"20/second"``; None: unlimited."""
     networks: tuple[str, ...] = ()
     """Client networks (CIDR) this account may call from; empty: any address."""
+    smtp: str | None = field(default=None, repr=False)
+    """The account's own route (relay URLs, credentials included); None: the default."""
 
     def allows_address(self, address: str) -> bool:
         """True when the account has no network list or ``address`` lies in one of them."""
@@ -83,6 +91,20 @@ class Account:
         if address == default_sender.lower():
             return True
         return any(fnmatchcase(address, pattern.lower()) for pattern in self.senders)
+
+
+def weakness(password: str) -> str | None:
+    """Why ``password`` is too weak to set, or None when it is strong enough."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"it has {len(password)} characters, fewer than {MIN_PASSWORD_CHARS}"
+    if len(set(password)) < MIN_DISTINCT_CHARS:
+        return f"it has fewer than {MIN_DISTINCT_CHARS} different characters"
+    return None
+
+
+def new_password() -> str:
+    """A random password: 24 URL-safe characters (144 bits)."""
+    return secrets.token_urlsafe(18)
 
 
 def plausible(name: str, password: str) -> bool:
@@ -210,26 +232,57 @@ class UserStore:
         senders: tuple[str, ...] = (),
         rate: str | None = None,
         networks: tuple[str, ...] = (),
+        smtp: str | None = None,
     ) -> Account:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
             raise UserError(f"invalid user name {name!r}: letters, digits, . _ @ - only")
-        if not password:
-            raise UserError("the password must not be empty")
-        if rate is not None:
-            try:
-                parse_rate(rate)
-            except ValueError:
-                raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
-        for network in networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
-        account = Account(name, self._hasher.hash(password), tuple(senders), rate, tuple(networks))
+        _check_password(password)
+        _check(rate, networks, smtp)
+        account = Account(
+            name, self._hasher.hash(password), tuple(senders), rate, tuple(networks), smtp or None
+        )
         with self._editing() as accounts:
             if name in accounts:
                 raise UserError(f"user {name!r} already exists")
+            accounts[name] = account
+        return account
+
+    def set_password(self, name: str, password: str) -> None:
+        """Give account ``name`` a new password: one atomic replace of the file, so every
+        request sees either the old hash or the new one (never no account), and the old
+        password stops working at the next request of each process (see :meth:`cached`)."""
+        _check_password(password)
+        password_hash = self._hasher.hash(password)
+        with self._editing() as accounts:
+            account = accounts.get(name)
+            if account is None:
+                raise UserError(f"no user {name!r}")
+            accounts[name] = replace(account, password_hash=password_hash)
+
+    def update(
+        self,
+        name: str,
+        senders: tuple[str, ...] | None = None,
+        rate: str | None = None,
+        networks: tuple[str, ...] | None = None,
+        smtp: str | None = None,
+    ) -> Account:
+        """Change what is given of an existing account (None: unchanged). An empty ``rate``
+        removes the limit; an empty ``smtp`` returns the account to the default route."""
+        _check(rate or None, networks or (), smtp or None)
+        with self._editing() as accounts:
+            account = accounts.get(name)
+            if account is None:
+                raise UserError(f"no user {name!r}")
+            if senders is not None:
+                account = replace(account, senders=tuple(senders))
+            if rate is not None:
+                account = replace(account, rate=rate or None)
+            if networks is not None:
+                account = replace(account, networks=tuple(networks))
+            if smtp is not None:
+                account = replace(account, smtp=smtp or None)
             accounts[name] = account
         return account
 
@@ -253,6 +306,33 @@ class UserStore:
             _write(self.path, accounts)
 
 
+def _check_password(password: str) -> None:
+    """Refuse a password no login could ever use."""
+    if not password:
+        raise UserError("the password must not be empty")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise UserError(f"the password is longer than {MAX_PASSWORD_CHARS} characters")
+
+
+def _check(rate: str | None, networks: tuple[str, ...], smtp: str | None) -> None:
+    """Refuse a rate, network or route the gateway could not use."""
+    if rate is not None:
+        try:
+            parse_rate(rate)
+        except ValueError:
+            raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
+    if smtp is not None:
+        try:
+            parse_route(smtp, "--smtp")
+        except ConfigError as exc:
+            raise UserError(f"invalid relay: {exc}") from None
+
+
 def _read(path: Path) -> dict[str, Account]:
     with open(path, "rb") as handle:
         data = tomllib.load(handle)
@@ -264,6 +344,7 @@ def _read(path: Path) -> dict[str, Account]:
             tuple(entry.get("senders", ())),
             entry.get("rate") or None,
             tuple(entry.get("networks", ())),
+            entry.get("smtp") or None,
         )
         for name, entry in users.items()
     }
@@ -277,12 +358,16 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
             entry["rate"] = a.rate
         if a.networks:
             entry["networks"] = list(a.networks)
+        if a.smtp:
+            entry["smtp"] = a.smtp
         users[a.name] = entry
     document = {"users": users}
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(b"# mailgate accounts: edit with `mailgate user add/remove`.\n")
+            handle.write(
+                b"# mailgate accounts: edit with `mailgate user add/update/passwd/remove`.\n"
+            )
             tomli_w.dump(document, handle)
         os.chmod(temp, 0o600)
         os.replace(temp, path)

@@ -24,9 +24,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mailgate.attachments import AttachmentRefused, check_path, read_checked
-from mailgate.config import Settings, SmtpTarget
+from mailgate.config import Settings
 from mailgate.errors import ConfigError, InvalidParameter
 from mailgate.jobs import Attachment, EmailJob
+from mailgate.relays import parse_route
 from mailgate.sizes import base64_size
 from mailgate.status import StatusStore
 from mailgate.status.records import Status
@@ -230,7 +231,7 @@ def store(settings: Settings) -> StatusStore:
 
 def deliver_now(store: StatusStore, settings: Settings, smtp: SmtpServer, job: EmailJob) -> str:
     store.create(job, watchdog_at=time.time() + 3600)  # no task: only this test delivers it
-    transport = SmtpTransport(settings.smtp, settings.smtp_timeout_seconds)
+    transport = SmtpTransport(settings.smtp[0], settings.smtp_timeout_seconds)
     try:
         outcome = Delivery(store, transport, settings).deliver(job.email_id)
     finally:
@@ -308,7 +309,7 @@ def plain_smtp() -> Iterator[SmtpServer]:
 def test_an_idn_domain_is_sent_in_ascii_to_a_server_without_smtputf8(
     store: StatusStore, settings: Settings, plain_smtp: SmtpServer, given: str, kept: str
 ) -> None:
-    smtp_server, settings = plain_smtp, replace(settings, smtp=SmtpTarget.parse(plain_smtp.url))
+    smtp_server, settings = plain_smtp, replace(settings, smtp=parse_route(plain_smtp.url))
     request = validate_send(base(recipient=given), settings)
     assert request.recipients == (kept,)  # the caller's form is kept in the record
     job = new_job(recipients=request.recipients, sender="s@bücher.de")
@@ -323,7 +324,7 @@ def test_an_idn_domain_is_sent_in_ascii_to_a_server_without_smtputf8(
 def test_a_non_ascii_local_part_still_needs_smtputf8(
     store: StatusStore, settings: Settings, plain_smtp: SmtpServer
 ) -> None:
-    smtp_server, settings = plain_smtp, replace(settings, smtp=SmtpTarget.parse(plain_smtp.url))
+    smtp_server, settings = plain_smtp, replace(settings, smtp=parse_route(plain_smtp.url))
     job = new_job(recipients=("jürgen@bücher.de",))
     outcome = deliver_now(store, settings, smtp_server, job)
     assert outcome == "Failed: the SMTP server cannot take international addresses"
