@@ -16,7 +16,8 @@ from mailgate.jobs import EmailJob
 from mailgate.schedule import parse_moment
 from mailgate.status import StatusStore, status_index_key
 from mailgate.status.batched import BatchedStatusStore
-from mailgate.status.records import Status
+from mailgate.status.bounces import Reported
+from mailgate.status.records import Bounce, Status, rcpt_json
 from tests.conftest import RunCli
 from tests.support import RedisServer
 
@@ -145,6 +146,33 @@ def test_account_window_and_limit(store: StatusStore, client: redis.Redis) -> No
     assert ids(until=time.time() - 1200) == [old]
     assert ids(limit=2) == [newest, theirs]
     assert ids(owner="pbx", limit=2, since=time.time() - 1200) == [newest, mine]
+
+
+def sent_to(store: StatusStore, *recipients: str) -> str:
+    """A Sent e-mail whose relay accepted each of ``recipients``."""
+    email_id = accepted(store)
+    store.start_attempt(email_id, "tok", 30, time.time() + 60)
+    rcpt = rcpt_json([(address, True, "250 2.1.5 Ok") for address in recipients])
+    store.mark_sent(email_id, 1, "250 ok", token="tok", rcpt=rcpt)
+    return email_id
+
+
+def bounce(store: StatusStore, email_id: str, address: str) -> Status:
+    found = Reported((address,), Bounce("failed", "5.1.1", "user unknown", time.time()))
+    verdict, settled = store.record_bounces(email_id, [found])
+    assert verdict == "recorded" and settled is not None
+    return settled.status
+
+
+def test_bounces_move_an_email_from_index_to_index(store: StatusStore) -> None:
+    email_id = sent_to(store, "a@example.com", "b@example.com")
+    assert bounce(store, email_id, "a@example.com") is Status.PARTLY_BOUNCED
+    assert [r.email_id for r in store.find(Status.PARTLY_BOUNCED)] == [email_id]
+    assert bounce(store, email_id, "b@example.com") is Status.BOUNCED
+    assert store.find(Status.PARTLY_BOUNCED) == []  # it left the index it was in
+    [record] = store.find(Status.BOUNCED)
+    assert (record.email_id, record.bounce_code) == (email_id, "5.1.1")
+    assert store.find(Status.SENT) == []  # Sent no more
 
 
 def test_a_requeued_email_leaves_the_failed_list(store: StatusStore) -> None:
