@@ -37,7 +37,7 @@ from mailgate.validation import check_callback_url, idempotency_key_ok, validate
 from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import SmtpServer, wait_for
 from worker.delivery import Delivery, Outcome
-from worker.message import MessageRefused, build_message, render, verify
+from worker.message import MessageRefused, check_header, render
 from worker.smtp import SmtpTransport
 
 INJECTION = (
@@ -191,37 +191,34 @@ def test_the_limit_is_on_the_encoded_size(tmp_path: Path, settings: Settings) ->
         render(job, "h", lambda a: Path(a.path).read_bytes(), limit)
 
 
-# --- the worker's own check of the bytes it generated ------------------------------------------
+# --- the worker's own check of the headers it generated -----------------------------------------
 
 
-GOOD = (
-    b"From: s@x.example\r\nTo: r@x.example\r\nSubject: hi\r\nContent-Type: text/plain\r\n"
-    b"\r\nbody\r\n"
-)
+GOOD = "From: s@x.example\r\nTo: r@x.example\r\nSubject: hi\r\nContent-Type: text/plain"
 
 
 @pytest.mark.parametrize(
-    ("data", "reason"),
-    [(GOOD.replace(b"hi\r\n", b"hi\nX-Inj: 1\r\n"), "'\\\\n'"),
-     (GOOD.replace(b"hi\r\n", b"hi\r.\r\n"), "'\\\\r'"),
-     (GOOD.replace(b"body", b"bo\x00dy"), "x00"),
-     (GOOD.replace(b"hi\r\n", b"hi\r\nFrom: ceo@bank.example\r\n"), "differ"),
-     (GOOD.replace(b"body", b"b" * 999), "998")],
+    ("block", "reason"),
+    [(GOOD.replace("hi", "hi\nX-Inj: 1"), "'\\\\n'"),
+     (GOOD.replace("hi", "hi\r."), "'\\\\r'"),
+     (GOOD.replace("hi", "h\x00i"), "x00"),
+     (GOOD.replace("hi", "hi\r\nFrom: ceo@bank.example"), "differ"),
+     (GOOD.replace("hi", "h" * 999), "998")],
     ids=["bare-lf", "bare-cr", "nul", "extra-header", "long-line"],
 )  # fmt: skip
-def test_generated_bytes_are_verified(data: bytes, reason: str) -> None:
-    intended = [[("From", "s@x.example"), ("To", "r@x.example"), ("Subject", "hi"),
-                 ("Content-Type", "text/plain")]]  # fmt: skip
-    verify(GOOD, intended)
+def test_generated_headers_are_checked(block: str, reason: str) -> None:
+    intended = ["From", "To", "Subject", "Content-Type"]
+    assert check_header(GOOD, utf8=False) == intended
     with pytest.raises(MessageRefused, match=reason):
-        verify(data, intended)
+        if check_header(block, utf8=False) != intended:
+            raise MessageRefused("the generated header fields differ from those intended")
 
 
 def test_the_builder_runs_the_api_checks_on_a_record_that_skipped_them() -> None:
     # A record from before these checks, or written by anything but the API.
     job = EmailJob("e", "o", "s@x.example", ("r@x.example",), "m", subject=INJECTION)
     with pytest.raises(ValueError, match="control character U\\+000D"):
-        build_message(job, "h", lambda a: b"")
+        render(job, "h", lambda a: b"", 1 << 20)
 
 
 @pytest.fixture

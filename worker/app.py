@@ -19,9 +19,9 @@ from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
 from mailgate.users import UserStore
-from worker import fastmime
 from worker import logs as worker_logs
-from worker.batch import DeliveryPool, FastDelivery
+from worker.batch import DeliveryPool
+from worker.delivery import Delivery
 from worker.dkim import Signer
 from worker.flower import flower_address, guard_flower
 from worker.relays import default_relays
@@ -44,7 +44,7 @@ app = make_celery(settings)
 store = StatusStore.from_url(
     settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
 )
-delivery = FastDelivery(
+delivery = Delivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
     store=BatchedStatusStore(store.redis, settings.status_ttl_seconds, store.min_replicas),
     transport=relays,
@@ -53,7 +53,6 @@ delivery = FastDelivery(
     signer=signer,
 )
 delivery_pool = DeliveryPool(delivery, settings.worker_concurrency)
-fastmime.self_check(settings.message_id_host)
 register_tasks(app, delivery, Reporter(store=store, settings=settings), delivery_pool)
 scheduler = Scheduler(
     store,
