@@ -9,10 +9,8 @@ only while it runs.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -206,97 +204,3 @@ def test_metrics_folder_lives_as_long_as_the_server(
     finally:
         assert service.stop() == 0
     assert list(tmp_path.glob("mailgate-metrics-*")) == []
-
-
-# --- the front proxy of docs/operations.md --------------------------------------------------------
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
-NGINX = shutil.which("nginx") or next(
-    (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)),
-    None,
-)
-
-
-def documented_server_block() -> str:
-    """The nginx block of docs/operations.md's "Front proxy" section, as written there."""
-    section = DOCS.read_text().split("## Front proxy", 1)[1]
-    return section.split("```nginx\n", 1)[1].split("```", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def proxy(web: Web, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """nginx with the documented block in front of the module's server; its port."""
-    if NGINX is None:
-        pytest.skip("nginx is not installed (`make test` installs it as root): front proxy")
-    folder = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    block = documented_server_block()
-    assert "listen 80;" in block and "proxy_pass http://127.0.0.1:9509;" in block
-    block = block.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    block = block.replace("127.0.0.1:9509", f"127.0.0.1:{web.port}")
-    (folder / "nginx.conf").write_text(
-        f"daemon off;\nworker_processes 1;\npid {folder}/nginx.pid;\n"
-        f"error_log {folder}/error.log;\nevents {{ worker_connections 128; }}\n"
-        f"http {{\naccess_log off;\nclient_body_temp_path {folder}/body;\n"
-        f"proxy_temp_path {folder}/proxy;\n{block}\n}}\n"
-    )
-    args = [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf")]
-    service = Service("nginx", args, dict(os.environ), folder / "nginx.log").start()
-    wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 20, "nginx in front")
-    yield port
-    service.stop()
-
-
-OVER_LIMITS = {
-    "url-over-64k": ("/api?command=SendEmail&Message=" + "y" * (URI_LIMIT + 10), ""),
-    "header-huge": ("/api?command=SendEmail", "X-Big: " + "y" * 300_000 + "\r\n"),
-    "header-line-over-64k": ("/api", "X-Big: " + "y" * 70_000 + "\r\n"),
-    "over-100-headers": ("/", "".join(f"X-H{i}: {i}\r\n" for i in range(150))),
-}
-
-
-@pytest.mark.parametrize(("target", "headers"), OVER_LIMITS.values(), ids=OVER_LIMITS)
-def test_the_front_proxy_answers_ozeki_code_413_for_what_granian_refuses(
-    proxy: int, target: str, headers: str
-) -> None:
-    head = f"GET {target} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
-    answer = raw_request(proxy, head.encode())
-    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
-    assert b"content-type: application/xml; charset=utf-8" in answer.lower()
-    assert code(answer) == "413"
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [OVER_LIMITS["header-huge"][1], OVER_LIMITS["over-100-headers"][1]],
-    ids=["header-huge", "over-100-headers"],
-)
-def test_the_front_proxy_answers_rest_with_the_json_error(proxy: int, headers: str) -> None:
-    head = f"GET /api/v1/emails/x HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
-    answer = raw_request(proxy, head.encode())
-    status, body = answer.split(b"\r\n", 1)[0], answer.split(b"\r\n\r\n", 1)[1]
-    assert status.startswith(b"HTTP/1.1 413"), status
-    assert json.loads(body)["error"]["code"] == "too_large"
-
-
-def test_the_front_proxy_passes_everything_else_through(proxy: int) -> None:
-    # mailgate's own answers, unchanged: Code 413 for a query over its limit, a REST 401.
-    head = f"GET /api?command=SendEmail&Message={'x' * (MAX_REQUEST + 1)} HTTP/1.1\r\nHost: t\r\n"
-    answer = raw_request(proxy, f"{head}Connection: close\r\n\r\n".encode())
-    assert answer.startswith(b"HTTP/1.1 200") and code(answer) == "413"
-    query = urlencode(
-        {
-            "command": "SendEmail",
-            "Recipient": "proxy@shop.example",
-            "Message": "m",
-            "Username": SEED_USER,
-            "Password": SEED_PASSWORD,
-        }
-    )
-    answer = raw_request(proxy, f"GET /api?{query} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-    assert code(answer) == "200"
-    answer = raw_request(
-        proxy, b"GET /api/v1/emails/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    assert answer.startswith(b"HTTP/1.1 401")
-    assert b"authentication_required" in answer
