@@ -278,6 +278,58 @@ def test_through_nginx_a_long_ozeki_get_arrives_and_the_client_is_the_real_one(
     assert "<Code>307</Code>" in _get_from("127.0.0.1", target)
 
 
+def _exchange_tls(url: str, head: str) -> bytes:
+    """Send one request head over TLS (the test certificate accepted); the whole answer."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    host, port = url.removeprefix("https://").split(":")
+    chunks = []
+    with context.wrap_socket(
+        socket.create_connection((host, int(port)), timeout=20), server_hostname=host
+    ) as tls:
+        tls.sendall(head.encode())
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+TOO_LARGE = {
+    # What granian itself refuses with a bare status, and what nginx refuses first.
+    "url-over-64k": ("/api?command=SendEmail&Message=" + "y" * 65_600, ""),
+    "head-over-4x64k": (
+        "/api?command=SendEmail",
+        "".join(f"X-{i}: {'y' * 60_000}\r\n" for i in range(5)),
+    ),
+    "header-line-over-64k": ("/api", "X-Big: " + "y" * 70_000 + "\r\n"),
+    "over-100-headers": ("/api", "".join(f"X-H{i}: {i}\r\n" for i in range(150))),
+}
+
+
+@pytest.mark.integration
+@needs_nginx
+def test_through_nginx_what_is_too_large_gets_mailgates_own_answer(
+    proxied: tuple[str, dict[str, str]],
+) -> None:
+    url, _ = proxied
+    for case, (target, headers) in TOO_LARGE.items():
+        head = f"GET {target} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
+        answer = _exchange_tls(url, head)
+        assert answer.startswith(b"HTTP/1.1 200"), (case, answer[:200])
+        assert b"application/xml" in answer.split(b"\r\n\r\n")[0], case
+        assert b"<Code>413</Code>" in answer, case
+        if target == "/api":  # the same head on the REST API: the JSON error
+            rest = head.replace("GET /api ", "GET /api/v1/emails/x ")
+            answer = _exchange_tls(url, rest)
+            status, body = answer.split(b"\r\n", 1)[0], answer.split(b"\r\n\r\n", 1)[1]
+            assert status.startswith(b"HTTP/1.1 413"), (case, status)
+            assert json.loads(body)["error"]["code"] == "too_large", case
+    # mailgate's own answers pass unchanged: a REST 401 with its JSON.
+    answer = _exchange_tls(
+        url, "GET /api/v1/emails/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 401") and b"authentication_required" in answer
+
+
 # Docker
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypedDict, Unpack, cast
 import redis
 
 from mailgate.jobs import EmailJob
-from mailgate.redisconn import redis_client
+from mailgate.redisconn import pool_size, redis_client
 from mailgate.status import scripts
 from mailgate.status.bounces import Reported, Settled, settle, suppresses
 from mailgate.status.counters import count
@@ -98,12 +98,16 @@ class StatusStore:
         self._matching = client.register_script(scripts.MATCHING)
 
     @classmethod
-    def from_url(cls, url: str, ttl_seconds: int, min_replicas: int = 0) -> StatusStore:
+    def from_url(
+        cls, url: str, ttl_seconds: int, min_replicas: int = 0, threads: int = 0
+    ) -> StatusStore:
         """Connect (to one server, or a Sentinel group's master) with short time-outs so a
-        dead Redis fails a request fast."""
+        dead Redis fails a request fast; ``threads``: how many may use it at once (see
+        :func:`mailgate.redisconn.pool_size`; 0 keeps redis-py's 100)."""
+        pool = {"max_connections": pool_size(threads)} if threads else {}
         client = redis_client(
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
-            health_check_interval=15,
+            health_check_interval=15, **pool,
         )  # fmt: skip
         return cls(client, ttl_seconds, min_replicas)
 
