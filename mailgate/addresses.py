@@ -7,10 +7,13 @@ SMTP envelope and the sender ACL use the bare address, :func:`bare`.
 
 from __future__ import annotations
 
+import re
 from email.headerregistry import Address
 from email.policy import SMTP
 
 import email_validator
+
+from mailgate.headers import wire_address
 
 # Internal mail domains (corp.local, host.home.arpa, localhost, x.test) are the relay's to
 # judge, not ours: email-validator reads this list at each call (its documented switch).
@@ -20,6 +23,17 @@ for _allowed in ("local", "arpa", "localhost", "test"):
         email_validator.SPECIAL_USE_DOMAIN_NAMES.remove(_allowed)
 
 _SEPARATORS = ",;"
+_ATOM = r'[^\x00-\x20\x7f()<>@,:;.\\"\[\]]+'
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_QUOTED = r'[^ "\\\x00-\x1f\x7f](?:[^"\\\x00-\x1f\x7f]|\\["\\])*'
+_WRITTEN = re.compile(
+    rf'(?:(?P<plain>{_ATOM}(?: {_ATOM})*)|"(?P<quoted>{_QUOTED})") '
+    rf"<(?P<address>{_DOT_ATOM}@{_DOT_ATOM})>"
+)
+"""``Name <address>`` as :func:`mailbox` writes it for a display name of single-spaced words, or
+one quoted without outer spaces: read without the email package's parser (tests check that
+both read it the same)."""
+_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 def split_list(raw: str) -> list[str]:
@@ -93,9 +107,19 @@ def split(text: str) -> tuple[str, str]:
     """(display name, bare address) of a form :func:`mailbox` wrote (or a bare address)."""
     if not has_display_name(text):
         return "", text
-    return parse_mailbox(text)
+    written = _WRITTEN.fullmatch(text)
+    if written is None or "=?" in text or (written["quoted"] or "").endswith(" "):
+        return parse_mailbox(text)  # encoded words, runs of spaces, comments: as readers parse
+    name = written["plain"] or _QUOTED_PAIR.sub(r"\1", written["quoted"])
+    return name, written["address"]
 
 
 def bare(text: str) -> str:
     """The address alone: what the envelope and the sender ACL use."""
     return split(text)[1]
+
+
+def envelope_key(text: str) -> str:
+    """What makes two addresses one recipient: the address as sent, case-insensitively. One
+    RCPT TO per key, and one count toward the recipient limit."""
+    return wire_address(bare(text)).lower()

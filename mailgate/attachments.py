@@ -9,6 +9,8 @@ API's check is refused rather than sent.
 
 from __future__ import annotations
 
+import io
+import mimetypes
 import ntpath
 import os
 import re
@@ -24,6 +26,11 @@ _KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
 """A drive path (``C:\\...``) or a UNC path (``\\\\host\\share...``)."""
+_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+OPAQUE = "application/octet-stream"
+_CONTAINERS = ("message/", "multipart/")
+"""Types whose body is itself MIME: the file's bytes would have to be parsed and nested, not
+attached as they are (in base64), so an ``.eml`` file goes as opaque bytes with its name."""
 _MAX_NAMED = 5
 """Files named in one refusal of a path that several files match in any case."""
 PathMap = tuple[tuple[str, str], ...]
@@ -95,6 +102,17 @@ def _upper(name: str) -> str:
     return "".join(u if len(u := c.upper()) == 1 else c for c in name)
 
 
+def content_type(declared: str, filename: str) -> str:
+    """The MIME type an attachment is sent as: the one an upload declared, else the one its
+    file name suggests, else ``application/octet-stream``; never a ``message/*`` or
+    ``multipart/*`` type, which no file can be attached as (see :data:`_CONTAINERS`)."""
+    found = declared.split(";", 1)[0].strip().lower()
+    if not _TYPE.fullmatch(found) or found == OPAQUE:
+        guessed, encoding = mimetypes.guess_type(filename)
+        found = OPAQUE if guessed is None or encoding is not None else guessed.lower()
+    return OPAQUE if found.startswith(_CONTAINERS) else found
+
+
 def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
     """Validate one attachment path at request time and describe the file found there."""
     if not roots:
@@ -131,8 +149,9 @@ def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
     )  # fmt: skip
 
 
-def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
-    """Read a file accepted earlier, refusing it if it moved, changed or left the sandbox."""
+def open_checked(attachment: Attachment, roots: Sequence[Path]) -> io.BufferedReader:
+    """Open a file accepted earlier for reading, refusing it if it moved, changed or left the
+    sandbox (the reader still checks that it reads exactly ``attachment.size`` bytes)."""
     try:
         fd = os.open(attachment.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -143,7 +162,12 @@ def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
         os.close(fd)
         raise
     # Checked before fdopen: open() itself refuses a folder with IsADirectoryError.
-    with os.fdopen(fd, "rb") as handle:
+    return os.fdopen(fd, "rb")
+
+
+def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
+    """Read a file accepted earlier, refusing it if it moved, changed or left the sandbox."""
+    with open_checked(attachment, roots) as handle:
         data = handle.read(attachment.size + 1)
     if len(data) != attachment.size:
         raise AttachmentRefused("file changed after the e-mail was accepted")

@@ -12,6 +12,7 @@ the Celery broker all connect through the URL, so one value configures every sid
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -135,6 +136,30 @@ class SentinelTarget:
     def _url(self, scheme: str, path: str) -> str:
         hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
         return f"{scheme}://{self._auth()}{hosts}{path}"
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@;,]*:)[^@/]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
+
+
+def display_url(url: str) -> str:
+    """The URL with every password in it masked, to name a Redis in a message or a log line."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
+
+
+POOL_MARGIN = 8
+"""Connections a pool may open beyond one per request or delivery thread (a scheduler, a
+metrics scrape, a connection being replaced)."""
+
+
+def pool_size(threads: int) -> int:
+    """The most connections one client's pool may open in a process of ``threads`` threads.
+
+    redis-py's pool opens at most 100 and answers any further thread with MaxConnectionsError
+    (a 503) instead of waiting: each thread holds at most one connection of a client at a time,
+    so a pool of one per thread never runs out.
+    """
+    return threads + POOL_MARGIN
 
 
 def redis_client(url: str, **kwargs: Any) -> redis.Redis:

@@ -43,6 +43,11 @@ MAX_PASSWORD_CHARS = 1024
 """Longer user names or passwords are refused at once (305): no account has one, and no
 throttle key or argon2 run should ever be paid for one."""
 
+MIN_PASSWORD_CHARS = 12
+MIN_DISTINCT_CHARS = 5
+"""A new password (``mailgate user add`` and ``passwd``) has at least MIN_PASSWORD_CHARS
+characters, at least MIN_DISTINCT_CHARS of them different, unless ``--weak-password-ok``."""
+
 Guard = Callable[[], AbstractContextManager[None]]
 """Wraps each argon2 check: the login throttle's reservation (see api.ratelimit)."""
 
@@ -86,6 +91,20 @@ class Account:
         if address == default_sender.lower():
             return True
         return any(fnmatchcase(address, pattern.lower()) for pattern in self.senders)
+
+
+def weakness(password: str) -> str | None:
+    """Why ``password`` is too weak to set, or None when it is strong enough."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"it has {len(password)} characters, fewer than {MIN_PASSWORD_CHARS}"
+    if len(set(password)) < MIN_DISTINCT_CHARS:
+        return f"it has fewer than {MIN_DISTINCT_CHARS} different characters"
+    return None
+
+
+def new_password() -> str:
+    """A random password: 24 URL-safe characters (144 bits)."""
+    return secrets.token_urlsafe(18)
 
 
 def plausible(name: str, password: str) -> bool:
@@ -218,8 +237,7 @@ class UserStore:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
             raise UserError(f"invalid user name {name!r}: letters, digits, . _ @ - only")
-        if not password:
-            raise UserError("the password must not be empty")
+        _check_password(password)
         _check(rate, networks, smtp)
         account = Account(
             name, self._hasher.hash(password), tuple(senders), rate, tuple(networks), smtp or None
@@ -229,6 +247,18 @@ class UserStore:
                 raise UserError(f"user {name!r} already exists")
             accounts[name] = account
         return account
+
+    def set_password(self, name: str, password: str) -> None:
+        """Give account ``name`` a new password: one atomic replace of the file, so every
+        request sees either the old hash or the new one (never no account), and the old
+        password stops working at the next request of each process (see :meth:`cached`)."""
+        _check_password(password)
+        password_hash = self._hasher.hash(password)
+        with self._editing() as accounts:
+            account = accounts.get(name)
+            if account is None:
+                raise UserError(f"no user {name!r}")
+            accounts[name] = replace(account, password_hash=password_hash)
 
     def update(
         self,
@@ -274,6 +304,14 @@ class UserStore:
             accounts = _read(self.path) if self.path.exists() else {}
             yield accounts
             _write(self.path, accounts)
+
+
+def _check_password(password: str) -> None:
+    """Refuse a password no login could ever use."""
+    if not password:
+        raise UserError("the password must not be empty")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise UserError(f"the password is longer than {MAX_PASSWORD_CHARS} characters")
 
 
 def _check(rate: str | None, networks: tuple[str, ...], smtp: str | None) -> None:
@@ -327,7 +365,9 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(b"# mailgate accounts: edit with `mailgate user add/update/remove`.\n")
+            handle.write(
+                b"# mailgate accounts: edit with `mailgate user add/update/passwd/remove`.\n"
+            )
             tomli_w.dump(document, handle)
         os.chmod(temp, 0o600)
         os.replace(temp, path)

@@ -12,7 +12,14 @@ import pytest
 import redis
 
 from mailgate.jobs import EmailJob
-from mailgate.status import DUE_KEY, METRICS_KEY, REPORTS_DUE_KEY, StatusStore, claim_key
+from mailgate.status import (
+    DUE_KEY,
+    METRICS_KEY,
+    REPORTS_DUE_KEY,
+    StatusStore,
+    claim_key,
+    status_index_key,
+)
 from mailgate.status.batched import BatchedStatusStore, GroupCommit
 from mailgate.status.counters import LAST_OUTCOME
 from mailgate.status.records import Status
@@ -47,6 +54,7 @@ def _state(client: redis.Redis, store: StatusStore, email_id: str) -> dict[str, 
         "due": client.zscore(DUE_KEY, email_id) is not None,
         "report_due": client.zscore(REPORTS_DUE_KEY, email_id) is not None,
         "claim": client.exists(claim_key(email_id)),
+        "failed_index": client.zscore(status_index_key(Status.FAILED), email_id) is not None,
     }
 
 
@@ -86,6 +94,7 @@ def test_outcomes_write_what_the_plain_store_writes(client: redis.Redis, outcome
     assert metrics[0] == metrics[1]
     assert states[0]["history"]  # the comparison saw a real write
     assert states[0]["report_due"] == (outcome in ("sent", "failed"))
+    assert states[0]["failed_index"] == outcome.startswith("failed")
 
 
 def test_batched_claims_treat_cancelled_and_final_as_final(client: redis.Redis) -> None:

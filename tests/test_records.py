@@ -155,7 +155,8 @@ def test_the_cli_status_lists_the_owner_and_times_with_an_offset(
     monkeypatch.setattr(mailgate.status.StatusStore, "from_url", lambda *_: FakeStore())
     result = CliRunner().invoke(cli.main, ["status", "id-1"])
     assert result.exit_code == 0, result.output
-    assert result.output == (
+    assert result.stderr.startswith("mailgate: Redis redis://unused (")  # which Redis it asked
+    assert result.stdout == (
         "EmailId: id-1\nOwner: shop\nStatus: Sent\nAttempts: 3\n"
         "CreatedAt: 2023-11-14T22:13:20.000+00:00\nUpdatedAt: 2023-11-14T22:14:50.000+00:00\n"
         "SentAt: 2023-11-14T22:14:50.000+00:00\nLastError: 451 later\n"

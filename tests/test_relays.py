@@ -175,7 +175,7 @@ def test_the_cli_sets_shows_and_clears_an_account_route(tmp_path: Path, mailgate
     route = "smtp://u:relay-pw@mx1.example:587?starttls=true smtp://mx2.example:25"
     added = mailgate(
         "user", "add", "tenant", "--password-stdin", "--smtp", "-", env=env,
-        input=f"tenant-pw\n{route}\n",
+        input=f"tenant-secret-pw\n{route}\n",
     )  # fmt: skip
     assert added.exit_code == 0, added.output
     assert UserStore(tmp_path / "users.toml").get("tenant").smtp == route  # type: ignore[union-attr]

@@ -12,10 +12,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.errors import MessageError
 from enum import StrEnum
 
-from mailgate.attachments import AttachmentRefused, read_checked
+from mailgate.attachments import AttachmentRefused, open_checked
 from mailgate.bounces.verp import return_path
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
@@ -28,7 +27,7 @@ from worker.message import envelope, render
 from worker.relays import Router
 from worker.report_http import safe_url
 from worker.retry import backoff, give_up_reason
-from worker.smtp import Reply, Transport
+from worker.smtp import Data, Reply, Transport
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ class Delivery:
     def _send(self, job: EmailJob) -> tuple[str, list[str], str | None]:
         """Render, sign and hand over: the reply to DATA, the envelope recipients, and the
         relay that took it (when known)."""
-        data = self._render(job)
+        data: Data = self._render(job)
         if self.signer is not None:
             data = self.signer.sign(data, job.sender)
         sender, recipients = envelope(job)
@@ -175,14 +174,14 @@ class Delivery:
             return handoff.reply, recipients, handoff.relay
         return self.transport.send(data, sender, recipients), recipients, None
 
-    def _render(self, job: EmailJob) -> bytes:
+    def _render(self, job: EmailJob) -> bytearray:
         """The checked message bytes; anything that stops them is final, with its cause."""
         s = self.settings
         # Uploads live in the spool: an implicit root for reading, never one a caller may name.
         roots = (*s.attachment_roots, spool_root(s))
         try:
             return render(
-                job, s.message_id_host, lambda a: read_checked(a, roots), s.max_email_bytes
+                job, s.message_id_host, lambda a: open_checked(a, roots), s.max_email_bytes
             )
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
@@ -190,8 +189,8 @@ class Delivery:
             raise PermanentDelivery(
                 f"attachment unreadable: {exc.strerror or type(exc).__name__}"
             ) from None
-        except (ValueError, TypeError, LookupError, MessageError) as exc:
-            # NotCarried, MessageRefused, and whatever the email package itself refuses.
+        except (ValueError, TypeError, LookupError) as exc:
+            # MessageRefused, and NotCarried for a header the API would have refused.
             raise PermanentDelivery(f"message refused: {exc}") from None
 
     def _report(self, email_id: str, url: str) -> None:

@@ -19,6 +19,7 @@ from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
 from mailgate.addresses import bare
 from mailgate.errors import ConfigError, PermanentDelivery
+from worker.smtp import Data
 
 VARIABLE = "MAILGATE_DKIM_KEYS"
 
@@ -88,8 +89,9 @@ class Signer:
                 return candidate, selector, pem
         return None
 
-    def sign(self, data: bytes, sender: str) -> bytes:
-        """``data`` with a DKIM-Signature field on top, if the sender's domain has a key."""
+    def sign(self, data: Data, sender: str) -> Data:
+        """``data`` with a DKIM-Signature field on top, if the sender's domain has a key (a
+        bytearray gets it in place: no second copy of a large message)."""
         key = self.key_for(sender)
         if key is None:
             return data
@@ -109,4 +111,7 @@ class Signer:
             )
         except dkim.DKIMException as exc:
             raise PermanentDelivery(f"message refused: cannot DKIM-sign it: {exc}") from None
+        if isinstance(data, bytearray):
+            data[:0] = field
+            return data
         return bytes(field) + data

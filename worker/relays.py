@@ -26,7 +26,7 @@ from mailgate.config import Settings
 from mailgate.errors import ConfigError, DeliveryError, PermanentDelivery, TransientDelivery
 from mailgate.relays import Route, SmtpTarget, parse_route
 from mailgate.users import UserStore
-from worker.smtp import SmtpTransport, Transport
+from worker.smtp import Data, SmtpTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Handoff:
 class Router(Protocol):
     """A transport that picks the route by the e-mail's account and names the relay used."""
 
-    def handoff(self, owner: str, data: bytes, sender: str, recipients: list[str]) -> Handoff: ...
+    def handoff(self, owner: str, data: Data, sender: str, recipients: list[str]) -> Handoff: ...
 
 
 class Breaker:
@@ -97,7 +97,7 @@ class RelayChain:
             if check is not None:
                 check()
 
-    def handoff(self, data: bytes, sender: str, recipients: list[str]) -> Handoff:
+    def handoff(self, data: Data, sender: str, recipients: list[str]) -> Handoff:
         """Send through the first relay that takes the e-mail; see the module for when the
         next one is tried."""
         order = [item for item in self.relays if not item[1].skipped]
@@ -159,11 +159,11 @@ class Relays:
         self._chains: dict[str, RelayChain] = {}
         self.default = self._chain(default)
 
-    def handoff(self, owner: str, data: bytes, sender: str, recipients: list[str]) -> Handoff:
+    def handoff(self, owner: str, data: Data, sender: str, recipients: list[str]) -> Handoff:
         """Send an e-mail of account ``owner`` through its route."""
         return self.route(owner).handoff(data, sender, recipients)
 
-    def send(self, data: bytes, sender: str, recipients: list[str]) -> str:
+    def send(self, data: Data, sender: str, recipients: list[str]) -> str:
         """The plain :class:`Transport`: through the default route."""
         return self.default.handoff(data, sender, recipients).reply
 

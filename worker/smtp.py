@@ -22,11 +22,16 @@ from mailgate.errors import DeliveryError, PermanentDelivery, TransientDelivery
 from mailgate.relays import SmtpTarget
 from worker.oauth import TokenSource, token_source
 
+Data = bytes | bytearray
+"""A whole message with CRLF line ends, not dot-stuffed (what worker.message.render writes)."""
+WINDOW = 1 << 20
+"""Bytes dot-stuffed at a time, for the rare message with a line that starts with a dot."""
+
 
 class Transport(Protocol):
     """Sends one message; returns the server's final reply, raises DeliveryError subclasses."""
 
-    def send(self, data: bytes, sender: str, recipients: list[str]) -> str: ...
+    def send(self, data: Data, sender: str, recipients: list[str]) -> str: ...
 
 
 class Reply(str):
@@ -112,7 +117,7 @@ class SmtpTransport:
                 self._tokens = token_source(self.target.oauth, self.timeout)
             return self._tokens
 
-    def send(self, data: bytes, sender: str, recipients: list[str]) -> str:
+    def send(self, data: Data, sender: str, recipients: list[str]) -> str:
         """Deliver one serialized message; return the server's reply to DATA."""
         session = self._ready()
         try:
@@ -291,13 +296,15 @@ def _failure(exc: BaseException, unsent: bool) -> DeliveryError | None:
     return error
 
 
-def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: list[str]) -> Reply:
+def _transaction(client: smtplib.SMTP, data: Data, sender: str, recipients: list[str]) -> Reply:
     """MAIL, RCPT for each recipient, DATA: the reply to DATA, with any refused recipients."""
     try:
         client.ehlo_or_helo_if_needed()
     except smtplib.SMTPServerDisconnected as exc:
         raise _StaleSession(exc) from exc
-    international = not all(a.isascii() for a in [sender, *recipients])
+    # A non-ASCII address in the envelope, or in a header (Reply-To): written as UTF-8.
+    head = data[: max(0, data.find(b"\r\n\r\n"))]  # a copy of the header block only
+    international = not all(a.isascii() for a in [sender, *recipients]) or not head.isascii()
     options: list[str] = []
     if international:
         if not client.has_extn("smtputf8"):
@@ -321,7 +328,7 @@ def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: lis
         error = classify(*lowest, "all recipients")
         error.rcpt = replies
         raise error
-    code, text = client.data(data)
+    code, text = _data(client, data)
     if code != 250:  # smtplib returns, not raises, the reply to the end of the data
         raise classify(code, text, "message")
     result = reply_text(code, text)
@@ -329,3 +336,25 @@ def _transaction(client: smtplib.SMTP, data: bytes, sender: str, recipients: lis
         listed = ", ".join(f"{addr} ({reply_text(*r)})" for addr, r in refused.items())
         result += f"; refused: {listed}"
     return Reply(result, replies)
+
+
+def _data(client: smtplib.SMTP, data: Data) -> tuple[int, bytes]:
+    """DATA, the message, the final dot: smtplib's own ``data`` holds three more copies of
+    the message at once (dot-stuffed, line ends fixed, dot appended). Here the message is sent
+    as it is, and only one that has a line starting with a dot is copied, a window at a time."""
+    client.putcmd("data")
+    code, reply = client.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    with memoryview(data) as view:
+        if not data.startswith(b".") and data.find(b"\n.") < 0:
+            client.send(view)
+        else:
+            for start in range(0, len(data), WINDOW):
+                window = bytes(view[start : start + WINDOW])
+                stuffed = window.replace(b"\n.", b"\n..")
+                if window.startswith(b".") and (start == 0 or data[start - 1] == ord("\n")):
+                    stuffed = b"." + stuffed
+                client.send(stuffed)
+    client.send(b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+    return client.getreply()

@@ -24,7 +24,7 @@ log = logging.getLogger("mailgate.bounces")
 
 def run(settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT; the exit code."""
-    configure_logging()
+    configure_logging(process="bounces")
     # flufl.bounce logs each detector it runs at INFO: a dozen lines per message.
     logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
     store = StatusStore.from_url(

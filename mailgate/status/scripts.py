@@ -30,7 +30,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Failed (with its job still stored) -> Queued with a fresh attempt budget and deadline.
+# Failed (with its job still stored) -> Queued with a fresh attempt budget and deadline, out of
+# the Failed index (KEYS[3]).
 REQUEUE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'Failed' then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'job') == 0 then return 0 end
@@ -39,6 +40,7 @@ redis.call('HSET', KEYS[1], 'status', 'Queued', 'attempts', 0, 'since', ARGV[1],
 redis.call('HDEL', KEYS[1], 'next_attempt_at', 'report_status', 'report_attempts', 'report_error')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZREM', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -53,9 +55,9 @@ return 1
 
 # Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what
 # StatusStore._update does in its transaction: the record's fields, the history entry, both
-# TTLs, the due set, the report watchdog, the counters (last_outcome_at too), and the release
-# of the claim if still this worker's. The records' keys come inside the arguments (one Redis,
-# no cluster slots).
+# TTLs, the due set, the report watchdog, the Failed index (a Failed outcome only), the counters
+# (last_outcome_at too), and the release of the claim if still this worker's. The records' keys
+# come inside the arguments (one Redis, no cluster slots).
 OUTCOMES = """
 local ttl, limit = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV do
@@ -68,6 +70,10 @@ for i = 3, #ARGV do
   redis.call('EXPIRE', o.log, ttl)
   if o.due then redis.call('ZADD', KEYS[1], o.due, o.id) else redis.call('ZREM', KEYS[1], o.id) end
   if o.report_due then redis.call('ZADD', KEYS[2], o.report_due, o.id) end
+  if o.index then
+    redis.call('ZADD', o.index, o.at, o.id)
+    redis.call('ZREMRANGEBYSCORE', o.index, '-inf', tonumber(o.at) - tonumber(ttl))
+  end
   for _, c in ipairs(o.counters) do
     if c[1] == 'HINCRBY' or c[1] == 'HINCRBYFLOAT' or c[1] == 'HSET' then
       redis.call(c[1], KEYS[3], c[2], c[3])
@@ -79,7 +85,8 @@ return #ARGV - 2
 """
 
 # CancelEmail: only a Scheduled, Queued or Retrying e-mail (no worker holds it) becomes
-# Cancelled; its content and due entry go, so no task already on the broker can send it.
+# Cancelled; its content and due entry go, so no task already on the broker can send it. It
+# joins the Cancelled index (KEYS[5]), where entries older than the TTL are pruned.
 # Returns {'cancelled', job} or {current status} ({'missing'} when there is no record).
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -95,6 +102,8 @@ redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts, at = tonumber(ARG
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'outcome:cancelled', 1)
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[4]))
 return {'cancelled', job}
 """
 
@@ -119,4 +128,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
 return 1
+"""
+
+# A listing's filter, run where the records are: a page of record keys in; out, for each record
+# in state ARGV[1], last changed within [ARGV[2], ARGV[3]], of the owner ARGV[4] ('' for any),
+# its position and when it changed. One command per page instead of one per record.
+MATCHING = """
+local out = {}
+local since, till = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'status', 'updated_at', 'owner')
+  local at = tonumber(row[2])
+  if row[1] == ARGV[1] and at and at >= since and at <= till
+     and (ARGV[4] == '' or row[3] == ARGV[4]) then
+    out[#out + 1] = i
+    out[#out + 1] = row[2]
+  end
+end
+return out
 """
