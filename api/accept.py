@@ -21,7 +21,7 @@ from mailgate.errors import (
     SenderNotAllowed,
     Unavailable,
 )
-from mailgate.jobs import QUEUE, EmailJob
+from mailgate.jobs import QUEUE, EmailJob, canonical_email_id
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
 from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
@@ -188,17 +188,19 @@ def status_of(svc: Services, account: Account, email_id: str) -> tuple[Record, l
     """The caller's own e-mail and its attempt history; 404 for any other id."""
     try:
         record = own_record(svc, account, email_id)
-        return record, svc.store.history(email_id)
+        return record, svc.store.history(record.email_id)
     except RedisError:
         raise Unavailable("the status store is unavailable") from None
 
 
 def own_record(svc: Services, account: Account, email_id: str) -> Record:
     """The record of one of the caller's own e-mails; 404 for any other id, so nobody learns
-    which ids exist (RedisError passes: the caller answers 503)."""
-    if not email_id or len(email_id) > 64:
+    which ids exist (RedisError passes: the caller answers 503). An id that is not a
+    well-formed EmailId is 404 at once: no Redis key is built from it."""
+    canonical = canonical_email_id(email_id)
+    if canonical is None:
         raise NotFound()
-    record = svc.store.get(email_id)
+    record = svc.store.get(canonical)
     if record is None or record.owner != account.name:
         raise NotFound()
     return record

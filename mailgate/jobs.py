@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,6 +24,14 @@ Like the delivery task, its only argument is the EmailId; the URL is read from t
 
 QUEUE = "mailgate"
 """The broker queue the API publishes to and the worker consumes."""
+
+_EMAIL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+def canonical_email_id(text: str) -> str | None:
+    """An EmailId (a UUID as the API hands them out) in its stored form, lower case; None for
+    any other text, which then never reaches a Redis key (``<id>:history`` names a list)."""
+    return text.lower() if _EMAIL_ID.fullmatch(text) else None
 
 
 @dataclass(frozen=True)

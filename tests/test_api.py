@@ -202,6 +202,39 @@ def test_status_is_only_for_the_owner(client: FlaskClient) -> None:
     assert (body["Code"], body["Message"]) == ("404", "Email not found")
 
 
+@pytest.mark.parametrize(
+    "shape",
+    ["{id}:history", "{id}:", "{id}x", "x{id}", "{id}\u0000", "*", "mailgate:due", "{short}"],
+    ids=["history-key", "colon", "suffix", "prefix", "nul", "glob", "another-key", "short"],
+)
+@pytest.mark.parametrize("command", ["GetEmailStatus", "CancelEmail"])
+def test_any_id_that_is_not_a_well_formed_email_id_is_404(
+    client: FlaskClient, command: str, shape: str
+) -> None:
+    # Another account's e-mail with a history (cancelling writes one), then ids built from it
+    # that name other Redis keys: never 503.
+    email_id = parse(client.get("/api", query_string=send(SendAt="600", **SEED)).data)["EmailId"]
+    cancelled = {"command": "CancelEmail", "EmailId": email_id, **SEED}
+    assert parse(client.get("/api", query_string=cancelled).data)["Code"] == "200"
+    probe = shape.format(id=email_id, short=email_id[:-1])
+    for who in (SEED, {"Username": OTHER_USER, "Password": OTHER_PASSWORD}):
+        body = parse(client.get("/api", query_string={"command": command, "EmailId": probe,
+                                                      **who}).data)  # fmt: skip
+        assert (body["Code"], body["Message"]) == ("404", "Email not found")
+    # The REST API likewise (the path's id).
+    token = base64.b64encode(f"{OTHER_USER}:{OTHER_PASSWORD}".encode()).decode()
+    method = client.get if command == "GetEmailStatus" else client.delete
+    response = method(f"/api/v1/emails/{probe}", headers={"Authorization": f"Basic {token}"})
+    assert (response.status_code, response.get_json()["error"]["code"]) == (404, "not_found")
+
+
+def test_an_email_id_is_matched_in_any_case(client: FlaskClient) -> None:
+    email_id = parse(client.get("/api", query_string=send(**SEED)).data)["EmailId"]
+    query = {"command": "GetEmailStatus", "EmailId": email_id.upper(), **SEED}
+    body = parse(client.get("/api", query_string=query).data)
+    assert (body["Code"], body["EmailId"]) == ("200", email_id)
+
+
 def test_redis_down_answers_503(make_app: MakeApp, users: UserStore) -> None:
     client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
     body = parse(client.get("/api", query_string=send(**SEED)).data)
