@@ -241,6 +241,19 @@ class Settings:
         "slow argon2 check on repeat calls. Removing an account or changing its password takes "
         "effect at once anyway",
     )
+    password_checks: int = setting(
+        2,
+        p.positive_int,
+        "argon2 password checks one API process runs at once; each takes 64 MiB of memory while "
+        "it runs (see [Security](security.md#protections)). Credentials in the cache never wait "
+        "for one",
+    )
+    password_check_wait_seconds: float = setting(
+        3.0,
+        p.positive_float,
+        "how long a password check waits for a free one of `MAILGATE_PASSWORD_CHECKS`; then the "
+        "request gets Code 503 (REST: 503 with `Retry-After`) and nothing is queued",
+    )
     # Processes.
     worker_concurrency: int = setting(
         32,

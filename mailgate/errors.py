@@ -155,6 +155,11 @@ class Unavailable(ApiError):
     rest_code = "unavailable"
     template = "Service unavailable, nothing was queued"
 
+    def __init__(self, reason: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        """Seconds after which a retry may succeed (REST ``Retry-After``), where known."""
+
 
 class UnsupportedMediaType(ParseError):
     """A REST body that is not ``application/json``."""

@@ -29,7 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse as parse_rate
 
-from mailgate.errors import AuthFailed, UserError
+from mailgate.errors import AuthFailed, Unavailable, UserError
 
 REFRESH_AHEAD = 0.2
 """In the last fifth of an entry's life, one caller re-verifies it ahead of expiry."""
@@ -93,10 +93,20 @@ def plausible(name: str, password: str) -> bool:
 class UserStore:
     """Loads accounts on demand and verifies passwords, with a short-lived verified cache."""
 
-    def __init__(self, path: Path, cache_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cache_seconds: float = 60.0,
+        concurrent_checks: int = 2,
+        check_wait_seconds: float = 3.0,
+    ) -> None:
         self.path = path
         self.cache_seconds = cache_seconds
         self._hasher = PasswordHasher()
+        # Each argon2 check holds 64 MiB while it runs: at most this many at once, so a crowd
+        # of guesses queues (then gets 503) instead of taking the process's memory.
+        self._checks = threading.BoundedSemaphore(concurrent_checks)
+        self._check_wait = check_wait_seconds
         self._lock = threading.Lock()
         self._identity: tuple[int, int, int] | None = None
         self._accounts: dict[str, Account] = {}
@@ -171,24 +181,43 @@ class UserStore:
                 flight = self._flights[digest] = threading.Event()
         if not leader:
             flight.wait(FLIGHT_WAIT_SECONDS)
-            account = self.get(name)
-            entry = self._verified.get(digest)
-            if (
-                account
-                and entry
-                and entry[0] > time.monotonic()
-                and entry[1] == account.password_hash
-            ):
+            account = self._still_verified(name, digest)
+            if account is not None:
                 return account
         try:
             with guard():
-                return self._argon2(name, password, digest)
+                return self._checked(name, password, digest)
         finally:
             if leader:
                 with self._lock:
                     self._flights.pop(digest, None)
                     self._refreshing.discard(digest)
                 flight.set()
+
+    def _checked(self, name: str, password: str, digest: bytes) -> Account:
+        """The argon2 check in one of the process's slots; 503 when none frees up in time.
+
+        A refresh ahead of expiry (the credentials are still in the cache) never waits: with
+        every slot busy, the cached entry answers until it expires.
+        """
+        cached = self._still_verified(name, digest)
+        if not self._checks.acquire(timeout=0 if cached else self._check_wait):
+            if cached is not None:
+                return cached
+            raise Unavailable("too many password checks under way; try again", retry_after=1)
+        try:
+            return self._argon2(name, password, digest)
+        finally:
+            self._checks.release()
+
+    def _still_verified(self, name: str, digest: bytes) -> Account | None:
+        """The account if its cache entry for these credentials has not expired (refresh-ahead
+        aside) and its password is unchanged."""
+        account = self.get(name)
+        entry = self._verified.get(digest)
+        if account and entry and entry[0] > time.monotonic() and entry[1] == account.password_hash:
+            return account
+        return None
 
     def _argon2(self, name: str, password: str, digest: bytes) -> Account:
         account = self.get(name)
