@@ -354,3 +354,32 @@ def test_a_check_that_waits_past_the_bound_is_503_and_cached_credentials_never_w
         holder.join(30)
     # A 503 is no failed login: the newcomer's right password works at once.
     assert send(client, newcomer, f"{newcomer}-pw", "203.0.113.42") == "200"
+
+
+# --- the slow lane: an attacker who takes it every minute does not lock the owner out ----------
+
+
+def test_an_owner_on_a_new_address_gets_in_while_the_guesser_holds_the_slow_lane(
+    make_app: MakeApp,
+    settings: Settings,
+    users: UserStore,
+    accounts: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tight = replace(settings, login_failures_per_user="10/hour")
+    victim = accounts[0]
+    app, hasher = counted_app(make_app(tight), monkeypatch)
+    client = app.test_client()
+    # The guesser fills the name's hourly scope from its network, then takes the slow lane.
+    codes = [send(client, victim, f"wrong-{i}", f"192.0.2.{i}") for i in range(1, 12)]
+    assert codes == ["305"] * 11  # ten in the scope, the eleventh through the slow lane
+    # The owner, from an address it never used, with the right password: in at once.
+    assert send(client, victim, f"{victim}-pw", "203.0.113.77") == "200"
+    # Guessing stays cut off: the guesser's network has used its lane for this minute, from
+    # any of its addresses, and the owner's success opened nothing for anyone else.
+    assert [send(client, victim, f"again-{i}", f"192.0.2.{i}") for i in (11, 12, 200)] == [
+        "429"
+    ] * 3
+    assert hasher.calls == 12
+    # A second network of the guesser's gets one guess this minute, then nothing either.
+    assert [send(client, victim, f"other-{i}", f"198.18.7.{i}") for i in (1, 2)] == ["305", "429"]
