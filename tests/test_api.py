@@ -218,8 +218,8 @@ def test_any_id_that_is_not_a_well_formed_email_id_is_404(
     assert parse(client.get("/api", query_string=cancelled).data)["Code"] == "200"
     probe = shape.format(id=email_id, short=email_id[:-1])
     for who in (SEED, {"Username": OTHER_USER, "Password": OTHER_PASSWORD}):
-        body = parse(client.get("/api", query_string={"command": command, "EmailId": probe,
-                                                      **who}).data)  # fmt: skip
+        query = {"command": command, "EmailId": probe, **who}
+        body = parse(client.get("/api", query_string=query).data)
         assert (body["Code"], body["Message"]) == ("404", "Email not found")
     # The REST API likewise (the path's id).
     token = base64.b64encode(f"{OTHER_USER}:{OTHER_PASSWORD}".encode()).decode()

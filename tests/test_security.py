@@ -337,10 +337,11 @@ def test_a_check_that_waits_past_the_bound_is_503_and_cached_credentials_never_w
         assert 0.3 <= time.monotonic() - started < 5
         token = base64.b64encode(f"{newcomer}:{newcomer}-pw".encode()).decode()
         response = client.post(
-            "/api/v1/emails", json={"recipients": ["a@x.example"], "text": "m"},
+            "/api/v1/emails",
+            json={"recipients": ["a@x.example"], "text": "m"},
             headers={"Authorization": f"Basic {token}"},
             environ_base={"REMOTE_ADDR": "203.0.113.43"},
-        )  # fmt: skip
+        )
         assert response.status_code == 503
         assert response.get_json()["error"]["code"] == "unavailable"
         assert int(response.headers["Retry-After"]) >= 1

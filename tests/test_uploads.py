@@ -36,8 +36,13 @@ def body_of(parts: list[Part]) -> tuple[bytes, str]:
 
 
 def ozeki_fields(recipient: str) -> list[Part]:
-    fields = {"command": "SendEmail", "Recipient": recipient, "Message": "m",
-              "Username": SEED_USER, "Password": SEED_PASSWORD}  # fmt: skip
+    fields = {
+        "command": "SendEmail",
+        "Recipient": recipient,
+        "Message": "m",
+        "Username": SEED_USER,
+        "Password": SEED_PASSWORD,
+    }
     return [(name, None, value.encode()) for name, value in fields.items()]
 
 
@@ -59,8 +64,8 @@ def post(client: FlaskClient, style: str, files: list[Part]) -> tuple[str, str, 
         named = f"{answer.findtext('Message')} {answer.findtext('Reason')}"
         return str(answer.findtext("Code")), named, answer.findtext("EmailId") or ""
     data, content_type = body_of(rest_fields(recipient) + files)
-    response = client.post("/api/v1/emails", data=data, content_type=content_type,
-                           headers={"Authorization": BASIC})  # fmt: skip
+    headers = {"Authorization": BASIC}
+    response = client.post("/api/v1/emails", data=data, content_type=content_type, headers=headers)
     body = response.get_json()
     if response.status_code == 202:
         return "200", "", body["id"]
@@ -113,8 +118,11 @@ def test_an_empty_file_with_a_name_is_attached(
 def test_every_part_of_a_repeated_file_field_is_attached(
     client: FlaskClient, settings: Settings, style: str
 ) -> None:
-    files: list[Part] = [("file", "a.txt", b"first"), ("file", "b.txt", b"second!"),
-                         ("other", "c.txt", b"3")]  # fmt: skip
+    files: list[Part] = [
+        ("file", "a.txt", b"first"),
+        ("file", "b.txt", b"second!"),
+        ("other", "c.txt", b"3"),
+    ]
     code, _, email_id = post(client, style, files)
     assert code == "200"
     assert attached(settings, email_id) == [("a.txt", 5), ("b.txt", 7), ("c.txt", 1)]
