@@ -15,7 +15,7 @@ import click
 
 from mailgate.config import Settings
 from mailgate.errors import ConfigError, UserError
-from mailgate.users import UserStore
+from mailgate.users import Account, UserStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -176,6 +176,18 @@ def user() -> None:
     metavar="CIDR",
     help="Client network the account may call from, e.g. 10.1.0.0/16; repeatable.",
 )
+@click.option(
+    "--max-pending",
+    type=click.IntRange(min=0),
+    default=None,
+    help="E-mails not yet final it may have (0: no limit; default MAILGATE_MAX_PENDING_EMAILS).",
+)
+@click.option(
+    "--max-pending-bytes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Their bytes together (0: no limit; default MAILGATE_MAX_PENDING_BYTES).",
+)
 @_friendly
 def user_add(
     name: str,
@@ -183,6 +195,8 @@ def user_add(
     senders: tuple[str, ...],
     rate: str | None,
     networks: tuple[str, ...],
+    max_pending: int | None,
+    max_pending_bytes: int | None,
 ) -> None:
     """Create account NAME; the password comes from a prompt or stdin, never an argument."""
     if password_stdin:
@@ -190,8 +204,31 @@ def user_add(
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     store = UserStore(_settings().users_file)
-    store.add(name, password, senders, rate, networks)
+    store.add(name, password, senders, rate, networks, max_pending, max_pending_bytes)
     click.echo(f"added user {name}")
+
+
+@user.command("update")
+@click.argument("name")
+@click.option(
+    "--max-pending",
+    type=click.IntRange(min=-1),
+    default=None,
+    help="E-mails not yet final it may have (0: no limit; -1: MAILGATE_MAX_PENDING_EMAILS).",
+)
+@click.option(
+    "--max-pending-bytes",
+    type=click.IntRange(min=-1),
+    default=None,
+    help="Their bytes together (0: no limit; -1: MAILGATE_MAX_PENDING_BYTES).",
+)
+@_friendly
+def user_update(name: str, max_pending: int | None, max_pending_bytes: int | None) -> None:
+    """Change the limits of account NAME (running processes apply them at once)."""
+    if max_pending is None and max_pending_bytes is None:
+        raise click.UsageError("give --max-pending and/or --max-pending-bytes")
+    account = UserStore(_settings().users_file).set_limits(name, max_pending, max_pending_bytes)
+    click.echo(f"updated user {name}: {_limits(account)}")
 
 
 @user.command("list")
@@ -202,7 +239,19 @@ def user_list() -> None:
     for account in UserStore(settings.users_file).accounts().values():
         senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
         networks = ", ".join(account.networks) or "any address"
-        click.echo(f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}")
+        click.echo(
+            f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}\t"
+            + _limits(account)
+        )
+
+
+def _limits(account: Account) -> str:
+    """An account's own quota, as ``user list`` and ``user update`` show it."""
+    emails = "default" if account.max_pending is None else account.max_pending or "unlimited"
+    size = (
+        "default" if account.max_pending_bytes is None else account.max_pending_bytes or "unlimited"
+    )
+    return f"pending: {emails} e-mails, {size} bytes"
 
 
 @user.command("remove")

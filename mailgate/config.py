@@ -333,6 +333,21 @@ class Settings:
         "how long an `IdempotencyKey` keeps answering with its first EmailId; at most "
         "`MAILGATE_STATUS_TTL_SECONDS`",
     )
+    max_pending_emails: int = setting(
+        10_000,
+        p.non_negative_int,
+        "e-mails one account may have not yet final (`Scheduled`, `Queued`, `Sending`, "
+        "`Retrying`); one more is Code 429 (REST: 429) naming the limit. `0`: no limit. "
+        "`mailgate user add/update --max-pending` gives an account its own",
+    )
+    max_pending_bytes: int = setting(
+        1024 * MIB,
+        p.non_negative_int,
+        "the bytes those e-mails may hold together: each one's stored content (text, "
+        "recipients, ...) and attachments. Over it, Code 429 naming the limit. `0`: no limit. "
+        "`--max-pending-bytes` gives an account its own",
+        shown="`1073741824` (1 GiB)",
+    )
     # Delivery reports and login protection.
     callback_allowed: tuple[str, ...] = setting(
         (),

@@ -20,7 +20,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -66,6 +66,18 @@ class Account:
     """Send rate limit in the ``limits`` notation, e.g. ``"20/second"``; None: unlimited."""
     networks: tuple[str, ...] = ()
     """Client networks (CIDR) this account may call from; empty: any address."""
+    max_pending: int | None = None
+    """E-mails not yet final this account may have (0: no limit); None: the setting's."""
+    max_pending_bytes: int | None = None
+    """Their bytes together (0: no limit); None: the setting's."""
+
+    def quota(self, emails: int, size: int) -> tuple[int, int]:
+        """The most e-mails not yet final and their bytes: the account's own limits, else
+        the given defaults (0: no limit)."""
+        return (
+            emails if self.max_pending is None else self.max_pending,
+            size if self.max_pending_bytes is None else self.max_pending_bytes,
+        )
 
     def allows_address(self, address: str) -> bool:
         """True when the account has no network list or ``address`` lies in one of them."""
@@ -239,6 +251,8 @@ class UserStore:
         senders: tuple[str, ...] = (),
         rate: str | None = None,
         networks: tuple[str, ...] = (),
+        max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
     ) -> Account:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
@@ -255,10 +269,37 @@ class UserStore:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
-        account = Account(name, self._hasher.hash(password), tuple(senders), rate, tuple(networks))
+        _check_limits(max_pending, max_pending_bytes)
+        account = Account(
+            name,
+            self._hasher.hash(password),
+            tuple(senders),
+            rate,
+            tuple(networks),
+            max_pending=max_pending,
+            max_pending_bytes=max_pending_bytes,
+        )
         with self._editing() as accounts:
             if name in accounts:
                 raise UserError(f"user {name!r} already exists")
+            accounts[name] = account
+        return account
+
+    def set_limits(
+        self, name: str, max_pending: int | None = None, max_pending_bytes: int | None = None
+    ) -> Account:
+        """Give an existing account its own quota of e-mails not yet final (None: unchanged;
+        ``-1``: back to the setting's)."""
+        _check_limits(max_pending, max_pending_bytes, allow_reset=True)
+        with self._editing() as accounts:
+            if name not in accounts:
+                raise UserError(f"no user {name!r}")
+            account = accounts[name]
+            if max_pending is not None:
+                account = replace(account, max_pending=None if max_pending < 0 else max_pending)
+            if max_pending_bytes is not None:
+                size = None if max_pending_bytes < 0 else max_pending_bytes
+                account = replace(account, max_pending_bytes=size)
             accounts[name] = account
         return account
 
@@ -282,6 +323,13 @@ class UserStore:
             _write(self.path, accounts)
 
 
+def _check_limits(*limits: int | None, allow_reset: bool = False) -> None:
+    lowest = -1 if allow_reset else 0
+    for limit in limits:
+        if limit is not None and limit < lowest:
+            raise UserError(f"invalid limit {limit}: a number of at least {lowest}")
+
+
 def _read(path: Path) -> dict[str, Account]:
     with open(path, "rb") as handle:
         data = tomllib.load(handle)
@@ -293,9 +341,16 @@ def _read(path: Path) -> dict[str, Account]:
             tuple(entry.get("senders", ())),
             entry.get("rate") or None,
             tuple(entry.get("networks", ())),
+            _limit(entry.get("max_pending")),
+            _limit(entry.get("max_pending_bytes")),
         )
         for name, entry in users.items()
     }
+
+
+def _limit(value: object) -> int | None:
+    """A quota limit from the file: a whole number of at least 0, or absent."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _write(path: Path, accounts: dict[str, Account]) -> None:
@@ -306,6 +361,10 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
             entry["rate"] = a.rate
         if a.networks:
             entry["networks"] = list(a.networks)
+        if a.max_pending is not None:
+            entry["max_pending"] = a.max_pending
+        if a.max_pending_bytes is not None:
+            entry["max_pending_bytes"] = a.max_pending_bytes
         users[a.name] = entry
     document = {"users": users}
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")

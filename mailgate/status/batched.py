@@ -26,12 +26,13 @@ from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
     METRICS_KEY,
+    PENDING_KEYS,
     REPORTS_DUE_KEY,
     claim_key,
     email_key,
     history_key,
 )
-from mailgate.status.records import Record
+from mailgate.status.records import Record, Status
 from mailgate.status.store import (
     HISTORY_LIMIT,
     Change,
@@ -149,7 +150,8 @@ class BatchedStatusStore(StatusStore):
         # One script for all: each e-mail's outcome stays atomic (the whole batch is).
         specs = [self._outcome(*args, **kwargs) for args, kwargs in items]
         self._outcomes(
-            keys=[DUE_KEY, REPORTS_DUE_KEY, METRICS_KEY], args=[self.ttl, HISTORY_LIMIT, *specs]
+            keys=[DUE_KEY, REPORTS_DUE_KEY, METRICS_KEY, *PENDING_KEYS],
+            args=[self.ttl, HISTORY_LIMIT, *specs],
         )
         return [None] * len(items)
 
@@ -178,6 +180,8 @@ class BatchedStatusStore(StatusStore):
             spec["report_due"] = _wire(report_due)
         if token is not None:
             spec["claim"], spec["token"] = claim_key(email_id), token
+        if Status(fields["status"]).final:
+            spec["final"] = True
         return json.dumps(spec)
 
 

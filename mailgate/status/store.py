@@ -16,6 +16,9 @@ from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
     METRICS_KEY,
+    PENDING_BYTES_KEY,
+    PENDING_EMAILS_KEY,
+    PENDING_KEYS,
     REPLICATION_KEY,
     REPORTS_DUE_KEY,
     claim_key,
@@ -60,6 +63,7 @@ class StatusStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._create = client.register_script(scripts.CREATE)
+        self._settle = client.register_script(scripts.SETTLE_ONE)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int, min_replicas: int = 0) -> StatusStore:
@@ -89,7 +93,7 @@ class StatusStore:
     def withdraw(self, email_id: str) -> bool:
         """Delete a new e-mail that did not reach enough replicas; False if it is final
         already (then it was sent, or failed, and stays)."""
-        keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
+        keys = [email_key(email_id), claim_key(email_id), DUE_KEY, *PENDING_KEYS]
         return bool(self._withdraw(keys=keys, args=[email_id]))
 
     def create(
@@ -98,13 +102,17 @@ class StatusStore:
         watchdog_at: float,
         task: tuple[str, str] | None = None,
         send_at: float | None = None,
-    ) -> None:
-        """Write a new Queued record and its watchdog entry in one atomic step (a Lua script).
+        quota: tuple[int, int] = (0, 0),
+    ) -> str:
+        """Write a new Queued record and its watchdog entry in one atomic step (a Lua script);
+        "" when written, else the quota limit it would break ("emails" or "bytes").
 
         ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
         step, so the e-mail is recorded and queued together or not at all.
         ``send_at``: the record is Scheduled instead, its due entry (``watchdog_at``) is then
         the moment the scheduler publishes it, and its retry deadline starts there.
+        ``quota``: the most e-mails and bytes (:func:`pending_size`) the owner may have not
+        yet final (0: no limit); within it, the e-mail is counted until it is final.
         """
         now = time.time()
         queue, message = task if task is not None else (DUE_KEY, "")
@@ -113,15 +121,26 @@ class StatusStore:
         if send_at is not None:
             status, since = Status.SCHEDULED.value, send_at
             scheduled = ["next_attempt_at", send_at]
-        self._create(
-            keys=[email_key(job.email_id), DUE_KEY, queue],
+        content = job.to_json()
+        verdict = self._create(
+            keys=[email_key(job.email_id), DUE_KEY, queue, *PENDING_KEYS],
             args=[
                 self.ttl, watchdog_at, job.email_id, message,
-                "owner", job.owner, "status", status, "attempts", 0,
-                "created_at", now, "updated_at", now, "since", since, "job", job.to_json(),
+                job.owner, pending_size(job, content), *quota,
+                "status", status, "attempts", 0,
+                "created_at", now, "updated_at", now, "since", since, "job", content,
                 "callback_url", job.callback_url, *scheduled,
             ],
         )  # fmt: skip
+        return "" if verdict == "ok" else str(verdict)
+
+    def pending(self, owner: str) -> tuple[int, int]:
+        """How many e-mails of ``owner`` are not yet final, and their bytes (the quota)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(PENDING_EMAILS_KEY, owner)
+        pipe.hget(PENDING_BYTES_KEY, owner)
+        emails, size = pipe.execute()
+        return int(emails or 0), int(size or 0)
 
     def get(self, email_id: str) -> Record | None:
         """The record, or None when there is none (never sent, or expired)."""
@@ -141,7 +160,7 @@ class StatusStore:
     def cancel(self, email_id: str) -> tuple[Status | None, EmailJob | None]:
         """Cancel an e-mail no worker holds: (Cancelled, its job) when this call cancelled it,
         else (its status as it stands, None); (None, None) when there is no record."""
-        keys = [email_key(email_id), history_key(email_id), DUE_KEY, METRICS_KEY]
+        keys = [email_key(email_id), history_key(email_id), DUE_KEY, METRICS_KEY, *PENDING_KEYS]
         args: list[str | int | float] = [time.time(), email_id, "cancelled by its owner", self.ttl]
         result = [str(item) for item in self._cancel(keys=keys, args=args)]
         if result[0] == "missing":
@@ -243,7 +262,7 @@ class StatusStore:
 
     def requeue(self, email_id: str, watchdog_at: float) -> bool:
         """Make a Failed e-mail Queued again (fresh attempts and deadline); False if not Failed."""
-        keys = [email_key(email_id), DUE_KEY]
+        keys = [email_key(email_id), DUE_KEY, *PENDING_KEYS]
         return bool(self._requeue(keys=keys, args=[time.time(), watchdog_at, self.ttl, email_id]))
 
     def find(self, status: Status, since: float = 0, until: float = float("inf")) -> Iterator[str]:
@@ -331,11 +350,20 @@ class StatusStore:
         count(pipe, fields["status"], fields.get("smtp_response"), latency)
         if token is not None:
             self._release(keys=[claim_key(email_id)], args=[token], client=pipe)
+        if Status(fields["status"]).final:
+            self._settle(keys=[key, *PENDING_KEYS], client=pipe)
 
     def metrics(self) -> dict[str, float]:
         """The delivery counters (see :func:`_count`)."""
         raw = cast(dict[str, str], self.redis.hgetall(METRICS_KEY))
         return {name: float(value) for name, value in raw.items()}
+
+
+def pending_size(job: EmailJob, content: str | None = None) -> int:
+    """What an e-mail weighs against its owner's quota: its record's content (the job, as
+    stored in Redis) and its attachments' bytes (spooled uploads, or files on disk)."""
+    stored = len((content if content is not None else job.to_json()).encode())
+    return stored + sum(attachment.size for attachment in job.attachments)
 
 
 def _start_call(
