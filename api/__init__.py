@@ -29,6 +29,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     app.teardown_request(discard_unclaimed)  # no refused request leaves an upload behind
 
+    @app.before_request
+    def ozeki_path_in_any_case() -> Response | None:
+        # Routing is case-sensitive; Ozeki answers /API and /Api/ as /api.
+        if request.url_rule is None and request.path.lower() in ("/api", "/api/"):
+            return views.api()
+        return None
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response | HTTPException:
         # Werkzeug's routing refusals (no rule, wrong method) in each API's own format.

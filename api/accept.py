@@ -22,7 +22,7 @@ from mailgate.errors import (
     SenderNotAllowed,
     Unavailable,
 )
-from mailgate.jobs import QUEUE, EmailJob, canonical_email_id
+from mailgate.jobs import QUEUE, EmailJob, canonical_email_id, is_email_id
 from mailgate.status import AttemptLog, Record
 from mailgate.status.store import pending_size
 from mailgate.users import Account
@@ -226,10 +226,10 @@ def own_record(svc: Services, account: Account, email_id: str) -> Record:
     """The record of one of the caller's own e-mails; 404 for any other id, so nobody learns
     which ids exist (RedisError passes: the caller answers 503). An id that is not a
     well-formed EmailId is 404 at once: no Redis key is built from it."""
-    canonical = canonical_email_id(email_id)
-    if canonical is None:
+    email_id = canonical_email_id(email_id)
+    if not is_email_id(email_id):
         raise NotFound()
-    record = svc.store.get(canonical)
+    record = svc.store.get(email_id)
     if record is None or record.owner != account.name:
         raise NotFound()
     return record

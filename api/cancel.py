@@ -10,6 +10,7 @@ from api.accept import own_record
 from api.services import Services
 from api.xml import Field
 from mailgate.errors import InvalidParameter, NotCancellable, NotFound, Unavailable
+from mailgate.jobs import canonical_email_id
 from mailgate.spool import discard_spooled
 from mailgate.status import Status
 from mailgate.users import Account
@@ -39,7 +40,7 @@ def cancel(svc: Services, account: Account, email_id: str, name: str = "EmailId"
 
 def cancel_email(params: dict[str, str], account: Account, svc: Services) -> list[Field]:
     """The Ozeki command: Code 200 with the EmailId and Status Cancelled."""
-    email_id = params.get("emailid", "").strip()
+    email_id = canonical_email_id(params.get("emailid", ""))
     if not email_id:
         raise InvalidParameter("EmailId", "the EmailId is required", COMMAND)
     cancel(svc, account, email_id)

@@ -10,6 +10,7 @@ from api.services import Services
 from api.uploads import claim_uploads, with_uploads
 from api.xml import Field
 from mailgate.errors import InvalidParameter
+from mailgate.jobs import canonical_email_id
 from mailgate.schedule import parse_send_at
 from mailgate.users import Account
 from mailgate.validation import validate_send
@@ -28,7 +29,7 @@ def send_email(params: dict[str, str], account: Account, svc: Services) -> Field
 
 def get_email_status(params: dict[str, str], account: Account, svc: Services) -> Fields:
     """The status record of one of the caller's own e-mails; any other id is 404."""
-    email_id = params.get("emailid", "").strip()
+    email_id = canonical_email_id(params.get("emailid", ""))
     if not email_id:
         raise InvalidParameter("EmailId", "the EmailId is required", "GetEmailStatus")
     record, history = status_of(svc, account, email_id)

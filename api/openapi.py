@@ -13,7 +13,7 @@ from mailgate.status import ReportStatus, Status
 Json = dict[str, Any]
 
 _ERRORS: dict[str, str] = {
-    "400": "The body is not JSON, or a field is invalid (`field` names it).",
+    "400": "The body is not JSON, or a field is invalid or unknown (`field` names it).",
     "401": "Credentials missing or wrong (HTTP Basic).",
     "403": "The account may not use this sender, or not call from this address.",
     "404": "No such e-mail of this account.",
@@ -174,7 +174,7 @@ def _schemas(settings: Settings) -> Json:
             "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
             "callback_url": {**text, "format": "uri", "maxLength": 2000,
                              "description": "Delivery report URL; its host must be allowed."},
-        }, required=["recipients"], additional=True),
+        }, required=["recipients"]),
         "InlineAttachment": _object({
             "filename": {**text, "minLength": 1, "maxLength": 255,
                          "description": "The file name shown in the message."},
@@ -197,19 +197,20 @@ def _schemas(settings: Settings) -> Json:
                 "attachments": {"type": "array", "items": path},
                 "send_at": text,
                 "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-                "file": {**text, "format": "binary",
-                         "description": "A file to attach (any part with a file name)."},
+                "_charset_": {**text, "description": "The charset of the fields (as the part's "
+                              "Content-Type charset would say): else UTF-8 where they are valid "
+                              "UTF-8, else MAILGATE_LEGACY_CHARSET."},
             },
+            "additionalProperties": {**text, "format": "binary",
+                                     "description": "A file to attach (any part with a file "
+                                     "name); a field of another name is refused."},
             "required": ["recipients"],
         },
         "Accepted": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
             "status_url": text,
-            "warnings": {"type": "array", "items": text, "description": "Fields this API does "
-                         "not know: ignored, and named here (MAILGATE_STRICT_PARAMETERS=1 makes "
-                         "them a 400). Present only when there are some."},
-        }, required=["id", "status", "status_url"]),
+        }),
         "EmailStatus": _object({
             "id": {**text, "format": "uuid"},
             "status": _ref("Status"),
@@ -239,10 +240,10 @@ def _schemas(settings: Settings) -> Json:
     }  # fmt: skip
 
 
-def _object(properties: Json, required: list[str] | None = None, additional: bool = False) -> Json:
-    """A closed object (unless ``additional``); every property is required unless ``required``
-    says otherwise."""
-    return {"type": "object", "additionalProperties": additional, "properties": properties,
+def _object(properties: Json, required: list[str] | None = None) -> Json:
+    """A closed object (no property beyond these); every property is required unless
+    ``required`` says otherwise."""
+    return {"type": "object", "additionalProperties": False, "properties": properties,
             "required": list(properties) if required is None else required}  # fmt: skip
 
 

@@ -1,25 +1,26 @@
 """Reading the request: query string and form body merged, names matched case-insensitively.
 
-Parsing is strict (UTF-8, a bounded number of fields) so garbage gets Code 300, not a guess.
+Parsing is strict (a bounded number of fields; text decoded by the rules of
+:mod:`api.charsets`) so garbage gets Code 300, not a guess.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import parse_qsl
 
 from flask import Request
 
+from api.charsets import Field, declared_charset, decode, split_urlencoded
 from mailgate.errors import InvalidParameter, ParseError, TooLarge
 
 MAX_FIELDS = 100
 FORM_TYPE = "application/x-www-form-urlencoded"
 MULTIPART_TYPE = "multipart/form-data"
-MultipartReader = Callable[[Request], list[tuple[str, str]]]
+MultipartReader = Callable[[Request], list[Field]]
 
 
 def read_params(
-    request: Request, max_bytes: int, multipart: MultipartReader | None = None
+    request: Request, max_bytes: int, legacy_charset: str, multipart: MultipartReader | None = None
 ) -> dict[str, str]:
     """All parameters, keyed by lower-cased name. A name given twice must repeat its value.
 
@@ -27,11 +28,16 @@ def read_params(
     """
     if len(request.query_string) > max_bytes:
         raise TooLarge("query string too long")
-    pairs = _parse(request.query_string)
+    query = split_urlencoded(request.query_string, MAX_FIELDS)
+    body: list[Field] = []
     if request.method == "POST" and multipart is not None and request.mimetype == MULTIPART_TYPE:
-        pairs += multipart(request)
+        body = multipart(request)
     elif request.method == "POST":
-        pairs += _parse(_read_body(request, max_bytes))
+        body = split_urlencoded(_read_body(request, max_bytes), MAX_FIELDS)
+    # The query and the body are decoded each on its own: a client may build its URL from a
+    # UTF-8 template and its body in CP1252. A declaration in either decides for both.
+    declared = declared_charset(request.mimetype_params.get("charset"), query, body)
+    pairs = decode(query, declared, legacy_charset) + decode(body, declared, legacy_charset)
     params: dict[str, str] = {}
     for name, value in pairs:
         key = name.lower()
@@ -53,22 +59,6 @@ def _read_body(request: Request, max_bytes: int) -> bytes:
     if body and mimetype != FORM_TYPE:
         raise ParseError(f"unsupported content type, use {FORM_TYPE} or {MULTIPART_TYPE}")
     return body
-
-
-def _parse(raw: bytes) -> list[tuple[str, str]]:
-    try:
-        text = raw.decode("utf-8")
-        return parse_qsl(
-            text,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
-    except UnicodeDecodeError:
-        raise ParseError("the request is not valid UTF-8") from None
-    except ValueError:
-        raise ParseError(f"more than {MAX_FIELDS} fields") from None
 
 
 KNOWN = frozenset({

@@ -18,13 +18,19 @@ from api.auth import authenticate, client_address
 from api.cancel import cancel
 from api.metrics import UNKNOWN_PARAMETERS
 from api.openapi import document
-from api.params import unknown_warning
 from api.rest_errors import INTERNAL, error_response, json_response, outcome, retry_after
-from api.rest_input import check_declared_size, idempotency_key, send_params, unknown_fields
+from api.rest_input import (
+    check_declared_size,
+    idempotency_key,
+    send_params,
+    unknown_fields,
+    unknown_reason,
+)
 from api.rest_uploads import declared_limit, read_send_body
 from api.services import Services, services
 from api.uploads import claim_uploads, with_uploads
 from mailgate.errors import InvalidField, RateLimited, Unavailable
+from mailgate.jobs import canonical_email_id
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
 from mailgate.validation import validate_send
@@ -46,10 +52,9 @@ def send_email() -> Response:
     data, send_at = read_send_body(request, svc.settings)
     unknown = unknown_fields(data)
     if unknown:
+        # A typo ("bc" for "bcc") must not send the e-mail without what it meant.
         UNKNOWN_PARAMETERS.labels("SendEmail").inc(len(unknown))
-        if svc.settings.strict_parameters:
-            reason = "unknown field (MAILGATE_STRICT_PARAMETERS is on)"
-            raise InvalidField(unknown[0][:100], reason)
+        raise InvalidField(unknown[0][:100], unknown_reason(unknown))
     params = send_params(data)
     key = idempotency_key(request, params)
     checked = with_uploads(validate_send(params, svc.settings), svc.settings)
@@ -60,8 +65,6 @@ def send_email() -> Response:
         # Nothing new was queued: report where the first e-mail stands now.
         status, code = status_of(svc, account, accepted.email_id)[0].status.value, 200
     body: dict[str, Any] = {"id": accepted.email_id, "status": status, "status_url": location}
-    if unknown:  # only then: the answer stays as it was for a request without a stray field
-        body["warnings"] = [unknown_warning(unknown)]
     return json_response(body, code, {"Location": location})
 
 
@@ -69,6 +72,7 @@ def send_email() -> Response:
 def email_status(email_id: str) -> Response:
     """The status of one of the caller's e-mails and its attempt history."""
     svc = services()
+    email_id = canonical_email_id(email_id)
     record, history = status_of(svc, _caller(svc), email_id)
     return json_response(_status_body(record, history), 200)
 
@@ -78,6 +82,7 @@ def cancel_email(email_id: str) -> Response:
     """Cancel a Scheduled, Queued or Retrying e-mail: 200 with its (Cancelled) status."""
     svc = services()
     account = _caller(svc)
+    email_id = canonical_email_id(email_id)
     cancel(svc, account, email_id, name="email_id")
     record, history = status_of(svc, account, email_id)
     return json_response(_status_body(record, history), 200)

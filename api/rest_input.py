@@ -42,6 +42,8 @@ _LISTS = {"recipients": ";,", "attachments": ";", "cc": ";,", "bcc": ";,", "repl
 an address list only outside a quoted display name)."""
 FIELDS = frozenset({*_STRINGS, *_LISTS, "send_at"})
 """Every JSON field of a send request."""
+MAX_NAMED = 10
+"""Unknown fields named in one refusal; the rest are counted, not listed."""
 
 
 def check_declared_size(request: Request, max_bytes: int) -> None:
@@ -73,8 +75,6 @@ def send_params(data: object) -> dict[str, str]:
     """The lower-cased parameters ``validate_send`` expects, after checking the JSON shape."""
     if not isinstance(data, dict):
         raise ParseError("the body must be a JSON object")
-    for name in unknown_fields(data):  # ignored (the answer warns), but must be text
-        _string(name, name)
     params = {_OZEKI[name]: _string(name, data[name]) for name in _STRINGS if name in data}
     for name, separators in _LISTS.items():
         params[_OZEKI[name]] = ";".join(_string_list(name, data.get(name, []), separators))
@@ -86,6 +86,14 @@ def unknown_fields(data: object) -> list[str]:
     if not isinstance(data, dict):
         return []
     return [name for name in data if name not in FIELDS]
+
+
+def unknown_reason(names: list[str]) -> str:
+    """Why a body with these unknown fields is refused: their names, and the known ones."""
+    shown = ", ".join(repr(name[:100]) for name in names[:MAX_NAMED])
+    more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    known = ", ".join(sorted(FIELDS))
+    return f"unknown field{'s' if len(names) > 1 else ''} {shown}{more}; the fields are: {known}"
 
 
 def idempotency_key(request: Request, params: dict[str, str]) -> str:

@@ -9,7 +9,9 @@ import binascii
 from typing import Any
 
 from flask import Request
+from werkzeug.datastructures import MultiDict
 
+from api.charsets import declared_charset, decode
 from api.rest_input import read_json
 from api.uploads import MULTIPART_TYPE, body_limit, read_multipart, spool_bytes
 from mailgate.config import Settings
@@ -44,7 +46,9 @@ def declared_limit(request: Request, settings: Settings) -> int:
 
 
 def _form_fields(request: Request, settings: Settings) -> dict[str, Any]:
-    form = read_multipart(request, settings)
+    fields = read_multipart(request, settings)
+    declared = declared_charset(request.mimetype_params.get("charset"), fields)
+    form = MultiDict(decode(fields, declared, settings.legacy_charset))
     data: dict[str, Any] = {}
     for name in form:
         values = form.getlist(name)

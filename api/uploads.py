@@ -16,11 +16,13 @@ from dataclasses import dataclass, field, replace
 from typing import IO, Any, cast
 
 from flask import Request, g
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
-from werkzeug.formparser import FormDataParser
+from werkzeug.formparser import MultiPartParser
+from werkzeug.http import parse_options_header
 
 from api.accept import Accepted
+from api.charsets import Field
 from api.services import services
 from mailgate import spool
 from mailgate.config import Settings
@@ -53,23 +55,24 @@ def body_limit(settings: Settings) -> int:
     return settings.max_request_bytes + settings.max_attachment_bytes + FORM_OVERHEAD
 
 
-def read_multipart(request: Request, settings: Settings) -> MultiDict[str, str]:
-    """The form fields of a multipart body; every file part is spooled as one upload."""
+def read_multipart(request: Request, settings: Settings) -> list[Field]:
+    """The form fields of a multipart body, as bytes for :func:`api.charsets.decode`; every
+    file part is spooled as one upload."""
     limit = body_limit(settings)
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge("request body too large")
-    parser = FormDataParser(
-        stream_factory=lambda **part: _Writer.open(part, settings),  # type: ignore[arg-type]
+    parser = _FieldBytes(
+        stream_factory=lambda **part: _Writer.open(part, settings),
         max_form_memory_size=settings.max_request_bytes,
-        silent=False,
         max_form_parts=MAX_FIELDS + settings.max_attachments,
     )
-    mimetype, options = request.mimetype, request.mimetype_params
     try:
-        _, form, files = parser.parse(
-            cast(IO[bytes], _Limited(request.stream, limit)), mimetype, request.content_length,
-            options,
-        )  # fmt: skip
+        boundary = request.mimetype_params.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("Missing boundary")
+        form, files = parser.parse(
+            cast(IO[bytes], _Limited(request.stream, limit)), boundary, request.content_length
+        )
     except RequestEntityTooLarge:
         raise TooLarge("a form field is too large, or there are too many parts") from None
     except BadRequest:  # the client hung up mid-body
@@ -87,12 +90,12 @@ def read_multipart(request: Request, settings: Settings) -> MultiDict[str, str]:
             reason = f"the file part {part[:100]!r} has {writer.size} bytes but no file name"
             raise _invalid(reason)
         _pending().attachments.append(writer.finish(upload.filename, upload.content_type or ""))
-    return form
+    return parser.fields(form)
 
 
-def multipart_fields(request: Request) -> list[tuple[str, str]]:
-    """The Ozeki endpoint's multipart reader: the form fields as (name, value) pairs."""
-    return list(read_multipart(request, services().settings).items(multi=True))
+def multipart_fields(request: Request) -> list[Field]:
+    """The Ozeki endpoint's multipart reader: the form fields, their text still bytes."""
+    return read_multipart(request, services().settings)
 
 
 def spool_bytes(data: bytes, filename: str, content_type: str, settings: Settings) -> None:
@@ -186,6 +189,35 @@ class _Writer:
             content_type=_content_type(declared_type, filename), sha256=self.digest.hexdigest(),
             device=info.st_dev, inode=info.st_ino, ctime_ns=info.st_ctime_ns,
         )  # fmt: skip
+
+
+class _FieldBytes(MultiPartParser):
+    """werkzeug's multipart parser, keeping each field's bytes and the charset its part
+    declares, for :mod:`api.charsets` to decode by the request's charset. werkzeug 3 has no
+    charset option: it decodes a field as UTF-8 (or a part's ISO-8859-1) with U+FFFD in place
+    of what it cannot. Its ``get_part_charset`` hook names the codec; latin-1 maps each byte to
+    one character, so the bytes come back exactly."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.declared: dict[str | None, list[str | None]] = {}
+
+    def get_part_charset(self, headers: Headers) -> str:
+        """Called once per field, in order, as its value is decoded."""
+        name = parse_options_header(headers.get("content-disposition"))[1].get("name")
+        charset = parse_options_header(headers.get("content-type"))[1].get("charset")
+        self.declared.setdefault(name, []).append(charset)
+        return "latin-1"
+
+    def fields(self, form: MultiDict[str, str]) -> list[Field]:
+        """The fields as (name, value bytes, the charset the part declares)."""
+        if None in form:
+            raise ParseError("a form field has no name")
+        return [
+            (name, value.encode("latin-1"), charset)
+            for name in form
+            for value, charset in zip(form.getlist(name), self.declared[name], strict=True)
+        ]
 
 
 class _Limited:

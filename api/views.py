@@ -41,7 +41,9 @@ def api() -> Response:
             # HEAD would act and drop the EmailId with the body; the rest mean nothing here.
             raise ParseError(f"method {request.method} not allowed: use GET or POST")
         svc = services()
-        params = read_params(request, svc.settings.max_request_bytes, multipart_fields)
+        params = read_params(
+            request, svc.settings.max_request_bytes, svc.settings.legacy_charset, multipart_fields
+        )
         command = params.get("command", "")
         if not command:
             raise InvalidParameter("command", "the command is required")

@@ -9,6 +9,7 @@ API's check is refused rather than sent.
 
 from __future__ import annotations
 
+import ntpath
 import os
 import re
 import stat
@@ -23,6 +24,8 @@ _KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
 """A drive path (``C:\\...``) or a UNC path (``\\\\host\\share...``)."""
+_MAX_NAMED = 5
+"""Files named in one refusal of a path that several files match in any case."""
 PathMap = tuple[tuple[str, str], ...]
 """(Windows prefix in :func:`windows_key` form, local folder), from MAILGATE_ATTACHMENT_PATH_MAP."""
 
@@ -37,19 +40,59 @@ def windows_key(path: str) -> str:
     return path.replace("\\", "/").rstrip("/").lower()
 
 
-def map_path(raw: str, path_map: PathMap) -> str:
-    """The local path of a Windows or UNC path (the longest matching prefix wins); any other
-    path unchanged. The result still goes through :func:`check_path`."""
+def map_path(raw: str, path_map: PathMap, roots: Sequence[Path] = ()) -> str:
+    """The local path of a Windows or UNC path; any other path unchanged. The result still goes
+    through :func:`check_path`.
+
+    The path is read as Windows reads it: ``.`` and ``..`` resolved first (never above the drive
+    or the share), so a climb out of a mapped prefix is refused rather than mapped; the longest
+    matching prefix wins; and the rest finds its file as Windows would, in any case
+    (:func:`_find_in_any_case`).
+    """
     if not _WINDOWS.match(raw):
         return raw
-    key = windows_key(raw)
+    resolved = ntpath.normpath(raw)
+    names = resolved.replace("\\", "/").split("/")
     for prefix, folder in sorted(path_map, key=lambda entry: len(entry[0]), reverse=True):
-        if key == prefix or key.startswith(prefix + "/"):
-            rest = raw.replace("\\", "/")[len(prefix) :].strip("/")
-            return f"{folder.rstrip('/')}/{rest}" if rest else folder
-    raise AttachmentRefused(
-        "a Windows or UNC path with no matching entry in MAILGATE_ATTACHMENT_PATH_MAP"
+        wanted = prefix.split("/")
+        if [name.lower() for name in names[: len(wanted)]] == wanted:
+            rest = [name for name in names[len(wanted) :] if name]
+            return _find_in_any_case(folder, rest, roots)
+    shown = (
+        f" ({raw} is {resolved} on Windows)" if ".." in raw.replace("\\", "/").split("/") else ""
     )
+    raise AttachmentRefused(
+        f"a Windows or UNC path with no matching entry in MAILGATE_ATTACHMENT_PATH_MAP{shown}"
+    )
+
+
+def _find_in_any_case(folder: str, names: Sequence[str], roots: Sequence[Path]) -> str:
+    """The local path of ``names`` under ``folder``, each name found as Windows finds it: the
+    entry of that exact name, else the one entry that differs only in case. Where several do,
+    the path is refused naming them. Folders outside the roots are never listed (their names
+    are nobody's business; check_path refuses the path anyway)."""
+    path = folder.rstrip("/") or "/"
+    for name in names:
+        exact = os.path.join(path, name)
+        if os.path.lexists(exact) or not _inside(os.path.realpath(path), roots):
+            path = exact
+            continue
+        try:
+            with os.scandir(path) as entries:
+                found = sorted(e.name for e in entries if _upper(e.name) == _upper(name))
+        except (OSError, ValueError):
+            found = []
+        if len(found) > 1:
+            listed = ", ".join(found[:_MAX_NAMED]) + (", ..." if len(found) > _MAX_NAMED else "")
+            raise AttachmentRefused(f"{len(found)} files match {name} in any case: {listed}")
+        path = os.path.join(path, found[0] if found else name)
+    return path
+
+
+def _upper(name: str) -> str:
+    # Windows compares names character by character in upper case (its $UpCase table): "ß" is
+    # not "SS" there, so a character whose upper case is longer stays as it is.
+    return "".join(u if len(u := c.upper()) == 1 else c for c in name)
 
 
 def check_path(raw: str, roots: Sequence[Path]) -> Attachment:

@@ -15,6 +15,7 @@ import click
 
 from mailgate.config import Settings
 from mailgate.errors import ConfigError, UserError
+from mailgate.jobs import canonical_email_id
 from mailgate.users import Account, UserStore
 
 P = ParamSpec("P")
@@ -272,6 +273,7 @@ def status(email_id: str) -> None:
 
     settings = _settings()
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    email_id = canonical_email_id(email_id)
     record = store.get(email_id)
     if record is None:
         click.echo(f"mailgate: no e-mail {email_id}", err=True)
@@ -306,6 +308,7 @@ def requeue(email_ids: tuple[str, ...], failed: bool, since: str | None, until: 
         start = _moment(since) if since else 0.0
         end = _moment(until) if until else float("inf")
         email_ids = tuple(store.find(Status.FAILED, start, end))
+    email_ids = tuple(canonical_email_id(email_id) for email_id in email_ids)
     celery = make_celery(settings)
     done = 0
     for email_id in email_ids:

@@ -305,16 +305,24 @@ class Settings:
     strict_parameters: bool = setting(
         False,
         p.flag,
-        "`1`: a parameter (or REST field) mailgate does not know is Code 302 (REST: 400) naming "
-        "it, instead of a warning",
+        "`1`: an Ozeki parameter mailgate does not know is Code 302 naming it, instead of a "
+        "warning (the REST API always refuses an unknown field with 400)",
+    )
+    legacy_charset: str = setting(
+        "windows-1252",
+        p.charset,
+        "the charset of a query string or form body (urlencoded or multipart) that is not valid "
+        "UTF-8 and declares none (no Content-Type `charset=`, no `_charset_` parameter); a WHATWG "
+        "label, so `iso-8859-1` means windows-1252, as browsers read it",
     )
     attachment_path_map: tuple[tuple[str, str], ...] = setting(
         (),
         p.path_map,
         "`;`-separated `WINDOWS_PREFIX=/local/folder` entries, e.g. "
         "`C:\\Recordings=/srv/recordings;\\\\pbx\\share=/mnt/pbx`: Windows drive and UNC "
-        "attachment paths under a prefix are read from the folder (still inside "
-        "`MAILGATE_ATTACHMENT_ROOTS`)",
+        "attachment paths under a prefix are read from the folder, as Windows reads them: "
+        "`..` resolved first (a climb out of the prefix is refused), file names in any case "
+        "(still inside `MAILGATE_ATTACHMENT_ROOTS`)",
     )
     broker_quorum_queues: bool = setting(
         False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -25,13 +26,25 @@ Like the delivery task, its only argument is the EmailId; the URL is read from t
 QUEUE = "mailgate"
 """The broker queue the API publishes to and the worker consumes."""
 
-_EMAIL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+def canonical_email_id(raw: str) -> str:
+    """An EmailId as mailgate writes it (a lower-case UUID), from one as a client kept it: SQL
+    Server's ``uniqueidentifier`` gives GUIDs in upper case, .NET may add braces, and blanks
+    around it are dropped. Text that is no UUID comes back trimmed (and finds nothing)."""
+    text = raw.strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
 
 
-def canonical_email_id(text: str) -> str | None:
-    """An EmailId (a UUID as the API hands them out) in its stored form, lower case; None for
-    any other text, which then never reaches a Redis key (``<id>:history`` names a list)."""
-    return text.lower() if _EMAIL_ID.fullmatch(text) else None
+_EMAIL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_email_id(text: str) -> bool:
+    """True for an EmailId in the form mailgate writes (:func:`canonical_email_id`'s); any
+    other text must never reach a Redis key (``<id>:history`` names a list, not a record)."""
+    return _EMAIL_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

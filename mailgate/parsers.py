@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import webencodings
 from limits import parse as parse_rate
 
 from mailgate.redisconn import is_redis
@@ -17,6 +18,19 @@ from mailgate.redisconn import is_redis
 def text(value: str) -> str:
     """Any text."""
     return value
+
+
+def charset(value: str) -> str:
+    """A charset label as WHATWG reads it (``latin1`` and ``ISO-8859-1`` are windows-1252, as
+    browsers decode them): its canonical name. Only charsets that keep ASCII as ASCII, so the
+    names, ``=`` and ``&`` of a form read the same in any of them."""
+    encoding = webencodings.lookup(value)
+    if encoding is None or encoding.name == "replacement":
+        raise ValueError(f"unknown charset {value.strip()[:40]!r}")
+    name: str = encoding.name
+    if name in ("utf-16le", "utf-16be"):
+        raise ValueError(f"{name} is not ASCII-compatible")
+    return name
 
 
 def log_format(value: str) -> str:

@@ -7,6 +7,7 @@ honcho: output is prefixed per process, and Ctrl-C stops every child (whole proc
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import shlex
@@ -159,6 +160,16 @@ def run_all() -> int:
     return int(manager.returncode or 0)
 
 
+def _loopback_only(host: str) -> bool:
+    """The API binds only to this machine's loopback (``127.0.0.1``, ``::1``, ``localhost``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _sample_attachment(folder: Path) -> Path:
     """The attachment root of ``mailgate run`` (created) and a small file in it to attach."""
     private_dir(folder)  # like the rest of var/: what is attached is nobody else's business
@@ -170,17 +181,29 @@ def _sample_attachment(folder: Path) -> Path:
 
 
 def _first_user(settings: Settings, sample: Path | None = None) -> None:
-    """With no account at all, create one and print how to use it."""
+    """With no account at all, create one and print how to use it.
+
+    On a local machine (the API listening on loopback only) it may use any sender, as the
+    examples that clients copy carry a ``Sender``; an account that others can reach keeps the
+    sender ACL, like every account ``mailgate user add`` creates.
+    """
     store = UserStore(settings.users_file)
     if store.accounts():
         return
     password = secrets.token_urlsafe(12)
-    store.add(FIRST_USER, password)
+    local = _loopback_only(settings.host)
+    store.add(FIRST_USER, password, ("*",) if local else ())
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     base = f"http://{host}:{settings.port}/api"
     print("=" * 72)
     print(f"Created the first account in {settings.users_file}:")
     print(f"  user: {FIRST_USER}\n  password: {password}")
+    if local:
+        print("  senders: any (*), as the API listens on this machine only; accounts for")
+        print("  production get theirs: mailgate user add NAME --sender '*@your.domain'")
+    else:
+        print(f"  senders: {settings.default_sender} only (the API is reachable from other")
+        print("  machines): mailgate user add NAME --sender '*@your.domain' for more")
     print("Send a test e-mail:")
     print(
         f"  curl '{base}?command=SendEmail&Recipient=you%40example.com"

@@ -224,7 +224,10 @@ def parse_attachments(raw: str, settings: Settings) -> tuple[Attachment, ...]:
     for path in paths:
         try:
             found.append(
-                check_path(map_path(path, settings.attachment_path_map), settings.attachment_roots)
+                check_path(
+                    map_path(path, settings.attachment_path_map, settings.attachment_roots),
+                    settings.attachment_roots,
+                )
             )
         except AttachmentRefused as exc:
             raise _invalid("Attachments", str(exc)) from None

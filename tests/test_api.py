@@ -81,8 +81,10 @@ def _outside(root: Path) -> str:
 
 
 ERROR_CASES = [
-    ("bad-utf8", "/api?command=SendEmail&Message=%ff%fe", None, 300,
-     "Error occured during parsing message: 'the request is not valid UTF-8'"),
+    # %FF%FE is windows-1252 (the legacy charset); %81 is in no charset of the two.
+    ("neither-utf8-nor-legacy", "/api?command=SendEmail&Message=%ff%81", None, 300,
+     "Error occured during parsing message: 'the request is neither UTF-8 nor windows-1252 "
+     "(MAILGATE_LEGACY_CHARSET): declare its charset'"),
     ("unknown-command", "/api?command=MakeCoffee", None, 301,
      "Not implemented command: 'MakeCoffee'"),
     ("no-command", "/api?Recipient=a@b.example", None, 302,

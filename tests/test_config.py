@@ -43,6 +43,9 @@ def test_defaults_match_the_contract() -> None:
         ("MAILGATE_FLOWER_BASIC_AUTH", "no-colon"),
         ("MAILGATE_REDIS_APPENDFSYNC", "never"),
         ("MAILGATE_MESSAGE_ID_HOST", "bad host>"),
+        ("MAILGATE_LEGACY_CHARSET", "x-klingon"),
+        ("MAILGATE_LEGACY_CHARSET", "utf-16"),  # not ASCII-compatible: a form cannot use it
+        ("MAILGATE_LEGACY_CHARSET", "iso-2022-kr"),  # WHATWG's "replacement": decodes nothing
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
@@ -50,6 +53,21 @@ def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
         Settings.from_env({variable: value})
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        ("windows-1252", "windows-1252"),
+        ("ISO-8859-1", "windows-1252"),
+        ("latin1", "windows-1252"),
+        (" ISO-8859-15 ", "iso-8859-15"),
+        ("Shift_JIS", "shift_jis"),
+        ("utf8", "utf-8"),
+    ],
+)
+def test_the_legacy_charset_is_a_whatwg_label(value: str, name: str) -> None:
+    assert Settings.from_env({"MAILGATE_LEGACY_CHARSET": value}).legacy_charset == name
 
 
 def test_smtp_url_forms() -> None:

@@ -126,6 +126,26 @@ def test_the_cli_status_lists_the_owner_and_times_with_an_offset(
 
 
 @pytest.mark.parametrize(
+    "given",
+    [
+        "6B5C6978-0CD6-4A58-86FC-3D1B279B9208",
+        " 6b5c6978-0cd6-4a58-86fc-3d1b279b9208\t",
+        "{6B5C6978-0CD6-4A58-86FC-3D1B279B9208}",
+    ],
+    ids=["upper-case", "blanks", "braces"],
+)
+def test_the_cli_reads_an_email_id_in_any_case(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    asked: list[str] = []
+    store = FakeStore()
+    monkeypatch.setattr(store, "get", lambda email_id: asked.append(email_id) or SENT)
+    unused = SimpleNamespace(redis_url="redis://unused", status_ttl_seconds=1)
+    monkeypatch.setattr(cli, "_settings", lambda: unused)
+    monkeypatch.setattr(mailgate.status.StatusStore, "from_url", lambda *_: store)
+    assert CliRunner().invoke(cli.main, ["status", given]).exit_code == 0
+    assert asked == ["6b5c6978-0cd6-4a58-86fc-3d1b279b9208"]
+
+
+@pytest.mark.parametrize(
     ("record", "body"),
     [
         (SENT, b"NotificationName=EmailDeliveryReport&EmailId=id-1&Status=Sent&Attempts=3"

@@ -125,9 +125,9 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, Any], tuple[str, str] | None, i
      "invalid_json", None),
     ("nan", "POST", EMAILS, {"data": b'{"recipients": ["a@b.example"], "text": NaN}'},
      SEED_CREDS, 400, "invalid_json", None),
-    # An unknown field is ignored (with a warning): here that leaves no recipients.
+    # An unknown field is refused, naming it: here the Ozeki name of recipients.
     ("unknown-field", "POST", EMAILS, {"json": {"Recipient": "a@b.example", "text": "x"}},
-     SEED_CREDS, 400, "invalid_parameter", "recipients"),
+     SEED_CREDS, 400, "invalid_parameter", "Recipient"),
     ("surrogate-field-name", "POST", EMAILS, {"data": b'{"\\ud800": 1}'}, SEED_CREDS, 400,
      "invalid_parameter", "\ud800"),
     ("no-recipients", "POST", EMAILS, {"json": {"text": "x"}}, SEED_CREDS, 400,

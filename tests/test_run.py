@@ -19,7 +19,10 @@ import psutil
 import pytest
 import redis
 
+from mailgate.config import Settings
 from mailgate.embedded import private_dir, redis_command
+from mailgate.run import _first_user
+from mailgate.users import UserStore
 from tests.support import VENV_BIN, Service, _pings, free_port, wait_for
 
 pytestmark = pytest.mark.integration  # real processes of its own
@@ -74,6 +77,33 @@ def test_embedded_redis_files_are_owner_only(tmp_path: Path) -> None:
         proc.wait(10)
 
 
+@pytest.mark.parametrize(
+    ("host", "senders", "shown"),
+    [
+        ("127.0.0.1", ("*",), "senders: any (*)"),
+        ("::1", ("*",), "senders: any (*)"),
+        ("localhost", ("*",), "senders: any (*)"),
+        ("0.0.0.0", (), "senders: mailgate@localhost only"),
+        ("192.0.2.10", (), "senders: mailgate@localhost only"),
+    ],
+    ids=["loopback", "ipv6-loopback", "localhost", "every-address", "a-public-address"],
+)
+def test_the_first_account_may_use_any_sender_only_on_a_local_machine(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    host: str,
+    senders: tuple[str, ...],
+    shown: str,
+) -> None:
+    settings = Settings.from_env(
+        {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml"), "MAILGATE_HOST": host}
+    )
+    _first_user(settings)
+    [account] = UserStore(settings.users_file).accounts().values()
+    assert (account.name, account.senders) == ("ivr", senders)
+    assert shown in capsys.readouterr().out
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> tuple[Service, dict[str, int], Path]:
     ports = {name: free_port() for name in ("api", "flower", "sink", "redis")}
@@ -111,6 +141,15 @@ def test_make_run_path_for_a_new_user(gateway: tuple[Service, dict[str, int], Pa
         eml = cwd / "var" / "outbox" / f"{email_id}.eml"
         wait_for(eml.exists, 30, "the .eml in var/outbox")
         assert b"Hello from mailgate" in eml.read_bytes()
+
+        # On this machine the first account may use any sender, as Ozeki's examples do.
+        assert "senders: any (*)" in service.output()
+        from_ivr = xml(fetch(curl_url.group(1) + "&Sender=Voicemail+%3Cvoicemail%40pbx.example%3E"))
+        assert from_ivr["Code"] == "200", from_ivr
+        ivr_eml = cwd / "var" / "outbox" / f"{from_ivr['EmailId']}.eml"
+        wait_for(ivr_eml.exists, 30, "the e-mail with a Sender in var/outbox")
+        sender = message_from_bytes(ivr_eml.read_bytes(), policy=default)["From"]
+        assert sender.addresses[0].addr_spec == "voicemail@pbx.example"
         assert owner_only(cwd / "var") > 3  # the AOF, the users file, the .eml, ...
 
         # The second curl attaches the sample file of var/attachments/, the default root.

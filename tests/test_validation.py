@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.attachments import AttachmentRefused, check_path, read_checked
+from mailgate.attachments import AttachmentRefused, check_path, map_path, read_checked
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter, TooLarge
 from mailgate.validation import parse_recipients, validate_send
@@ -169,3 +169,51 @@ def test_total_attachment_size_is_limited(root: Path, settings: Settings) -> Non
     with pytest.raises(InvalidParameter) as caught:
         validate_send(params, small)
     assert caught.value.name == "Attachments"
+
+
+# Windows paths: read as Windows reads them -----------------------------------------------------
+
+
+def test_a_windows_path_is_found_in_any_case_inside_the_roots(tmp_path: Path) -> None:
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    for folder in (inside / "Sub", outside):
+        folder.mkdir(parents=True)
+    (inside / "Sub" / "Voicemail.WAV").write_bytes(b"x")
+    (inside / "Straße.txt").write_bytes(b"x")
+    for name in ("secret.txt", "SECRET.TXT"):
+        (outside / name).write_bytes(b"x")
+    path_map = (("c:/rec", str(inside)), ("d:/other", str(outside)))
+    roots = (inside.resolve(),)
+    assert map_path(r"C:\REC\sub\voicemail.wav", path_map, roots) == str(
+        inside / "Sub" / "Voicemail.WAV"
+    )
+    # Windows compares one character at a time: "ß" is not "SS" there.
+    assert map_path(r"C:\Rec\STRASSE.TXT", path_map, roots) == str(inside / "STRASSE.TXT")
+    # A folder outside the roots is never listed: no file name of it shows in a refusal, and
+    # check_path refuses the path as outside the roots.
+    mapped = map_path(r"D:\Other\Secret.Txt", path_map, roots)
+    assert mapped == str(outside / "Secret.Txt")
+    with pytest.raises(AttachmentRefused, match="outside the attachment roots"):
+        check_path(mapped, roots)
+
+
+@pytest.mark.parametrize(
+    ("raw", "local"),
+    [
+        (r"C:\Rec\a\..\b.txt", "/srv/rec/b.txt"),
+        (r"C:\Rec\.\a\\\b.txt", "/srv/rec/a/b.txt"),
+        (r"\\PBX\Share\..\..\x.wav", "/mnt/pbx/x.wav"),  # never above the share
+        ("C:/Rec/a/../b.txt", "/srv/rec/b.txt"),
+    ],
+    ids=["dotdot-inside", "dot-and-doubled-separators", "above-the-share", "forward-slashes"],
+)
+def test_dots_are_resolved_as_windows_resolves_them(raw: str, local: str) -> None:
+    assert map_path(raw, (("c:/rec", "/srv/rec"), ("//pbx/share", "/mnt/pbx"))) == local
+
+
+@pytest.mark.parametrize(
+    "raw", [r"C:\Rec\..\hr\salaries.txt", r"C:\Rec\a\..\..\Rec2\x.txt", r"C:\..\Rec\..\x"]
+)
+def test_a_climb_out_of_the_mapped_prefix_is_refused(raw: str) -> None:
+    with pytest.raises(AttachmentRefused, match="MAILGATE_ATTACHMENT_PATH_MAP"):
+        map_path(raw, (("c:/rec", "/srv/rec"),))
