@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from mailgate.config import Settings
@@ -289,6 +291,37 @@ def test_idempotency_key_returns_the_first_email_id_and_queues_nothing_more(
     other = parse(client.get("/api", query_string=send(IdempotencyKey=key, **{
         "Username": OTHER_USER, "Password": OTHER_PASSWORD})).data)  # fmt: skip
     assert other["EmailId"] != first["EmailId"]  # keys belong to one account
+
+
+def test_concurrent_calls_with_one_idempotency_key_queue_one_email(
+    app: Flask, redis_server: RedisServer
+) -> None:
+    # A PBX retrying on a time-out while its first call is still under way: every call of a
+    # key must answer the same EmailId, however they interleave (an atomic SET NX, not a GET
+    # then a SET).
+    client = app.test_client()
+    assert parse(client.get("/api", query_string=send(**SEED)).data)["Code"] == "200"  # cached
+    keys = [f"race-{os.urandom(4).hex()}" for _ in range(30)]
+    answers: dict[str, list[str]] = {key: [] for key in keys}
+    before = records(redis_server)
+
+    def call(key: str, start: threading.Barrier) -> None:
+        start.wait()
+        body = parse(
+            app.test_client().get("/api", query_string=send(IdempotencyKey=key, **SEED)).data
+        )
+        answers[key].append(body.get("EmailId") or body["Code"])
+
+    for key in keys:
+        start = threading.Barrier(4)
+        threads = [threading.Thread(target=call, args=(key, start)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    twice = {key: ids for key, ids in answers.items() if len(set(ids)) != 1}
+    assert not twice, f"{len(twice)} of {len(keys)} keys got more than one e-mail"
+    assert records(redis_server) == before + len(keys)
 
 
 def test_idempotency_key_with_different_content_is_302(client: FlaskClient) -> None:
