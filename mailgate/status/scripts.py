@@ -74,13 +74,21 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
 return 1
 """
 
-# Write the report's outcome only onto a record that still exists: an expired one must not come
-# back as a stray hash without a TTL. updated_at is left alone; it dates the e-mail's own state.
+# The delivery report's outcome and its watchdog in one step, so nobody sees a settled report
+# still due, or a retrying one with no next try. The outcome is written only onto a record that
+# still exists: an expired one must not come back as a stray hash without a TTL. updated_at is
+# left alone; it dates the e-mail's own state. KEYS: the record, the report due set.
+# ARGV: status, attempts, error, EmailId, the next try's time or '' (settled: off the due set).
 REPORT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2],
-           'report_error', ARGV[3])
-return 1
+local written = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2],
+             'report_error', ARGV[3])
+  written = 1
+end
+if ARGV[5] == '' then redis.call('ZREM', KEYS[2], ARGV[4])
+else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4]) end
+return written
 """
 
 # Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what

@@ -242,15 +242,11 @@ class StatusStore:
         error: str = "",
         next_due: float | None = None,
     ) -> bool:
-        """Record the delivery report's outcome and move or clear its watchdog; False when
-        the record is gone."""
-        args = [status.value, attempts, error]
-        written = bool(self._report(keys=[email_key(email_id)], args=args))
-        if status.final or next_due is None:
-            self.forget_report_due(email_id)
-        else:
-            self.schedule_report(email_id, next_due)
-        return written
+        """Record the delivery report's outcome and move or clear its watchdog, in one atomic
+        step; False when the record is gone."""
+        due = "" if status.final or next_due is None else next_due
+        args = [status.value, attempts, error, email_id, due]
+        return bool(self._report(keys=[email_key(email_id), REPORTS_DUE_KEY], args=args))
 
     def schedule_report(self, email_id: str, at: float) -> None:
         """Have the scheduler publish this e-mail's report at ``at`` (a retry, a wait)."""
