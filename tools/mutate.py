@@ -107,6 +107,13 @@ MUTANTS = [
         ("tests/test_batched_store.py::test_outcomes_write_what_the_plain_store_writes",),
     ),
     Mutant(
+        "content-drop-batched", "the worker's batched outcomes drop no field (a Sent e-mail "
+        "keeps its content)",
+        (("mailgate/status/scripts.py",
+          "  if #o.drop > 0 then redis.call('HDEL', o.key, unpack(o.drop)) end\n", ""),),
+        ("tests/test_batched_store.py::test_outcomes_write_what_the_plain_store_writes",),
+    ),
+    Mutant(
         "due-lease", "taking due e-mails does not lease them (two schedulers publish both)",
         (("mailgate/status/scripts.py",
           "for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end\n", ""),),
