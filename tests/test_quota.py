@@ -9,11 +9,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
 
 from mailgate.config import Settings
@@ -137,6 +139,23 @@ def test_concurrent_accepts_never_pass_the_quota(scratch: redis.Redis) -> None:
 
 # --- through the API --------------------------------------------------------------------------
 
+QUIET_API_DB = 6
+"""Where this module's API keeps its Scheduled e-mails: no worker sends them later."""
+
+
+@pytest.fixture(scope="module")
+def quiet(settings: Settings, redis_server: RedisServer) -> Iterator[Settings]:
+    url = f"redis://127.0.0.1:{redis_server.port}/{QUIET_API_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield replace(settings, redis_url=url, broker_url=url)
+    client.flushdb()
+
+
+@pytest.fixture(scope="module")
+def app(make_app: MakeApp, users: UserStore, quiet: Settings) -> Flask:
+    return make_app(quiet)
+
 
 @pytest.fixture
 def account(users: UserStore, request: pytest.FixtureRequest) -> str:
@@ -192,9 +211,9 @@ def test_over_the_account_s_bytes_is_429_naming_them(client: FlaskClient, accoun
 
 
 def test_the_setting_is_the_default_and_an_idempotent_repeat_counts_once(
-    make_app: MakeApp, account: str
+    make_app: MakeApp, quiet: Settings, account: str
 ) -> None:
-    client = make_app(max_pending_emails=1).test_client()
+    client = make_app(quiet, max_pending_emails=1).test_client()
     for _ in range(3):
         assert ozeki(client, account, SendAt="600", IdempotencyKey="k1")["Code"] == "200"
     refused = ozeki(client, account, SendAt="600")
@@ -203,8 +222,9 @@ def test_the_setting_is_the_default_and_an_idempotent_repeat_counts_once(
 
 
 def test_what_the_worker_delivers_is_counted_down(
-    client: FlaskClient, settings: Settings, account: str, smtp_server: SmtpServer, worker: object
+    make_app: MakeApp, settings: Settings, account: str, smtp_server: SmtpServer, worker: object
 ) -> None:
+    client = make_app(settings).test_client()  # the session's Redis, which its worker serves
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
     recipients = ["done@example.com", "tempfail1-q@example.com", "reject-q@example.com"]
     ids = [ozeki(client, account, Recipient=r)["EmailId"] for r in recipients]
