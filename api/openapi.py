@@ -20,7 +20,8 @@ _ERRORS: dict[str, str] = {
     "409": "The idempotency key was used before with different content.",
     "413": "The body or the text is over the size limit.",
     "415": "The body is not `application/json` or `multipart/form-data`.",
-    "429": "Over the account's send rate, or too many failed logins: see `Retry-After`.",
+    "429": "Over the account's send rate or its quota of e-mails not yet final, or too many "
+    "failed logins: see `Retry-After`.",
     "500": "An unexpected error; nothing was queued.",
     "503": "Redis or the broker is unavailable, or every password check of the API process "
     "is busy (then with `Retry-After`); nothing was queued.",
