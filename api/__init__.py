@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.services import Services
     from api.uploads import discard_unclaimed
 
-    configure_logging()
+    configure_logging(process="web")
     app = Flask(__name__)
     app.extensions["mailgate"] = Services.build(settings or Settings.from_env())
     app.register_blueprint(views.bp)

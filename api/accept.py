@@ -20,10 +20,11 @@ from mailgate.errors import (
     NotFound,
     RateLimited,
     SenderNotAllowed,
+    Suppressed,
     Unavailable,
 )
 from mailgate.jobs import QUEUE, EmailJob, canonical_email_id, is_email_id
-from mailgate.status import AttemptLog, Record
+from mailgate.status import AttemptLog, Record, Suppressions
 from mailgate.status.store import pending_size
 from mailgate.users import Account
 from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
@@ -78,6 +79,7 @@ def accept(
     sender = request.sender or svc.settings.default_sender
     if not account.may_send_as(bare(sender), svc.settings.default_sender):
         raise SenderNotAllowed(f"{account.name} may not send as {sender}")
+    check_suppressed(svc, account, request)
     job = EmailJob(
         email_id=str(uuid.uuid4()),
         owner=account.name,
@@ -122,6 +124,24 @@ def accept(
     log.info("accepted %s from %s for %d recipient(s)", job.email_id, account.name,
              len(job.recipients))  # fmt: skip
     return Accepted(job.email_id)
+
+
+def check_suppressed(svc: Services, account: Account, request: SendRequest) -> None:
+    """Refuse (302, REST 422) a recipient this account's e-mail hard-bounced from lately."""
+    if not svc.settings.suppression:
+        return
+    named = [
+        *(("Recipient", a) for a in request.recipients),
+        *(("Cc", a) for a in request.cc),
+        *(("Bcc", a) for a in request.bcc),
+    ]
+    try:
+        found = Suppressions(svc.store.redis).find(account.name, [a for _, a in named])
+    except RedisError:
+        raise Unavailable("the status store is unavailable") from None
+    if found is not None:
+        index, suppression = found
+        raise Suppressed(named[index][0], suppression.explain())
 
 
 def _record_and_publish(svc: Services, job: EmailJob, quota: Quota) -> None:

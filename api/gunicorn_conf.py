@@ -37,7 +37,7 @@ if _settings.log_format == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "mailgate.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "mailgate.logs.JsonFormatter", "process": "web"}},
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "json"},
             "error_console": {"class": "logging.StreamHandler", "formatter": "json"},

@@ -124,14 +124,25 @@ def delivery_metrics(counters: dict[str, float]) -> Iterator[Metric]:
     replies = CounterMetricFamily(
         "mailgate_smtp_replies", "Final SMTP reply class of each attempt", labels=["class"]
     )
+    bounces = CounterMetricFamily(
+        "mailgate_bounces",
+        "Recipients reported bounced (hard: 5.x.x) or delayed and soft (4.x.x), by class",
+        labels=["class"],
+    )
+    reports = CounterMetricFamily(
+        "mailgate_bounce_reports",
+        "Messages `mailgate bounces` read, by verdict (unknown: no e-mail it still knows)",
+        labels=["verdict"],
+    )
+    families = {"outcome": outcomes, "reply": replies, "bounce": bounces, "bounce_report": reports}
     for name, value in sorted(counters.items()):
         kind, _, label = name.partition(":")
-        if kind == "outcome":
-            outcomes.add_metric([label], value)
-        elif kind == "reply":
-            replies.add_metric([label], value)
+        if kind in families:
+            families[kind].add_metric([label], value)
     yield outcomes
     yield replies
+    yield bounces
+    yield reports
     cumulative, buckets = 0.0, []
     for bound in (*LATENCY_BUCKETS, float("inf")):
         cumulative += counters.get(f"latency:{bound}", 0.0)

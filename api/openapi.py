@@ -20,6 +20,8 @@ _ERRORS: dict[str, str] = {
     "409": "The idempotency key was used before with different content.",
     "413": "The body or the text is over the size limit.",
     "415": "The body is not `application/json` or `multipart/form-data`.",
+    "422": "A recipient is suppressed: an e-mail of this account to it hard-bounced lately "
+    "(`field` names it; the message says when and with which code).",
     "429": "Over the account's send rate or its quota of e-mails not yet final, or too many "
     "failed logins: see `Retry-After`.",
     "500": "An unexpected error; nothing was queued.",
@@ -88,7 +90,7 @@ def _send() -> Json:
             "202": _json("Queued; nothing is sent yet.", "Accepted", located),
             "200": _json("A repeat of an idempotency key with the same content: nothing new was "
                          "queued; the first e-mail's id and current status.", "Accepted", located),
-            **_refs("400", "401", "403", "409", "413", "415", "429", "500", "503"),
+            **_refs("400", "401", "403", "409", "413", "415", "422", "429", "500", "503"),
             "404": _json("The e-mail a repeated idempotency key names has expired.", "Error"),
         },
     }  # fmt: skip
@@ -222,9 +224,29 @@ def _schemas(settings: Settings) -> Json:
             "next_attempt_at": when,
             "last_error": {"type": ["string", "null"]},
             "smtp_response": {"type": ["string", "null"]},
+            "relay": {"type": ["string", "null"],
+                      "description": "host:port of the relay that took the e-mail."},
+            "bounce_code": {"type": ["string", "null"], "description": "The enhanced status "
+                            "code of the latest bounce (`5.1.1`)."},
+            "bounce_reason": {"type": ["string", "null"], "description": "Its diagnostic."},
+            "bounced_at": when,
             "delivery_report": {"enum": [*(r.value for r in ReportStatus), None],
                                 "description": "The report POSTed to callback_url; null: none."},
+            "recipients": {"type": "array", "items": _ref("Recipient"),
+                           "description": "Each envelope recipient (to, cc, bcc): its RCPT "
+                           "reply, then its bounce if one was reported."},
             "history": {"type": "array", "items": _ref("Attempt")},
+        }),
+        "Recipient": _object({
+            "address": text,
+            "rcpt": {"enum": ["accepted", "refused", None],
+                     "description": "What the relay said to RCPT; null: not tried yet."},
+            "rcpt_reply": {"type": ["string", "null"]},
+            "bounce": {"enum": ["failed", "delayed", None], "description": "The latest report: "
+                       "failed (bounced) or delayed (still being tried); null: none."},
+            "bounce_code": {"type": ["string", "null"]},
+            "bounce_reason": {"type": ["string", "null"]},
+            "bounced_at": when,
         }),
         "Attempt": _object({
             "attempt": {"type": "integer", "minimum": 0},

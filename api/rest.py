@@ -122,6 +122,9 @@ def _caller(svc: Services) -> Account:
 def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:
     """The JSON status record: every field present (snake_case), null where not (yet) known."""
     body: dict[str, Any] = {_snake(name): value for name, value in record.fields()}
+    body["recipients"] = [
+        {_snake(name): value for name, value in r.fields()} for r in record.recipients
+    ]
     body["history"] = [{_snake(name): value for name, value in h.fields()} for h in history]
     return body
 

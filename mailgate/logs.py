@@ -68,16 +68,27 @@ class RedactingFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, email_id, and exc if any."""
+    """One JSON object per line: ts, level, process, logger, message, email_id, and exc if any.
+
+    ``process`` names the mailgate process that wrote the line (``web``, ``worker``,
+    ``flower``, a supervised command's name), so the lines of several processes that share one
+    log stream can be told apart.
+    """
+
+    def __init__(self, process: str | None = None) -> None:
+        super().__init__()
+        self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
         message = redact(record.getMessage())
         entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
-            "logger": record.name,
-            "message": message,
         }
+        if self.process:
+            entry["process"] = self.process
+        entry["logger"] = record.name
+        entry["message"] = message
         email_id = getattr(record, "email_id", None)
         if email_id is None:
             found = _UUID.search(message)
@@ -94,13 +105,17 @@ def json_logs() -> bool:
     return bool(LOG_FORMAT.read(os.environ) == "json")
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Give every root handler the redacting filter and, by default, the JSON format."""
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: int = logging.INFO, process: str | None = None) -> None:
+    """Give every root handler the redacting filter and, by default, the JSON format with
+    ``process`` as the process's name."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=level, format=TEXT_FORMAT)
     for handler in root.handlers:
         if json_logs():
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(JsonFormatter(process))
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())

@@ -12,6 +12,7 @@ the Celery broker all connect through the URL, so one value configures every sid
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -135,6 +136,15 @@ class SentinelTarget:
     def _url(self, scheme: str, path: str) -> str:
         hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
         return f"{scheme}://{self._auth()}{hosts}{path}"
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@;,]*:)[^@/]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
+
+
+def display_url(url: str) -> str:
+    """The URL with every password in it masked, to name a Redis in a message or a log line."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
 
 
 def redis_client(url: str, **kwargs: Any) -> redis.Redis:

@@ -7,9 +7,7 @@ honcho: output is prefixed per process, and Ctrl-C stops every child (whole proc
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import secrets
 import shlex
 import signal
 import subprocess
@@ -18,17 +16,19 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from urllib.parse import quote
 
 from mailgate.config import Settings, environment
-from mailgate.embedded import port_is_free, private_dir, redis_command
+from mailgate.embedded import port_is_free, private_dir, redis_command, remember_url
 from mailgate.errors import ConfigError
 from mailgate.jobs import QUEUE
-from mailgate.supervise import STOP_SIGNALS, die_with_parent
-from mailgate.users import UserStore
+from mailgate.lifeline import bind_to_parent, die_with_parent
+from mailgate.supervise import STOP_SIGNALS, passed_on
+from mailgate.welcome import Console, Welcome
 
-FIRST_USER = "ivr"
 SAMPLE_NAME = "hello.txt"
+STOPPED_CODES = (130, 143)
+"""honcho's exit codes after it stopped everything on SIGINT (Ctrl-C) or SIGTERM. Its processes
+run under ``mailgate supervise``, which only exits when stopped, so these mean a requested stop."""
 
 
 def _bin(name: str) -> str:
@@ -83,7 +83,7 @@ def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int
         stopping.set()
         for child in children:
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(passed_on(signum))
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, stop_all)
@@ -102,22 +102,26 @@ def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int
 
 
 def run_all() -> int:
-    """Start everything and wait; the exit code of the first process to stop."""
+    """Start everything and wait. A stop that was asked for (Ctrl-C, SIGTERM) is exit code 0;
+    otherwise the exit code of the first process to stop."""
     # honcho comes with the run extra; `mailgate worker` and `mailgate flower` (this module's
     # other commands) run in images without it.
     from honcho.manager import Manager
+    from honcho.printer import Printer
 
     env = environment()  # .env included, so the children and this process agree
     first = Settings.from_env(env)  # a bad variable stops here with one line
     var = private_dir(Path("var"))  # bodies, recipients and password hashes live under it
     extra: list[tuple[str, str]] = []
+    embedded = None
     if not env.get("MAILGATE_REDIS_URL"):
         port = first.embedded_redis_port
         if not port_is_free(port):
             raise ConfigError("MAILGATE_EMBEDDED_REDIS_PORT", f"port {port} is already in use")
         private_dir(var / "redis")
         extra.append(("redis", redis_command(port, var / "redis", first.redis_appendfsync)))
-        env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        embedded = env["MAILGATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    remember_url(var, embedded)  # the CLI run in this folder asks the same Redis
     if not env.get("MAILGATE_SMTP_URL"):
         sink_port = first.sink_port
         if not port_is_free(sink_port):
@@ -138,36 +142,36 @@ def run_all() -> int:
     settings = Settings.from_env(env)
     if settings.flower_basic_auth:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
-    _first_user(settings, sample)
-    if sample is not None:
-        print(f"Attachments: files under {sample.parent}/ may be attached (e.g. {sample})")
-    print(f"Redis: {env['MAILGATE_REDIS_URL']}   (for the CLI: export MAILGATE_REDIS_URL=...)")
-    print(f"Flower: http://127.0.0.1:{settings.flower_port}/   outbox: var/outbox/", flush=True)
-    manager = Manager()
+    welcome = Welcome(settings, sample, embedded)
+    welcome.first_account()
+    print(welcome.starting(), flush=True)
+    # honcho reads each process's output in a fork of this process, which would outlive a
+    # SIGKILL to us and keep the supervisors below it going: it dies with us instead.
+    top = os.getpid()
+    os.register_at_fork(after_in_child=lambda: bind_to_parent(signal.SIGKILL, top))
+    console = Console(Printer(sys.stdout), welcome)
+    manager = Manager(printer=console)
     # Each under `mailgate supervise`: a process that exits is started again, instead of
-    # honcho stopping all the others; Ctrl-C still stops everything.
-    supervise = f"{_bin('mailgate')} supervise --"
+    # honcho stopping all the others; Ctrl-C still stops everything. `exec`: no shell stays
+    # between honcho and the supervisor, so honcho's signal and its exit code are the
+    # supervisor's own, and the supervisor dies with honcho's reader (mailgate.lifeline).
+    supervise = f"exec {_bin('mailgate')} supervise --owner {top} --name"
     for name, command in extra:
         # Shell lines (the embedded Redis sets its umask first) that end in `exec`, so the
         # supervisor's signal reaches the server itself, not a shell that would leave it behind.
-        manager.add_process(name, f"{supervise} sh -c {shlex.quote(command)}", env=env)
+        manager.add_process(name, f"{supervise} {name} -- sh -c {shlex.quote(command)}", env=env)
     for name, command in commands(settings).items():
         # The API listens on MAILGATE_PORT here (the printed curl names it), not on a $PORT
         # that the caller's shell may hold.
         own = {k: v for k, v in env.items() if k != "PORT"} if name == "web" else env
-        manager.add_process(name, f"{supervise} {command}", env=own)
+        manager.add_process(name, f"{supervise} {name} -- {command}", env=own)
+    threading.Thread(target=console.announce_when_ready, args=(manager,), daemon=True).start()
     manager.loop()
-    return int(manager.returncode or 0)
-
-
-def _loopback_only(host: str) -> bool:
-    """The API binds only to this machine's loopback (``127.0.0.1``, ``::1``, ``localhost``)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    code = int(manager.returncode or 0)
+    if code in STOPPED_CODES:  # Ctrl-C or SIGTERM: the stop we were asked for, not a failure
+        print("mailgate run: stopped", flush=True)
+        return 0
+    return code
 
 
 def _sample_attachment(folder: Path) -> Path:
@@ -178,44 +182,3 @@ def _sample_attachment(folder: Path) -> Path:
         sample.write_text("A sample attachment from mailgate run.\n", encoding="utf-8")
         sample.chmod(0o600)
     return sample
-
-
-def _first_user(settings: Settings, sample: Path | None = None) -> None:
-    """With no account at all, create one and print how to use it.
-
-    On a local machine (the API listening on loopback only) it may use any sender, as the
-    examples that clients copy carry a ``Sender``; an account that others can reach keeps the
-    sender ACL, like every account ``mailgate user add`` creates.
-    """
-    store = UserStore(settings.users_file)
-    if store.accounts():
-        return
-    password = secrets.token_urlsafe(12)
-    local = _loopback_only(settings.host)
-    store.add(FIRST_USER, password, ("*",) if local else ())
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    base = f"http://{host}:{settings.port}/api"
-    print("=" * 72)
-    print(f"Created the first account in {settings.users_file}:")
-    print(f"  user: {FIRST_USER}\n  password: {password}")
-    if local:
-        print("  senders: any (*), as the API listens on this machine only; accounts for")
-        print("  production get theirs: mailgate user add NAME --sender '*@your.domain'")
-    else:
-        print(f"  senders: {settings.default_sender} only (the API is reachable from other")
-        print("  machines): mailgate user add NAME --sender '*@your.domain' for more")
-    print("Send a test e-mail:")
-    print(
-        f"  curl '{base}?command=SendEmail&Recipient=you%40example.com"
-        f"&Subject=Hello&Message=Hello+from+mailgate"
-        f"&Username={FIRST_USER}&Password={quote(password, safe='')}'"
-    )
-    if sample is not None:
-        print("Send one with an attachment from the attachment root:")
-        print(
-            f"  curl '{base}?command=SendEmail&Recipient=you%40example.com"
-            f"&Subject=Attached&Message=See+the+file&Attachments={quote(str(sample), safe='')}"
-            f"&Username={FIRST_USER}&Password={quote(password, safe='')}'"
-        )
-    print("Then poll it with command=GetEmailStatus&EmailId=<EmailId> and the same credentials.")
-    print("=" * 72, flush=True)

@@ -20,7 +20,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -29,7 +29,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse as parse_rate
 
-from mailgate.errors import AuthFailed, Unavailable, UserError
+from mailgate.errors import AuthFailed, ConfigError, Unavailable, UserError
+from mailgate.relays import parse_route
 
 REFRESH_AHEAD = 0.2
 """In the last fifth of an entry's life, one caller re-verifies it ahead of expiry."""
@@ -41,6 +42,11 @@ MAX_NAME_CHARS = 256
 MAX_PASSWORD_CHARS = 1024
 """Longer user names or passwords are refused at once (305): no account has one, and no
 throttle key or argon2 run should ever be paid for one."""
+
+MIN_PASSWORD_CHARS = 12
+MIN_DISTINCT_CHARS = 5
+"""A new password (``mailgate user add`` and ``passwd``) has at least MIN_PASSWORD_CHARS
+characters, at least MIN_DISTINCT_CHARS of them different, unless ``--weak-password-ok``."""
 
 Guard = Callable[[], AbstractContextManager[None]]
 """Wraps each argon2 check: the login throttle's reservation (see api.ratelimit)."""
@@ -66,6 +72,8 @@ class Account:
     """Send rate limit in the ``limits`` notation, e.g. ``"20/second"``; None: unlimited."""
     networks: tuple[str, ...] = ()
     """Client networks (CIDR) this account may call from; empty: any address."""
+    smtp: str | None = field(default=None, repr=False)
+    """The account's own route (relay URLs, credentials included); None: the default."""
     max_pending: int | None = None
     """E-mails not yet final this account may have (0: no limit); None: the setting's."""
     max_pending_bytes: int | None = None
@@ -95,6 +103,20 @@ class Account:
         if address == default_sender.lower():
             return True
         return any(fnmatchcase(address, pattern.lower()) for pattern in self.senders)
+
+
+def weakness(password: str) -> str | None:
+    """Why ``password`` is too weak to set, or None when it is strong enough."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"it has {len(password)} characters, fewer than {MIN_PASSWORD_CHARS}"
+    if len(set(password)) < MIN_DISTINCT_CHARS:
+        return f"it has fewer than {MIN_DISTINCT_CHARS} different characters"
+    return None
+
+
+def new_password() -> str:
+    """A random password: 24 URL-safe characters (144 bits)."""
+    return secrets.token_urlsafe(18)
 
 
 def plausible(name: str, password: str) -> bool:
@@ -251,24 +273,15 @@ class UserStore:
         senders: tuple[str, ...] = (),
         rate: str | None = None,
         networks: tuple[str, ...] = (),
+        smtp: str | None = None,
         max_pending: int | None = None,
         max_pending_bytes: int | None = None,
     ) -> Account:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
             raise UserError(f"invalid user name {name!r}: letters, digits, . _ @ - only")
-        if not password:
-            raise UserError("the password must not be empty")
-        if rate is not None:
-            try:
-                parse_rate(rate)
-            except ValueError:
-                raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
-        for network in networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
+        _check_password(password)
+        _check(rate, networks, smtp)
         _check_limits(max_pending, max_pending_bytes)
         account = Account(
             name,
@@ -276,6 +289,7 @@ class UserStore:
             tuple(senders),
             rate,
             tuple(networks),
+            smtp or None,
             max_pending=max_pending,
             max_pending_bytes=max_pending_bytes,
         )
@@ -285,16 +299,45 @@ class UserStore:
             accounts[name] = account
         return account
 
-    def set_limits(
-        self, name: str, max_pending: int | None = None, max_pending_bytes: int | None = None
+    def set_password(self, name: str, password: str) -> None:
+        """Give account ``name`` a new password: one atomic replace of the file, so every
+        request sees either the old hash or the new one (never no account), and the old
+        password stops working at the next request of each process (see :meth:`cached`)."""
+        _check_password(password)
+        password_hash = self._hasher.hash(password)
+        with self._editing() as accounts:
+            account = accounts.get(name)
+            if account is None:
+                raise UserError(f"no user {name!r}")
+            accounts[name] = replace(account, password_hash=password_hash)
+
+    def update(
+        self,
+        name: str,
+        senders: tuple[str, ...] | None = None,
+        rate: str | None = None,
+        networks: tuple[str, ...] | None = None,
+        smtp: str | None = None,
+        max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
     ) -> Account:
-        """Give an existing account its own quota of e-mails not yet final (None: unchanged;
-        ``-1``: back to the setting's)."""
+        """Change what is given of an existing account (None: unchanged). An empty ``rate``
+        removes the limit; an empty ``smtp`` returns the account to the default route; a
+        quota limit of ``-1`` returns it to the setting's."""
+        _check(rate or None, networks or (), smtp or None)
         _check_limits(max_pending, max_pending_bytes, allow_reset=True)
         with self._editing() as accounts:
-            if name not in accounts:
+            account = accounts.get(name)
+            if account is None:
                 raise UserError(f"no user {name!r}")
-            account = accounts[name]
+            if senders is not None:
+                account = replace(account, senders=tuple(senders))
+            if rate is not None:
+                account = replace(account, rate=rate or None)
+            if networks is not None:
+                account = replace(account, networks=tuple(networks))
+            if smtp is not None:
+                account = replace(account, smtp=smtp or None)
             if max_pending is not None:
                 account = replace(account, max_pending=None if max_pending < 0 else max_pending)
             if max_pending_bytes is not None:
@@ -323,11 +366,44 @@ class UserStore:
             _write(self.path, accounts)
 
 
+def _check_password(password: str) -> None:
+    """Refuse a password no login could ever use."""
+    if not password:
+        raise UserError("the password must not be empty")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise UserError(f"the password is longer than {MAX_PASSWORD_CHARS} characters")
+
+
+def _check(rate: str | None, networks: tuple[str, ...], smtp: str | None) -> None:
+    """Refuse a rate, network or route the gateway could not use."""
+    if rate is not None:
+        try:
+            parse_rate(rate)
+        except ValueError:
+            raise UserError(f"invalid rate {rate!r}: use e.g. 20/second or 1000/hour") from None
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise UserError(f"invalid network {network!r}: use CIDR, e.g. 10.0.0.0/8") from None
+    if smtp is not None:
+        try:
+            parse_route(smtp, "--smtp")
+        except ConfigError as exc:
+            raise UserError(f"invalid relay: {exc}") from None
+
+
 def _check_limits(*limits: int | None, allow_reset: bool = False) -> None:
+    """Refuse a quota limit below 0 (below -1, the reset, for an update)."""
     lowest = -1 if allow_reset else 0
     for limit in limits:
         if limit is not None and limit < lowest:
             raise UserError(f"invalid limit {limit}: a number of at least {lowest}")
+
+
+def _limit(value: object) -> int | None:
+    """A quota limit from the file: a whole number of at least 0, or absent."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _read(path: Path) -> dict[str, Account]:
@@ -341,16 +417,12 @@ def _read(path: Path) -> dict[str, Account]:
             tuple(entry.get("senders", ())),
             entry.get("rate") or None,
             tuple(entry.get("networks", ())),
+            entry.get("smtp") or None,
             _limit(entry.get("max_pending")),
             _limit(entry.get("max_pending_bytes")),
         )
         for name, entry in users.items()
     }
-
-
-def _limit(value: object) -> int | None:
-    """A quota limit from the file: a whole number of at least 0, or absent."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _write(path: Path, accounts: dict[str, Account]) -> None:
@@ -365,12 +437,16 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
             entry["max_pending"] = a.max_pending
         if a.max_pending_bytes is not None:
             entry["max_pending_bytes"] = a.max_pending_bytes
+        if a.smtp:
+            entry["smtp"] = a.smtp
         users[a.name] = entry
     document = {"users": users}
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".users-", suffix=".toml")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(b"# mailgate accounts: edit with `mailgate user add/remove`.\n")
+            handle.write(
+                b"# mailgate accounts: edit with `mailgate user add/update/passwd/remove`.\n"
+            )
             tomli_w.dump(document, handle)
         os.chmod(temp, 0o600)
         os.replace(temp, path)

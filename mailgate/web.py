@@ -22,6 +22,7 @@ What the gunicorn settings (``api.gunicorn_conf``) did is kept here:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from typing import Any
 
 from mailgate.config import Settings
 from mailgate.errors import ConfigError
+from mailgate.logs import TEXT_FORMAT
 
 HEADER_READ_TIMEOUT_MS = 5_000
 """The whole request head must arrive within this time, or the connection is closed."""
@@ -85,23 +87,38 @@ def options(
     )
 
 
+THREADS_WARNING = "Configuration allows spawning up to"
+"""The start of granian's warning about its default thread pool, which mailgate keeps on
+purpose (measured: see docs/operations.md, "API server"); it is not printed on every start."""
+
+
+class KnownWarnings(logging.Filter):
+    """Drops granian's warning about the thread pool that mailgate chose to keep."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(THREADS_WARNING)
+
+
 def log_config(json_lines: bool) -> dict[str, Any]:
     """granian's own log lines (start, stop, worker deaths) in mailgate's format."""
     formatter: dict[str, str] = (
-        {"()": "mailgate.logs.JsonFormatter"}
+        {"()": "mailgate.logs.JsonFormatter", "process": "web"}
         if json_lines
-        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        else {"format": TEXT_FORMAT}
     )
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"mailgate": formatter},
-        "filters": {"redact": {"()": "mailgate.logs.RedactingFilter"}},
+        "filters": {
+            "redact": {"()": "mailgate.logs.RedactingFilter"},
+            "known": {"()": "mailgate.web.KnownWarnings"},
+        },
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "mailgate",
-                "filters": ["redact"],
+                "filters": ["known", "redact"],
                 "stream": "ext://sys.stderr",
             },
         },

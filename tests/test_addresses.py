@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from email.header import decode_header
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,21 @@ def test_display_names_in_headers_bare_addresses_in_the_envelope(
     ]  # fmt: skip
     # A non-ASCII display name travels as an encoded word: the envelope stays plain ASCII.
     assert received.data.isascii()
+
+
+def test_long_non_ascii_display_names_reach_the_reader_exactly(
+    api_url: str, smtp_server: SmtpServer
+) -> None:
+    cjk = "山田太郎株式会社サンプル東京本社営業部第一課課長" * 2  # 52 characters
+    accented = "Jörg Müller-Lüdenscheidt, Kundenservice Nordrhein-Westfalen Außenstelle Düren"
+    answer = send(api_url, Recipient=f"{cjk} <yamada@example.com>",
+                  Cc=f'"{accented}" <service@example.com>', Message="x")  # fmt: skip
+    assert answer["Code"] == "200", answer
+    received = sent(api_url, smtp_server, answer["EmailId"])
+    assert mailboxes(received, "To") == [(cjk, "yamada@example.com")]
+    assert mailboxes(received, "Cc") == [(accented, "service@example.com")]
+    assert received.data.isascii()
+    assert all(len(line) <= 998 for line in received.data.split(b"\r\n"))
 
 
 def test_rest_display_names_and_internal_domains(api_url: str, smtp_server: SmtpServer) -> None:
@@ -330,6 +347,26 @@ def test_a_mapped_path_still_goes_through_the_sandbox(
     answer = send(api_url, Recipient="a@example.com", Message="x", Attachments=path)
     assert answer["Code"] == "302", answer
     assert "'Attachments'" in answer["Message"] and reason in answer["Reason"], answer
+
+
+def test_a_non_ascii_file_name_has_rfc_2231_and_an_encoded_word_fallback(
+    api_url: str, smtp_server: SmtpServer, mapped: Path
+) -> None:
+    name = "Grüße vom Anrufbeantworter, Nachricht Nr. 3.wav"
+    (mapped / "recordings" / name).write_bytes(b"RIFF-greeting")
+    answer = send(api_url, Recipient="files@example.com", Message="x",
+                  Attachments=str(mapped / "recordings" / name))  # fmt: skip
+    assert answer["Code"] == "200", answer
+    received = sent(api_url, smtp_server, answer["EmailId"])
+    assert attached(received) == [(name, b"RIFF-greeting")]
+    part = next(iter(received.message.iter_attachments()))
+    head = received.data.split(b"\r\n\r\n--", 2)[2].split(b"\r\n\r\n")[0].decode()
+    assert "filename*0*=utf-8''Gr%C3%BC%C3%9Fe" in head  # RFC 2231, what current readers use
+    fallback = re.search(r'name="(.*?)"', head.replace("\r\n ", " "), re.S)
+    assert fallback is not None  # RFC 2047 in name=, what older ones fall back to
+    assert "".join(str(text, charset or "ascii") if isinstance(text, bytes) else text
+                   for text, charset in decode_header(fallback.group(1))) == name  # fmt: skip
+    assert part.get_param("name") == name
 
 
 def test_a_windows_path_in_the_rest_api(

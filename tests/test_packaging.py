@@ -29,6 +29,15 @@ def test_run_parts_are_an_extra_the_tests_include() -> None:
     assert "mailgate[run]" in extras["test"]
 
 
+def test_the_image_and_the_tests_have_the_bounces_extra() -> None:
+    # `mailgate bounces` runs from the one image (docker-compose.yml) and in the suite.
+    assert {"aiosmtpd", "imapclient", "flufl.bounce"} == names(
+        PROJECT["optional-dependencies"]["bounces"]
+    )
+    assert "mailgate[bounces]" in PROJECT["optional-dependencies"]["test"]
+    assert "pip install -c constraints.txt '.[bounces]'" in (ROOT / "Dockerfile").read_text()
+
+
 def test_kombu_is_declared_since_broker_imports_it() -> None:
     assert "from kombu" in (ROOT / "mailgate" / "broker.py").read_text("utf-8")
     assert "kombu" in names(PROJECT["dependencies"])
@@ -56,6 +65,17 @@ def test_shipped_code_imports_without_the_run_extra() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False, cwd=ROOT, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_mailgate_run_without_the_run_extra_says_so_in_one_line(tmp_path: Path) -> None:
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in RUN_ONLY)
+    code = f"import sys; {blocked}; from mailgate.cli import main; main(['run'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "pip install '.[run]'" in result.stderr
+    assert not (tmp_path / "var").exists()  # it stopped before doing anything
 
 
 def test_one_version_string() -> None:

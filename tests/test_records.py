@@ -3,6 +3,7 @@ delivery report all adapt Record.fields(), and each output keeps its exact form.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -17,15 +18,23 @@ from api import xml
 from api.rest import _status_body
 from mailgate import cli
 from mailgate.status import AttemptLog, Record, ReportStatus, Status, iso
+from mailgate.status.records import rcpt_json
 from mailgate.users import Account
 from worker.report_http import form_body
 
 T0 = 1700000000.0  # 2023-11-14T22:13:20Z
 RETRYING = Record(
-    email_id="id-1", owner="shop", status=Status.RETRYING, attempts=2, created_at=T0,
-    updated_at=T0 + 2.5, since=T0, next_attempt_at=T0 + 60.25, last_error="451 later",
+    email_id="id-1",
+    owner="shop",
+    status=Status.RETRYING,
+    attempts=2,
+    created_at=T0,
+    updated_at=T0 + 2.5,
+    since=T0,
+    next_attempt_at=T0 + 60.25,
+    last_error="451 later",
     smtp_response="451 4.3.0 later",
-)  # fmt: skip
+)
 HISTORY = [
     AttemptLog(1, T0 + 1.125, Status.RETRYING, "451 first"),
     AttemptLog(2, T0 + 2.5, Status.RETRYING, "451 later"),
@@ -38,6 +47,30 @@ SENT = replace(
     RETRYING, status=Status.SENT, attempts=3, sent_at=T0 + 90, next_attempt_at=None,
     smtp_response="250 ok & done", report_status=ReportStatus.DELIVERED, updated_at=T0 + 90,
 )  # fmt: skip
+
+BOUNCED = replace(
+    SENT,
+    status=Status.BOUNCED,
+    rcpt=rcpt_json(
+        [
+            ("J.Smith@gmial.com", True, "250 2.1.5 Ok"),
+            ("ops@shop.example", False, "550 5.1.1 No such user"),
+        ]
+    ),
+    bounces=json.dumps(
+        {
+            "j.smith@gmial.com": {
+                "action": "failed",
+                "code": "5.1.1",
+                "reason": "550 5.1.1 User unknown",
+                "at": T0 + 120,
+            }
+        }
+    ),
+    bounce_code="5.1.1",
+    bounce_reason="550 5.1.1 User unknown",
+    bounced_at=T0 + 120,
+)
 
 
 @pytest.mark.parametrize(
@@ -79,8 +112,14 @@ def test_the_ozeki_status_shows_known_fields_in_order(monkeypatch: pytest.Monkey
 def test_a_new_email_shows_zero_attempts_and_no_history(monkeypatch: pytest.MonkeyPatch) -> None:
     root = ET.fromstring(ozeki(QUEUED, [], monkeypatch))
     assert [child.tag for child in root] == [
-        "Code", "Message", "EmailId", "Status", "Attempts", "CreatedAt", "UpdatedAt"
-    ]  # fmt: skip
+        "Code",
+        "Message",
+        "EmailId",
+        "Status",
+        "Attempts",
+        "CreatedAt",
+        "UpdatedAt",
+    ]
     assert root.findtext("Attempts") == "0"
 
 
@@ -89,8 +128,9 @@ def test_the_rest_status_has_every_field_in_snake_case() -> None:
         "id": "id-1", "status": "Sent", "attempts": 3,
         "created_at": "2023-11-14T22:13:20.000Z", "updated_at": "2023-11-14T22:14:50.000Z",
         "sent_at": "2023-11-14T22:14:50.000Z", "next_attempt_at": None,
-        "last_error": "451 later", "smtp_response": "250 ok & done",
-        "delivery_report": "Delivered",
+        "last_error": "451 later", "smtp_response": "250 ok & done", "relay": None,
+        "bounce_code": None, "bounce_reason": None, "bounced_at": None,
+        "delivery_report": "Delivered", "recipients": [],
         "history": [
             {"attempt": 1, "at": "2023-11-14T22:13:21.125Z", "outcome": "Retrying",
              "detail": "451 first"},
@@ -115,7 +155,8 @@ def test_the_cli_status_lists_the_owner_and_times_with_an_offset(
     monkeypatch.setattr(mailgate.status.StatusStore, "from_url", lambda *_: FakeStore())
     result = CliRunner().invoke(cli.main, ["status", "id-1"])
     assert result.exit_code == 0, result.output
-    assert result.output == (
+    assert result.stderr.startswith("mailgate: Redis redis://unused (")  # which Redis it asked
+    assert result.stdout == (
         "EmailId: id-1\nOwner: shop\nStatus: Sent\nAttempts: 3\n"
         "CreatedAt: 2023-11-14T22:13:20.000+00:00\nUpdatedAt: 2023-11-14T22:14:50.000+00:00\n"
         "SentAt: 2023-11-14T22:14:50.000+00:00\nLastError: 451 later\n"
@@ -161,3 +202,51 @@ def test_the_cli_reads_an_email_id_in_any_case(monkeypatch: pytest.MonkeyPatch, 
 )  # fmt: skip
 def test_the_delivery_report_form(record: Record, body: bytes) -> None:
     assert form_body(record) == body
+
+
+def test_a_bounce_shows_its_code_reason_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = ET.fromstring(ozeki(BOUNCED, [], monkeypatch))
+    tags = [child.tag for child in root]
+    assert tags[tags.index("SmtpResponse") + 1 :] == [
+        "BounceCode",
+        "BounceReason",
+        "BouncedAt",
+        "DeliveryReport",
+    ]
+    assert root.findtext("Status") == "Bounced"
+    assert root.findtext("BounceCode") == "5.1.1"
+    assert root.findtext("BounceReason") == "550 5.1.1 User unknown"
+    assert root.findtext("BouncedAt") == "2023-11-14T22:15:20.000Z"
+
+
+def test_the_rest_status_lists_each_recipients_outcome() -> None:
+    body = _status_body(BOUNCED, [])
+    assert (body["status"], body["bounce_code"]) == ("Bounced", "5.1.1")
+    assert body["recipients"] == [
+        {
+            "address": "J.Smith@gmial.com",
+            "rcpt": "accepted",
+            "rcpt_reply": "250 2.1.5 Ok",
+            "bounce": "failed",
+            "bounce_code": "5.1.1",
+            "bounce_reason": "550 5.1.1 User unknown",
+            "bounced_at": "2023-11-14T22:15:20.000Z",
+        },
+        {
+            "address": "ops@shop.example",
+            "rcpt": "refused",
+            "rcpt_reply": "550 5.1.1 No such user",
+            "bounce": None,
+            "bounce_code": None,
+            "bounce_reason": None,
+            "bounced_at": None,
+        },
+    ]
+
+
+def test_the_delivery_report_of_a_bounce_says_why_and_when() -> None:
+    assert form_body(BOUNCED) == (
+        b"NotificationName=EmailDeliveryReport&EmailId=id-1&Status=Bounced&Attempts=3"
+        b"&Time=2023-11-14T22%3A15%3A20.000Z&Reason=550+5.1.1+User+unknown"
+        b"&SmtpResponse=250+ok+%26+done&BounceCode=5.1.1"
+    )

@@ -185,7 +185,7 @@ def examples(count: int) -> hyp_settings:
 
 @pytest.fixture(scope="module")
 def transport(settings: Settings) -> Iterator[SmtpTransport]:
-    sender = SmtpTransport(settings.smtp, settings.smtp_timeout_seconds)
+    sender = SmtpTransport(settings.smtp[0], settings.smtp_timeout_seconds)
     yield sender
     sender.close()
 

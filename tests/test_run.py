@@ -4,6 +4,7 @@ and Ctrl-C leaving no process behind."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -20,9 +21,9 @@ import pytest
 import redis
 
 from mailgate.config import Settings
-from mailgate.embedded import private_dir, redis_command
-from mailgate.run import _first_user
+from mailgate.embedded import port_is_free, private_dir, redis_command
 from mailgate.users import UserStore
+from mailgate.welcome import Welcome
 from tests.support import VENV_BIN, Service, _pings, free_port, wait_for
 
 pytestmark = pytest.mark.integration  # real processes of its own
@@ -90,7 +91,6 @@ def test_embedded_redis_files_are_owner_only(tmp_path: Path) -> None:
 )
 def test_the_first_account_may_use_any_sender_only_on_a_local_machine(
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
     host: str,
     senders: tuple[str, ...],
     shown: str,
@@ -98,10 +98,11 @@ def test_the_first_account_may_use_any_sender_only_on_a_local_machine(
     settings = Settings.from_env(
         {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml"), "MAILGATE_HOST": host}
     )
-    _first_user(settings)
+    welcome = Welcome(settings, None, None)
+    welcome.first_account()
     [account] = UserStore(settings.users_file).accounts().values()
     assert (account.name, account.senders) == ("ivr", senders)
-    assert shown in capsys.readouterr().out
+    assert shown in welcome.starting() and shown in welcome.ready()  # and again once ready
 
 
 @pytest.fixture
@@ -153,8 +154,16 @@ def test_make_run_path_for_a_new_user(gateway: tuple[Service, dict[str, int], Pa
         assert owner_only(cwd / "var") > 3  # the AOF, the users file, the .eml, ...
 
         # The second curl attaches the sample file of var/attachments/, the default root.
+        # Both are printed again once every process is ready, below the start-up lines.
+        service.wait_output(r"mailgate is ready", 60)
         curls = re.findall(r"curl '(http://[^']+)'", service.output())
-        assert len(curls) == 2 and "Attachments=" in curls[1]
+        assert len(curls) == 4 and "Attachments=" in curls[1] and curls[2:] == curls[:2]
+        notice = service.output().split("mailgate is ready", 1)[1]
+        assert "password: " in notice and "user passwd ivr" in notice
+        # No warning that every start used to print (Flower's unanswered inspections at start,
+        # granian's thread pool).
+        assert "Inspect method" not in service.output()
+        assert "Python threads" not in service.output()
         sample = cwd / "var" / "attachments" / "hello.txt"
         assert sample.is_file()
         attached = xml(fetch(curls[1]))
@@ -195,3 +204,53 @@ def test_make_run_path_for_a_new_user(gateway: tuple[Service, dict[str, int], Pa
     assert children, "mailgate run started no processes"
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left running after Ctrl-C: {[p.pid for p in alive]}"
+    # A stop that was asked for reads as one: exit code 0 (so `make run` adds no "Error 130"),
+    # and no process reported as killed by a signal.
+    assert service.proc is not None and service.proc.returncode == 0
+    assert "mailgate run: stopped" in service.output()
+    assert not re.search(r"stopped \(rc=-\d+\)", service.output()), service.output()[-2000:]
+
+
+def _left_behind(folder: Path) -> list[str]:
+    """Processes that still run in ``folder`` (every process of a `mailgate run` does)."""
+    left = []
+    for proc in psutil.process_iter(["cwd", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["cwd"] == str(folder) and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(proc.info["cmdline"] or []))
+    return left
+
+
+def _ready(service: Service) -> None:
+    """Start ``service`` and wait until it says every process is ready."""
+    service.log.unlink(missing_ok=True)
+    service.start()
+    service.wait_output(r"mailgate is ready", 120)
+
+
+@pytest.mark.timeout(600)
+def test_nothing_outlives_a_closed_terminal_or_a_killed_run(
+    gateway: tuple[Service, dict[str, int], Path],
+) -> None:
+    """A closed terminal (SIGHUP to the session `mailgate run` leads, as a terminal's) and a
+    SIGKILL to `mailgate run` itself: every process goes, every port is free, and the next
+    `mailgate run` starts. Each process runs in this test's folder, so what is left is found
+    by its working folder, also what was started after a first look."""
+    service, ports, cwd = gateway
+    for end in ("sighup-to-the-session", "sigkill-to-mailgate-run"):
+        _ready(service)  # also the proof that the previous end left the ports free
+        assert service.proc is not None
+        assert len(_left_behind(cwd)) > 5  # redis, sink, web, worker, flower, supervisors ...
+        if end == "sighup-to-the-session":
+            service.signal(signal.SIGHUP)
+        else:
+            service.proc.kill()
+        service.proc.wait(30)
+        wait_for(lambda: not _left_behind(cwd), 60, f"every process to end after {end}")
+        busy = [name for name, port in ports.items() if not port_is_free(port)]
+        assert not busy, f"ports still taken after {end}: {busy}"
+    _ready(service)
+    assert "Accounts in " in service.output() and "user passwd ivr" in service.output()
+    service.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+    assert service.proc.wait(60) == 0  # type: ignore[union-attr]
+    wait_for(lambda: not _left_behind(cwd), 60, "every process to end after Ctrl-C")

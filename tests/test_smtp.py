@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import SMTP
+from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from mailgate.config import SmtpTarget
+from mailgate.embedded import port_is_free
 from mailgate.errors import PermanentDelivery, TransientDelivery
-from tests.support import SmtpServer, free_port
+from tests.support import Service, SmtpServer, free_port, wait_for
+from worker import smtp
 from worker.smtp import SmtpTransport, classify
 
 
@@ -135,3 +142,66 @@ def test_a_thread_reuses_its_session_and_survives_the_server_closing_it() -> Non
         assert len(server.handler.received) == 1
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("window", [1, 7, 64, 1 << 20])
+def test_lines_that_start_with_a_dot_arrive_as_written(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, window: int
+) -> None:
+    # The message goes out as it is, dot-stuffed a window at a time: a line that starts with
+    # a dot anywhere, at a window's edge too, must reach the server unchanged.
+    monkeypatch.setattr(smtp, "WINDOW", window)
+    email_id = f"dots-{window}"
+    data = bytearray(
+        f"From: s@x.example\r\nTo: dots@x.example\r\nMessage-ID: <{email_id}@test>\r\n\r\n".encode()
+        + b".\r\n..\r\n.x\r\n\r\n. .\r\nend.\r\n.\r\n...\r\n" * 20
+    )
+    reply = transport(smtp_server.port).send(data, "s@x.example", ["dots@x.example"])
+    assert reply.startswith("250")
+    received = smtp_server.handler.find(email_id)
+    assert received is not None and received.data == bytes(data)
+
+
+def test_a_non_ascii_address_in_a_header_only_needs_smtputf8(smtp_server: SmtpServer) -> None:
+    data = "From: s@x.example\r\nTo: r@x.example\r\nReply-To: jürgen@x.example\r\n"
+    data += "Message-ID: <utf8-reply-to@test>\r\n\r\nbody\r\n"
+    reply = transport(smtp_server.port).send(data.encode(), "s@x.example", ["r@x.example"])
+    assert reply.startswith("250")
+    received = smtp_server.handler.find("utf8-reply-to")
+    assert received is not None and received.data == data.encode()
+    plain = SmtpServer()  # one without SMTPUTF8 (aiosmtpd's Controller offers it by default)
+    plain.controller = Controller(plain.handler, hostname="127.0.0.1", port=plain.port,
+                                  decode_data=False, enable_SMTPUTF8=False)  # fmt: skip
+    plain.start()
+    try:
+        with pytest.raises(PermanentDelivery, match="international"):
+            transport(plain.port).send(data.encode(), "s@x.example", ["r@x.example"])
+    finally:
+        plain.stop()
+
+
+@pytest.mark.integration  # an SMTP server process of its own: its memory is not ours
+def test_the_message_is_sent_without_a_copy(tmp_path: Path) -> None:
+    port = free_port()
+    sink = Service(
+        "sink", [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
+                 "-s", str(64 << 20), "-l", f"127.0.0.1:{port}"],
+        dict(os.environ), tmp_path / "sink.log",
+    ).start()  # fmt: skip
+    try:
+        wait_for(lambda: not port_is_free(port), 30, "the SMTP sink")
+        body = b"QUJD" * 19 + b"\r\n"  # base64 lines: nothing to dot-stuff
+        data = bytearray(b"From: s@x.example\r\nTo: r@x.example\r\n\r\n" + body * 250_000)
+        sender = transport(port, timeout=60)
+        assert sender.send(b"From: s@x.example\r\n\r\nwarm-up\r\n", "s@x.example",
+                           ["r@x.example"]).startswith("250")  # fmt: skip
+        tracemalloc.start()
+        try:
+            assert sender.send(data, "s@x.example", ["r@x.example"]).startswith("250")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(data) > 19_000_000
+        assert peak < 1_000_000  # smtplib's data() would hold three copies at once
+    finally:
+        sink.stop()

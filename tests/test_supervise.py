@@ -33,6 +33,8 @@ def test_a_child_that_exits_is_started_again(tmp_path: Path) -> None:
     try:
         wait_for(lambda: runs.exists() and len(runs.read_text()) >= 2, 15, "a second start")
         assert re.search(r"exited with code 3; starting it again in 1 s", service.output())
+        # The second run has exited too: the stop below comes during the (2 s) pause.
+        service.wait_output(r"exited with code 3; starting it again in 2 s", 15)
         assert service.proc is not None and service.proc.poll() is None
     finally:
         assert service.stop(10) == 3  # stopped during the pause: the child's last code
@@ -52,9 +54,14 @@ while True:
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+@pytest.mark.parametrize(
+    ("sig", "passed"),
+    [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT),
+     (signal.SIGHUP, signal.SIGTERM)],  # a Celery worker would take SIGHUP as "restart"
+    ids=["sigterm", "sigint", "sighup-as-sigterm"],
+)  # fmt: skip
 def test_a_signal_to_the_group_reaches_the_child_once_and_stops_everything(
-    tmp_path: Path, sig: int
+    tmp_path: Path, sig: int, passed: int
 ) -> None:
     got = tmp_path / "signals"
     args = [str(VENV_BIN / "mailgate"), "supervise", "--", sys.executable, "-c", TRAP, str(got)]
@@ -64,7 +71,7 @@ def test_a_signal_to_the_group_reaches_the_child_once_and_stops_everything(
     child = psutil.Process(service.proc.pid).children()[0]
     service.signal(sig)  # to the whole process group, as honcho and a terminal's Ctrl-C do
     assert service.proc.wait(10) == 0
-    assert got.read_text().split() == [str(int(sig))]  # once, not once per group member
+    assert got.read_text().split() == [str(int(passed))]  # once, not once per group member
     psutil.wait_procs([child], timeout=5)
     assert not child.is_running()
     assert "starting it again" not in service.output()
@@ -127,3 +134,47 @@ def _born_after(processes: list[psutil.Process], moment: float) -> list[psutil.P
             if process.create_time() > moment:
                 born.append(process)
     return born
+
+
+SLEEPER = "import time; time.sleep(600)"
+
+
+def _descendants(root: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return list(root.children(recursive=True))
+    return []
+
+
+@pytest.mark.parametrize("end", ["sighup-to-the-session", "sigkill-to-honcho"])
+def test_nothing_outlives_honcho(tmp_path: Path, end: str) -> None:
+    """A closed terminal (SIGHUP to honcho's session) or a SIGKILL to honcho: each supervisor
+    and each command under it goes too, also past the shell a Procfile line runs in."""
+    procfile = tmp_path / "Procfile"
+    sleeper = f"{sys.executable} -c {SLEEPER!r}"
+    procfile.write_text(
+        f"plain: mailgate supervise -- {sleeper}\nexecd: exec mailgate supervise -- {sleeper}\n"
+    )
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    args = [str(VENV_BIN / "honcho"), "-f", str(procfile), "start"]
+    service = Service("honcho", args, env, tmp_path / "honcho.log").start()
+    assert service.proc is not None
+    root = psutil.Process(service.proc.pid)
+
+    def sleepers() -> list[psutil.Process]:
+        found = []
+        for proc in _descendants(root):
+            with contextlib.suppress(psutil.Error):
+                line = proc.cmdline()  # the command itself, not the shell or supervisor of it
+                if line[-1:] == [SLEEPER] and "mailgate" not in " ".join(line):
+                    found.append(proc)
+        return found
+
+    wait_for(lambda: len(sleepers()) == 2, 60, "both commands to run")
+    everything = _descendants(root)
+    if end == "sighup-to-the-session":
+        service.signal(signal.SIGHUP)
+    else:
+        service.proc.kill()
+    service.proc.wait(10)
+    _, alive = psutil.wait_procs(everything, timeout=30)
+    assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"

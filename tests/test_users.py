@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 
+from mailgate.config import Settings
 from mailgate.errors import AuthFailed, Unavailable, UserError
-from mailgate.users import Account, UserStore
+from mailgate.users import MIN_PASSWORD_CHARS, Account, UserStore, weakness
 from tests.conftest import RunCli
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -112,7 +117,7 @@ def test_cli_user_add_list_remove(tmp_path: Path, mailgate: RunCli) -> None:
     listed = mailgate("user", "list", env=env)
     assert listed.stdout.split("\t")[0] == "shop"
     assert "*@shop.example" in listed.stdout and "5/second" in listed.stdout
-    again = mailgate("user", "add", "shop", "--password-stdin", env=env, input="x\n")
+    again = mailgate("user", "add", "shop", "--password-stdin", env=env, input="other-secret-pw\n")
     assert again.exit_code == 2
     assert again.stderr.strip() == "mailgate: user 'shop' already exists"
     assert mailgate("user", "remove", "shop", env=env).exit_code == 0
@@ -169,6 +174,133 @@ def test_an_entry_is_renewed_by_one_caller_before_it_expires(
     assert counting.calls == 1
     clock[0] += store.cache_seconds * 0.5  # past the old expiry, inside the renewed one
     assert store.cached("alice", "pw-alice") is not None
+
+
+def test_a_new_password_replaces_the_old_at_once_with_no_moment_without_either(
+    store: UserStore,
+) -> None:
+    store.add("alice", "first-password-1")
+    old_hash = store.accounts()["alice"].password_hash
+    running = UserStore(store.path, cache_seconds=600)  # as an API process holds it
+    assert running.authenticate("alice", "first-password-1").name == "alice"  # now cached
+    seen: set[str | None] = set()
+    stop = threading.Event()
+
+    reader = UserStore(store.path)  # another process, re-reading the file when it changes
+
+    def watch() -> None:
+        while not stop.is_set():
+            account = reader.get("alice")
+            seen.add(account.password_hash if account else None)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        wait_for(lambda: seen, 10, "the reader to see the old password")
+        store.set_password("alice", "second-password-2")
+        time.sleep(0.05)  # the watcher reads the new file too
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert None not in seen and old_hash in seen and len(seen) == 2  # old, then new, never none
+    # The running process's cache does not outlive the old password (documented: at once).
+    with pytest.raises(AuthFailed):
+        running.authenticate("alice", "first-password-1")
+    assert running.authenticate("alice", "second-password-2").name == "alice"
+    with pytest.raises(UserError, match="no user 'bob'"):
+        store.set_password("bob", "third-password-3")
+
+
+@pytest.mark.parametrize(
+    ("password", "weak"),
+    [("short", True), ("a" * 11, True), ("aaaabbbbcccc", True), ("abcd" * 3, True),
+     ("quick-brown-fox", False), ("Kx9$mW2!pQ7z", False)],
+    ids=["short", "eleven", "three-letters", "four-letters", "phrase", "random"],
+)  # fmt: skip
+def test_password_strength(password: str, weak: bool) -> None:
+    assert (weakness(password) is not None) == weak
+
+
+def test_cli_passwd_and_the_strength_rule(tmp_path: Path, mailgate: RunCli) -> None:
+    users_file = tmp_path / "users.toml"
+    env = {"MAILGATE_USERS_FILE": str(users_file)}
+    weak = mailgate("user", "add", "pbx", "--password-stdin", env=env, input="short\n")
+    assert weak.exit_code == 2 and "too weak" in weak.stderr and "--weak-password-ok" in weak.stderr
+    assert not users_file.exists()  # refused: nothing written
+    forced = mailgate("user", "add", "pbx", "--password-stdin", "--weak-password-ok", env=env,
+                      input="short\n")  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert str(users_file) in forced.stdout  # it says which file it changed
+    assert UserStore(users_file).authenticate("pbx", "short").name == "pbx"
+
+    refused = mailgate("user", "passwd", "pbx", "--password-stdin", env=env, input="tiny\n")
+    assert refused.exit_code == 2 and "too weak" in refused.stderr
+    assert UserStore(users_file).authenticate("pbx", "short").name == "pbx"  # unchanged
+    chosen = mailgate("user", "passwd", "pbx", "--password-stdin", env=env,
+                      input="a-long-new-password\n")  # fmt: skip
+    assert chosen.exit_code == 0, chosen.output
+    assert "a-long-new-password" not in chosen.output
+    assert UserStore(users_file).authenticate("pbx", "a-long-new-password").name == "pbx"
+
+    made_up = mailgate("user", "passwd", "pbx", env=env)
+    assert made_up.exit_code == 0, made_up.output
+    password = made_up.stdout.split("password: ", 1)[1].strip()
+    assert len(password) >= MIN_PASSWORD_CHARS and weakness(password) is None
+    assert UserStore(users_file).authenticate("pbx", password).name == "pbx"
+    with pytest.raises(AuthFailed):
+        UserStore(users_file).authenticate("pbx", "a-long-new-password")
+    missing = mailgate("user", "passwd", "nobody", env=env)
+    assert missing.exit_code == 2 and missing.stderr.strip() == "mailgate: no user 'nobody'"
+
+
+def test_user_list_says_which_file_it_read(
+    tmp_path: Path, mailgate: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a folder without var/users.toml
+    nothing = mailgate("user", "list")
+    assert nothing.exit_code == 2 and nothing.stdout == ""
+    assert f"no users file at {tmp_path / 'var' / 'users.toml'}" in nothing.stderr
+    UserStore(tmp_path / "var" / "users.toml").add("ivr", "ivr-secret-pw")
+    found = mailgate("user", "list")
+    assert found.exit_code == 0 and found.stdout.startswith("ivr\t")
+    assert f"1 account(s) in {tmp_path / 'var' / 'users.toml'}" in found.stderr
+
+
+def _code(api_url: str, name: str, password: str) -> str:
+    """The Ozeki Code of a GetEmailStatus for an id nobody has: 404 once logged in, else 305."""
+    query = urllib.parse.urlencode({"command": "GetEmailStatus", "Username": name,
+                                    "Password": password,
+                                    "EmailId": "00000000-0000-4000-8000-000000000000"})  # fmt: skip
+    with urllib.request.urlopen(f"{api_url}/api?{query}", timeout=10) as response:
+        return str(ET.fromstring(response.read()).findtext("Code"))
+
+
+def test_passwd_takes_effect_on_the_running_api_at_once(
+    api_url: str, settings: Settings, mailgate: RunCli
+) -> None:
+    """The old password works up to the change and not after it (the auth cache does not keep
+    it), the new one from then on, and no moment rejects both."""
+    name = f"rotate-{time.monotonic_ns()}"
+    UserStore(settings.users_file).add(name, "rotate-old-password")
+    assert _code(api_url, name, "rotate-old-password") == "404"
+    assert _code(api_url, name, "rotate-old-password") == "404"  # from the cache now
+    env = {"MAILGATE_USERS_FILE": str(settings.users_file)}
+    after: list[str] = []
+
+    def poll() -> None:  # a PBX on the old password; the moment it is refused, the new one
+        while _code(api_url, name, "rotate-old-password") == "404":
+            pass  # (each from the cache: no argon2, no failed login counted)
+        after.append(_code(api_url, name, "rotate-new-password"))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    result = mailgate("user", "passwd", name, "--password-stdin", env=env,
+                      input="rotate-new-password\n")  # fmt: skip
+    poller.join(60)
+    assert result.exit_code == 0, result.output
+    assert after == ["404"]  # when the old one stopped working, the new one already worked
+    assert _code(api_url, name, "rotate-new-password") == "404"
+    assert _code(api_url, name, "rotate-old-password") == "305"
 
 
 def test_a_renewal_never_waits_for_a_busy_password_check(

@@ -18,33 +18,41 @@ from mailgate.logs import configure_logging
 from mailgate.spool import sweep
 from mailgate.status import StatusStore
 from mailgate.status.batched import BatchedStatusStore
-from worker import fastmime
-from worker.batch import DeliveryPool, FastDelivery
-from worker.flower import guard_flower
+from mailgate.users import UserStore
+from worker import logs as worker_logs
+from worker.batch import DeliveryPool
+from worker.delivery import Delivery
+from worker.dkim import Signer
+from worker.flower import flower_address, guard_flower
+from worker.relays import default_relays
 from worker.reports import Reporter
 from worker.scheduler import Scheduler
-from worker.smtp import SmtpTransport
 from worker.tasks import publish_report, register_tasks
 
 try:
     settings = Settings.from_env()
     guard_flower(sys.argv, settings)
+    # Flower loads this app too, to know its tasks; it sends nothing and needs no key files.
+    delivers = flower_address(sys.argv) is None
+    signer = Signer.load(settings.dkim_keys) if delivers else None
+    relays = default_relays(settings, UserStore(settings.users_file), check=delivers)
 except ConfigError as exc:
     sys.exit(f"mailgate: {exc}")
+worker_logs.setup(sys.argv)  # before Celery or Flower set up logging of their own
 
 app = make_celery(settings)
 store = StatusStore.from_url(
     settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
 )
-delivery = FastDelivery(
+delivery = Delivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.
     store=BatchedStatusStore(store.redis, settings.status_ttl_seconds, store.min_replicas),
-    transport=SmtpTransport(settings.smtp, settings.smtp_timeout_seconds),
+    transport=relays,
     settings=settings,
     report=lambda email_id: publish_report(app, email_id),
+    signer=signer,
 )
 delivery_pool = DeliveryPool(delivery, settings.worker_concurrency)
-fastmime.self_check(settings.message_id_host)
 register_tasks(app, delivery, Reporter(store=store, settings=settings), delivery_pool)
 scheduler = Scheduler(
     store,
@@ -57,7 +65,7 @@ scheduler = Scheduler(
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_scheduler(**_: Any) -> None:
-    configure_logging()
+    configure_logging(process="worker")
     # worker.delivery logs one line per outcome with the EmailId; Celery's own received and
     # succeeded lines would triple the log volume (and its cost) per e-mail.
     for name in ("celery.app.trace", "celery.worker.strategy"):

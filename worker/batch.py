@@ -27,33 +27,12 @@ from typing import Any
 
 from celery.utils.saferepr import saferepr
 
-from mailgate.errors import PermanentDelivery
-from mailgate.jobs import EmailJob
-from worker import fastmime
 from worker.delivery import Delivery
-from worker.message import MessageRefused
 
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], Any]
 RawAck = Callable[..., Any]
-
-
-class FastDelivery(Delivery):
-    """:class:`Delivery` whose common e-mails skip the ``email`` package's build and parses:
-    :func:`worker.fastmime.wire_bytes` writes the same bytes ``render`` would, checked by
-    :func:`worker.fastmime.check`; any other e-mail (Cc, attachments, non-ASCII...) goes
-    through ``render``."""
-
-    def _render(self, job: EmailJob) -> bytes:
-        data = fastmime.wire_bytes(job, self.settings.message_id_host)
-        if data is None or len(data) > self.settings.max_email_bytes:
-            return super()._render(job)  # refuses an oversized message with its own words
-        try:
-            fastmime.check(data, fastmime.expected_names(job))
-        except MessageRefused as exc:
-            raise PermanentDelivery(f"message refused: {exc}") from None
-        return data
 
 
 class DeliveryPool:

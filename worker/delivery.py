@@ -12,19 +12,22 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.errors import MessageError
 from enum import StrEnum
 
-from mailgate.attachments import AttachmentRefused, read_checked
+from mailgate.attachments import AttachmentRefused, open_checked
+from mailgate.bounces.verp import return_path
 from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
 from mailgate.spool import discard_spooled, spool_root
 from mailgate.status import Record, StatusStore
+from mailgate.status.records import rcpt_json
+from worker.dkim import Signer
 from worker.message import envelope, render
+from worker.relays import Router
 from worker.report_http import safe_url
 from worker.retry import backoff, give_up_reason
-from worker.smtp import Transport
+from worker.smtp import Data, Reply, Transport
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class Delivery:
     settings: Settings
     report: Callable[[str], None] | None = None
     """Publishes the delivery report task of an e-mail that has just become final."""
+    signer: Signer | None = None
+    """DKIM-signs the rendered message (MAILGATE_DKIM_KEYS)."""
 
     @property
     def lease_seconds(self) -> float:
@@ -106,7 +111,7 @@ class Delivery:
         if now > record.since + s.retry_deadline_seconds:
             return self._fail(record, token, "expired")
         try:
-            reply = self._send(record.job)
+            reply, recipients, relay = self._send(record.job)
         except TransientDelivery as exc:
             next_at = now + backoff(attempt, s.retry_base_seconds, s.retry_max_delay_seconds)
             reason = give_up_reason(
@@ -121,28 +126,41 @@ class Delivery:
             log.info("attempt %d for %s deferred: %s", attempt, email_id, exc.reason)
             return Outcome.RETRYING
         except PermanentDelivery as exc:
-            return self._fail(record, token, exc.reason, exc.smtp_response)
+            return self._fail(record, token, exc.reason, exc.smtp_response, _rcpt(exc.rcpt))
         latency = time.time() - record.created_at
+        replies = reply.rcpt if isinstance(reply, Reply) else {}
         self.store.mark_sent(
             email_id, attempt, reply, token=token, latency=latency,
-            report_due=self._report_due(record),
+            report_due=self._report_due(record), rcpt=_rcpt(replies, recipients),
+            relay=relay,
         )  # fmt: skip
-        log.info("sent %s on attempt %d: %s", email_id, attempt, reply)
+        log.info("sent %s on attempt %d via %s: %s", email_id, attempt, relay or "-", reply)
         return Outcome.SENT
 
-    def _send(self, job: EmailJob) -> str:
-        data = self._render(job)
+    def _send(self, job: EmailJob) -> tuple[str, list[str], str | None]:
+        """Render, sign and hand over: the reply to DATA, the envelope recipients, and the
+        relay that took it (when known)."""
+        data: Data = self._render(job)
+        if self.signer is not None:
+            data = self.signer.sign(data, job.sender)
         sender, recipients = envelope(job)
-        return self.transport.send(data, sender, recipients)
+        if self.settings.bounce_address and sender.isascii():
+            # VERP: reports come back naming the e-mail. (A non-ASCII sender stays: the
+            # relay needs SMTPUTF8 for it, which the transport asks for by the envelope.)
+            sender = return_path(self.settings.bounce_address, job.email_id)
+        if isinstance(self.transport, Router):
+            handoff = self.transport.handoff(job.owner, data, sender, recipients)
+            return handoff.reply, recipients, handoff.relay
+        return self.transport.send(data, sender, recipients), recipients, None
 
-    def _render(self, job: EmailJob) -> bytes:
+    def _render(self, job: EmailJob) -> bytearray:
         """The checked message bytes; anything that stops them is final, with its cause."""
         s = self.settings
         # Uploads live in the spool: an implicit root for reading, never one a caller may name.
         roots = (*s.attachment_roots, spool_root(s))
         try:
             return render(
-                job, s.message_id_host, lambda a: read_checked(a, roots), s.max_email_bytes
+                job, s.message_id_host, lambda a: open_checked(a, roots), s.max_email_bytes
             )
         except AttachmentRefused as exc:
             raise PermanentDelivery(f"attachment refused: {exc}") from None
@@ -150,8 +168,8 @@ class Delivery:
             raise PermanentDelivery(
                 f"attachment unreadable: {exc.strerror or type(exc).__name__}"
             ) from None
-        except (ValueError, TypeError, LookupError, MessageError) as exc:
-            # NotCarried, MessageRefused, and whatever the email package itself refuses.
+        except (ValueError, TypeError, LookupError) as exc:
+            # MessageRefused, and NotCarried for a header the API would have refused.
             raise PermanentDelivery(f"message refused: {exc}") from None
 
     def _report(self, email_id: str, url: str) -> None:
@@ -166,11 +184,16 @@ class Delivery:
                         safe_url(url), type(exc).__name__)  # fmt: skip
 
     def _fail(
-        self, record: Record, token: str, reason: str, smtp_response: str | None = None
+        self,
+        record: Record,
+        token: str,
+        reason: str,
+        smtp_response: str | None = None,
+        rcpt: str | None = None,
     ) -> Outcome:
         self.store.mark_failed(
             record.email_id, record.attempts, reason, smtp_response, token=token,
-            report_due=self._report_due(record),
+            report_due=self._report_due(record), rcpt=rcpt,
         )  # fmt: skip
         log.warning("failed %s: %s", record.email_id, reason)
         return Outcome.FAILED
@@ -181,3 +204,18 @@ class Delivery:
         if not record.callback_url:
             return None
         return time.time() + self.settings.redelivery_seconds
+
+
+def _rcpt(replies: dict[str, str], recipients: list[str] | None = None) -> str | None:
+    """The record's ``rcpt`` field: each recipient, whether RCPT took it, its reply. Without
+    replies (a transport that gives none) every recipient of a 250 counts as accepted."""
+    if recipients is None:
+        recipients = list(replies)
+    if not recipients:
+        return None
+    return rcpt_json(
+        [
+            (a, replies[a].startswith("25") if a in replies else True, replies.get(a))
+            for a in recipients
+        ]
+    )

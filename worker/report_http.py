@@ -66,20 +66,26 @@ def classify(status: int | None) -> Verdict:
 
 
 def form_body(record: Record) -> bytes:
-    """The report's form body for a Sent or Failed record, from the record's own fields."""
+    """The report's form body for a final record (Sent, Failed, Bounced...), from the record's
+    own fields."""
     shown = dict(record.fields())
     sent = record.status is Status.SENT
     # mark_failed leaves no failed_at; updated_at dates it, as reports never move updated_at.
     at = shown["SentAt"] if sent and shown["SentAt"] else shown["UpdatedAt"]
+    reason = "" if sent else shown["LastError"] or ""
+    if record.status in (Status.BOUNCED, Status.PARTLY_BOUNCED):
+        at, reason = shown["BouncedAt"] or at, shown["BounceReason"] or ""
     fields = [
         ("NotificationName", NOTIFICATION_NAME),
         ("EmailId", shown["EmailId"]),
         ("Status", shown["Status"]),
         ("Attempts", shown["Attempts"]),
         ("Time", at),
-        ("Reason", "" if sent else shown["LastError"] or ""),
+        ("Reason", reason),
         ("SmtpResponse", shown["SmtpResponse"] or ""),
     ]
+    if shown["BounceCode"]:  # a bounce report: its code too (absent from the first report)
+        fields.append(("BounceCode", shown["BounceCode"]))
     return urlencode(fields).encode("ascii")
 
 

@@ -4,7 +4,9 @@ Key names (all of them live in keys.py):
 
 - ``mailgate:email:<id>``          hash: owner, status, attempts, times, last error, SMTP
                                    reply, the job itself until it is sent, the delivery
-                                   report URL and the report's outcome (``report_*``)
+                                   report URL and the report's outcome (``report_*``), each
+                                   recipient's RCPT reply (``rcpt``) and bounce (``bounces``,
+                                   ``bounce_*``: the latest)
 - ``mailgate:email:<id>:history``  list: one JSON entry per attempt outcome (newest last)
 - ``mailgate:due``                 sorted set: EmailId -> when it must be published (again)
                                    if still not final. Invariant: every e-mail that is not
@@ -17,8 +19,11 @@ Key names (all of them live in keys.py):
 - ``mailgate:replication``         counter written before each WAIT (MAILGATE_REDIS_MIN_REPLICAS)
 - ``mailgate:idem:<owner>:<sha256 of key>``  JSON {email_id, fingerprint}: an idempotency key's
                                    first answer, kept for MAILGATE_IDEMPOTENCY_SECONDS
+- ``mailgate:suppressed:<owner>:<address>``  JSON: a hard bounce that suppresses the address
+                                   for that account, kept for MAILGATE_SUPPRESSION_SECONDS
 """
 
+from mailgate.status.bounces import Reported
 from mailgate.status.counters import LATENCY_BUCKETS
 from mailgate.status.keys import (
     DUE_KEY,
@@ -29,8 +34,17 @@ from mailgate.status.keys import (
     history_key,
     idempotency_key,
 )
-from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, iso
+from mailgate.status.records import (
+    AttemptLog,
+    Bounce,
+    RecipientOutcome,
+    Record,
+    ReportStatus,
+    Status,
+    iso,
+)
 from mailgate.status.store import StatusStore
+from mailgate.status.suppressions import Suppression, Suppressions
 
 __all__ = [
     "DUE_KEY",
@@ -38,10 +52,15 @@ __all__ = [
     "METRICS_KEY",
     "REPORTS_DUE_KEY",
     "AttemptLog",
+    "Bounce",
+    "RecipientOutcome",
     "Record",
     "ReportStatus",
+    "Reported",
     "Status",
     "StatusStore",
+    "Suppression",
+    "Suppressions",
     "claim_key",
     "email_key",
     "history_key",

@@ -35,3 +35,17 @@ def idempotency_key(owner: str, key: str) -> str:
 def claim_key(email_id: str) -> str:
     """The lease a worker holds while it talks SMTP for this e-mail."""
     return f"mailgate:claim:{email_id}"
+
+
+SUPPRESSION_PREFIX = "mailgate:suppressed:"
+
+
+def suppression_key(owner: str, address: str) -> str:
+    """An account's suppression of one address (lower-cased envelope form), with its TTL."""
+    return f"{SUPPRESSION_PREFIX}{owner}:{address.lower()}"
+
+
+def imap_state_key(mailbox: str) -> str:
+    """Where the IMAP poller keeps a mailbox's UIDVALIDITY and the last UID it settled."""
+    digest = hashlib.sha256(mailbox.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"mailgate:bounces:imap:{digest}"

@@ -5,10 +5,15 @@ adapts: Ozeki XML elements, REST JSON, ``mailgate status`` lines, the delivery r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
+from typing import Any
 
+from mailgate.addresses import bare
+from mailgate.headers import wire_address
 from mailgate.jobs import EmailJob
 
 
@@ -22,15 +27,30 @@ class Status(StrEnum):
     SENT = "Sent"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+    BOUNCED = "Bounced"
+    """Sent, then every recipient the relay accepted bounced (a report came back for each)."""
+    PARTLY_BOUNCED = "PartlyBounced"
+    """Sent, then some recipients bounced; the others' copies were not reported undelivered."""
 
     @property
     def final(self) -> bool:
-        return self in (Status.SENT, Status.FAILED, Status.CANCELLED)
+        """No delivery attempt follows (a bounce report may still move Sent on to Bounced)."""
+        return self in FINAL
+
+    @property
+    def sent(self) -> bool:
+        """The relay took it: Sent, or Sent and bounced since."""
+        return self in (Status.SENT, Status.BOUNCED, Status.PARTLY_BOUNCED)
 
     @property
     def cancellable(self) -> bool:
         """Not yet in a worker's hands: CancelEmail may still stop it."""
         return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
+
+
+FINAL = frozenset(
+    {Status.SENT, Status.FAILED, Status.CANCELLED, Status.BOUNCED, Status.PARTLY_BOUNCED}
+)
 
 
 class ReportStatus(StrEnum):
@@ -65,6 +85,61 @@ class AttemptLog:
 
 
 @dataclass(frozen=True)
+class Bounce:
+    """What a delivery status notification said of one recipient."""
+
+    action: str
+    """``failed`` (a bounce) or ``delayed`` (still trying: recorded, changes nothing final)."""
+    code: str
+    """The enhanced status code (RFC 3463), ``5.1.1``."""
+    reason: str
+    """The diagnostic: the remote server's reply, or the reporting MTA's words."""
+    at: float
+
+    @property
+    def failed(self) -> bool:
+        return self.action == "failed"
+
+    @property
+    def kind(self) -> str:
+        """``hard`` for a permanent failure (5.x.x), else ``soft`` (4.x.x, or delayed)."""
+        return "hard" if self.failed and self.code.startswith("5") else "soft"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "code": self.code, "reason": self.reason, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Bounce:
+        return cls(str(data["action"]), str(data["code"]), str(data["reason"]), float(data["at"]))
+
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    """One envelope recipient: its RCPT reply, then the bounce reported for it, if any."""
+
+    address: str
+    accepted: bool | None = None
+    """True: the relay took it at RCPT; False: refused there; None: not tried (yet)."""
+    reply: str | None = None
+    """The relay's reply to RCPT."""
+    bounce: Bounce | None = None
+
+    def fields(self, zone: str = "Z") -> list[tuple[str, str | None]]:
+        """The recipient in Ozeki naming (the REST ``recipients`` items, snake_cased)."""
+        rcpt = None if self.accepted is None else "accepted" if self.accepted else "refused"
+        b = self.bounce
+        return [
+            ("Address", self.address),
+            ("Rcpt", rcpt),
+            ("RcptReply", self.reply),
+            ("Bounce", b.action if b else None),
+            ("BounceCode", b.code if b else None),
+            ("BounceReason", b.reason if b else None),
+            ("BouncedAt", iso(b.at, zone) if b else None),
+        ]
+
+
+@dataclass(frozen=True)
 class Record:
     """What the store knows about one e-mail."""
 
@@ -86,6 +161,40 @@ class Record:
     report_status: ReportStatus | None = None
     report_attempts: int = 0
     report_error: str | None = None
+    relay: str | None = None
+    """The relay (``host:port``) that took the e-mail, once it is Sent."""
+    rcpt: str = ""
+    """The ``rcpt`` field (JSON, see :func:`rcpt_json`): read through :attr:`recipients`."""
+    bounces: str = ""
+    """The ``bounces`` field (JSON: lower-cased address -> :class:`Bounce`)."""
+    bounce_code: str | None = None
+    bounce_reason: str | None = None
+    bounced_at: float | None = None
+    """The latest bounce (``Action: failed``) of any recipient."""
+
+    @cached_property
+    def recipients(self) -> tuple[RecipientOutcome, ...]:
+        """Each envelope recipient's outcome: RCPT, then bounce. Before an attempt, the job's
+        recipients (not tried); empty when unknown (a Sent record from before it was kept)."""
+        bounces = {
+            address: Bounce.from_dict(entry)
+            for address, entry in json.loads(self.bounces or "{}").items()
+        }
+        if self.rcpt:
+            return tuple(
+                RecipientOutcome(
+                    item["address"],
+                    item["accepted"],
+                    item.get("reply"),
+                    bounces.get(item["address"].lower()),
+                )
+                for item in json.loads(self.rcpt)
+            )
+        if self.job is not None:
+            return tuple(
+                RecipientOutcome(envelope_address(r)) for r in self.job.envelope_recipients()
+            )
+        return ()
 
     def fields(self, zone: str = "Z") -> list[tuple[str, str | int | None]]:
         """What GetEmailStatus shows, in Ozeki naming and order; None where not (yet) known.
@@ -102,6 +211,10 @@ class Record:
             ("NextAttemptAt", iso(self.next_attempt_at, zone) if self.next_attempt_at else None),
             ("LastError", self.last_error),
             ("SmtpResponse", self.smtp_response),
+            ("Relay", self.relay),
+            ("BounceCode", self.bounce_code),
+            ("BounceReason", self.bounce_reason),
+            ("BouncedAt", iso(self.bounced_at, zone) if self.bounced_at else None),
             ("DeliveryReport", self.report_status.value if self.report_status else None),
         ]
 
@@ -134,6 +247,25 @@ def parse_record(email_id: str, data: dict[str, str]) -> Record | None:
         report_status=ReportStatus(data["report_status"]) if data.get("report_status") else None,
         report_attempts=int(data.get("report_attempts", 0)),
         report_error=data.get("report_error") or None,
+        rcpt=data.get("rcpt", ""),
+        bounces=data.get("bounces", ""),
+        bounce_code=data.get("bounce_code") or None,
+        bounce_reason=data.get("bounce_reason") or None,
+        bounced_at=_float(data.get("bounced_at")),
+        relay=data.get("relay") or None,
+    )
+
+
+def envelope_address(text: str) -> str:
+    """A recipient as the SMTP envelope carries it (what RCPT named, what a report names)."""
+    return wire_address(bare(text))
+
+
+def rcpt_json(replies: list[tuple[str, bool, str | None]]) -> str:
+    """The ``rcpt`` field: each envelope recipient as sent, whether RCPT took it, the reply."""
+    return json.dumps(
+        [{"address": a, "accepted": ok, "reply": reply} for a, ok, reply in replies],
+        ensure_ascii=False,
     )
 
 

@@ -42,10 +42,12 @@ return ids
 
 # One round trip before SMTP: unless the e-mail is final or claimed by another worker, take the
 # claim, count the attempt, mark it Sending, move its watchdog, and return the record.
+# (Bounced and PartlyBounced were Sent before: final too.)
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
-if status == 'Sent' or status == 'Failed' or status == 'Cancelled' then return {'final'} end
+if status == 'Sent' or status == 'Failed' or status == 'Cancelled' or status == 'Bounced'
+   or status == 'PartlyBounced' then return {'final'} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'Sending', 'updated_at', ARGV[4])

@@ -12,6 +12,7 @@ import redis
 from mailgate.jobs import EmailJob
 from mailgate.redisconn import redis_client
 from mailgate.status import scripts
+from mailgate.status.bounces import Reported, Settled, settle, suppresses
 from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
@@ -25,6 +26,7 @@ from mailgate.status.keys import (
     email_key,
     history_key,
     idempotency_key,
+    suppression_key,
 )
 from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, parse_record
 
@@ -187,13 +189,22 @@ class StatusStore:
         token: str | None = None,
         latency: float | None = None,
         report_due: float | None = None,
+        rcpt: str | None = None,
+        relay: str | None = None,
     ) -> None:
-        """Record the server's 250; the job payload is dropped, it is no longer needed."""
-        fields = {
+        """Record the server's 250 (and the relay that gave it); the job payload is dropped,
+        it is no longer needed.
+
+        ``rcpt``: each recipient's RCPT reply (:func:`mailgate.status.records.rcpt_json`)."""
+        fields: dict[str, Any] = {
             "status": Status.SENT.value,
             "sent_at": time.time(),
             "smtp_response": smtp_response,
         }
+        if relay:
+            fields["relay"] = relay
+        if rcpt is not None:
+            fields["rcpt"] = rcpt
         self._update(
             email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"),
             token=token, latency=latency, report_due=report_due,
@@ -224,15 +235,111 @@ class StatusStore:
         smtp_response: str | None = None,
         token: str | None = None,
         report_due: float | None = None,
+        rcpt: str | None = None,
     ) -> None:
         """Record a final failure; the job stays so an operator can requeue it."""
         fields: dict[str, Any] = {"status": Status.FAILED.value, "last_error": error}
         if smtp_response:
             fields["smtp_response"] = smtp_response
+        if rcpt is not None:
+            fields["rcpt"] = rcpt
         self._update(
             email_id, attempt, fields, error, drop=("next_attempt_at",), token=token,
             report_due=report_due,
         )  # fmt: skip
+
+    def record_bounces(
+        self,
+        email_id: str,
+        reported: list[Reported],
+        report_due: float | None = None,
+        suppression_seconds: int = 0,
+    ) -> tuple[str, Settled | None]:
+        """Apply a bounce report to a Sent e-mail in one transaction (WATCH, MULTI).
+
+        Writes each recipient's bounce, the new status (see :mod:`mailgate.status.bounces`)
+        with a history entry, the bounce counters, and, for every hard "user unknown" bounce,
+        the account's suppression of that address for ``suppression_seconds`` (0: none). When
+        the status changes and the e-mail has a delivery report URL, the report starts afresh
+        and its due entry is set to ``report_due``. Returns ("recorded", what changed), or
+        ("missing" | "early" | "unsent", None): no record (unknown or expired), not sent yet
+        (the report came before the worker recorded the 250: try later), or never sent.
+        """
+        key = email_key(email_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    data = cast(dict[str, str], pipe.hgetall(key))
+                    record = parse_record(email_id, data)
+                    if record is None:
+                        return "missing", None
+                    if not record.status.sent:
+                        return ("unsent" if record.status.final else "early"), None
+                    settled = settle(record, reported)
+                    pipe.multi()
+                    self._queue_bounces(pipe, record, settled, report_due, suppression_seconds)
+                    pipe.execute()
+                    return "recorded", settled
+                except redis.WatchError:
+                    continue  # the record changed meanwhile (a report, the worker): again
+
+    def _queue_bounces(
+        self,
+        pipe: redis.client.Pipeline,
+        record: Record,
+        settled: Settled,
+        report_due: float | None,
+        suppression_seconds: int,
+    ) -> None:
+        if not settled.written:
+            return
+        key, log, now = email_key(record.email_id), history_key(record.email_id), time.time()
+        fields: dict[str, Any] = {
+            "bounces": json.dumps(settled.bounces, ensure_ascii=False),
+            "status": settled.status.value,
+        }
+        latest = settled.latest
+        if latest is not None:
+            fields.update(
+                bounce_code=latest[1].code, bounce_reason=latest[1].reason, bounced_at=latest[1].at
+            )
+        if settled.status != record.status:
+            fields["updated_at"] = now
+        pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
+        for address, bounce in settled.written:
+            detail = f"{bounce.action}: {address}: {bounce.code} {bounce.reason}".strip()
+            entry = {
+                "attempt": record.attempts,
+                "at": now,
+                "outcome": settled.status.value,
+                "detail": detail,
+            }
+            pipe.rpush(log, json.dumps(entry))
+            pipe.hincrby(METRICS_KEY, f"bounce:{bounce.kind}", 1)
+            if suppression_seconds and suppresses(bounce):
+                value = {
+                    "address": address,
+                    "owner": record.owner,
+                    "code": bounce.code,
+                    "reason": bounce.reason,
+                    "at": bounce.at,
+                    "email_id": record.email_id,
+                    "until": now + suppression_seconds,
+                }
+                name = suppression_key(record.owner, address)
+                pipe.set(name, json.dumps(value, ensure_ascii=False), ex=suppression_seconds)
+        pipe.ltrim(log, -HISTORY_LIMIT, -1)
+        pipe.expire(key, self.ttl)
+        pipe.expire(log, self.ttl)
+        if settled.status != record.status and record.callback_url and report_due is not None:
+            # The delivery report goes out again, with the new status.
+            pipe.hdel(key, "report_status", "report_attempts", "report_error")
+            pipe.zadd(REPORTS_DUE_KEY, {record.email_id: report_due})
+
+    def count(self, name: str) -> None:
+        """Add one to a counter of the metrics hash (``bounce_report:unknown``...)."""
+        self.redis.hincrby(METRICS_KEY, name, 1)
 
     def record_report(
         self,
