@@ -52,15 +52,16 @@ MUTANTS = [
     Mutant(
         "final-check", "a record already Sent or Failed is attempted again",
         (("mailgate/status/scripts.py",
-          "if status == 'Sent' or status == 'Failed' or status == 'Cancelled' then "
-          "return {'final'} end\n", ""),),
+          "if status == 'Sent' or status == 'Failed' or status == 'Cancelled' or status == "
+          "'Bounced'\n   or status == 'PartlyBounced' then return {'final'} end\n", ""),),
         (G + "test_a_final_email_is_acknowledged_without_sending",),
     ),
     Mutant(
         "count-after-smtp", "the attempt is counted with the outcome, after SMTP",
         (("mailgate/status/scripts.py", "redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n", ""),
-         ("mailgate/status/store.py", "        pipe.rpush(log, json.dumps(entry))\n",
-          "        pipe.rpush(log, json.dumps(entry))\n"
+         ("mailgate/status/store.py",
+          "            pipe.hdel(key, *drop)\n        pipe.rpush(log, json.dumps(entry))\n",
+          "            pipe.hdel(key, *drop)\n        pipe.rpush(log, json.dumps(entry))\n"
           "        pipe.hincrby(key, 'attempts', 1)\n")),
         (G + "test_the_attempt_is_counted_before_smtp_is_touched",
          G + "test_an_email_whose_attempts_are_used_up_fails_without_smtp", POISON),
@@ -97,7 +98,9 @@ MUTANTS = [
     Mutant(
         "ttl-on-change", "a change does not renew the record's TTL",
         (("mailgate/status/store.py",
-          "        pipe.expire(key, self.ttl)\n        pipe.expire(log, self.ttl)\n", ""),),
+          "        pipe.expire(key, self.ttl)\n        pipe.expire(log, self.ttl)\n"
+          "        if due is None:\n",
+          "        if due is None:\n"),),
         (G + "test_the_ttl_counts_from_the_last_change",),
     ),
     Mutant(
