@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Quota = tuple[int, int]
 """An owner's limits of e-mails not yet final and their bytes (0: none)."""
+NO_QUOTA: Quota = (0, 0)
 QUOTA_RETRY_SECONDS = 60
 """The Retry-After of a quota's 429: e-mails become final at the relay's pace, not a window's."""
 
@@ -144,7 +145,7 @@ def check_suppressed(svc: Services, account: Account, request: SendRequest) -> N
         raise Suppressed(named[index][0], suppression.explain())
 
 
-def _record_and_publish(svc: Services, job: EmailJob, quota: Quota) -> None:
+def _record_and_publish(svc: Services, job: EmailJob, quota: Quota = NO_QUOTA) -> None:
     watchdog_at = time.time() + svc.settings.redelivery_seconds
     if uses_redis_broker(svc.settings):
         # Record and task in one Redis transaction: both or neither, in one round trip.
@@ -164,7 +165,9 @@ def _record_and_publish(svc: Services, job: EmailJob, quota: Quota) -> None:
         raise Unavailable("the broker is unavailable") from None
 
 
-def _record_scheduled(svc: Services, job: EmailJob, send_at: float, quota: Quota) -> None:
+def _record_scheduled(
+    svc: Services, job: EmailJob, send_at: float, quota: Quota = NO_QUOTA
+) -> None:
     _create(svc, job, send_at, quota, "the status store", send_at=send_at)
 
 
