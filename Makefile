@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-fast check fmt bench mutate clean constraints browser mailservers
+.PHONY: run test test-fast check fmt bench mutate clean constraints browser mailservers ops-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 run: $(RUN_STAMP)
 	$(BIN)/mailgate run
 
-test: $(STAMP) browser mailservers
+test: $(STAMP) browser mailservers ops-tools
 	$(BIN)/python -m pytest -q
 
 # The fast subset while working: no test that starts a worker, web or other process of its own
@@ -58,6 +58,27 @@ mailservers:
 	      postfix dovecot-imapd >/dev/null) || \
 	      echo "could not install postfix and dovecot: the bounce tests that need them will be skipped"; \
 	  else echo "postfix or dovecot missing and not root: the bounce tests that need them will be skipped"; fi; }
+
+# The production files are checked with the tools that read them (tests/test_deploy.py,
+# tests/test_alerts.py): nginx -t, promtool (Debian's prometheus package), the compose-spec
+# schema of Debian's docker-compose, systemd-analyze. Install the missing ones as root with apt;
+# a policy-rc.d of ours (unless there is one) keeps their services from starting meanwhile.
+# Without them those checks are skipped, each with its reason printed.
+OPS_TOOLS := nginx:nginx promtool:prometheus docker-compose:docker-compose systemd-analyze:systemd
+ops-tools:
+	@missing=""; for pair in $(OPS_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || \
+	    missing="$$missing $${pair#*:}"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing for the production-file checks"; \
+	  policy=/usr/sbin/policy-rc.d; ours=; \
+	  [ -e $$policy ] || { printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && ours=1; }; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null) || \
+	    echo "could not install$$missing: their checks will be skipped"; \
+	  [ -z "$$ours" ] || rm -f $$policy; \
+	else echo "missing$$missing and not root: their checks will be skipped"; fi
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

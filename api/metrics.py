@@ -1,7 +1,7 @@
-"""Prometheus metrics at ``GET /metrics``, safe under gunicorn's several processes.
+"""Prometheus metrics at ``GET /metrics``, safe under the server's several processes.
 
 Request counters and the accept-latency histogram live in each API process (multiprocess
-mode when gunicorn sets PROMETHEUS_MULTIPROC_DIR, see api.gunicorn_conf); queue depth and the
+mode when ``mailgate web`` sets PROMETHEUS_MULTIPROC_DIR, see mailgate.web); queue depth and the
 workers' delivery counters are read from Redis at scrape time, so one scrape of any API
 process shows the whole deployment.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.rest_errors import CODES
-from api.rest_input import IDEMPOTENCY_HEADER, MAX_KEY_LENGTH
+from api.rest_input import IDEMPOTENCY_HEADER, LIST_LIMIT, LISTED, MAX_KEY_LENGTH
 from mailgate.config import Settings
 from mailgate.schedule import max_ahead
 from mailgate.status import ReportStatus, Status
@@ -47,7 +47,7 @@ def document(settings: Settings) -> Json:
         },
         "security": [{"basicAuth": []}],
         "paths": {
-            "/api/v1/emails": {"post": _send()},
+            "/api/v1/emails": {"get": _list(), "post": _send()},
             "/api/v1/emails/{email_id}": {"get": _status(), "delete": _cancel()},
             "/api/v1/openapi.json": {"get": _self()},
         },
@@ -94,6 +94,44 @@ def _send() -> Json:
             "404": _json("The e-mail a repeated idempotency key names has expired.", "Error"),
         },
     }  # fmt: skip
+
+
+def _list() -> Json:
+    default, most = LIST_LIMIT
+    return {
+        "operationId": "listEmails",
+        "summary": "List the account's own e-mails in one state, the latest change first",
+        "parameters": [
+            {
+                "name": "status",
+                "in": "query",
+                "required": True,
+                "description": "The state (any case). Sent e-mails are not listed: read each "
+                "by its id.",
+                "schema": {"type": "string", "enum": [status.value for status in LISTED]},
+            },
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "description": "Only e-mails whose last change is at or after this: an ISO 8601 "
+                "time (UTC without an offset) or an age such as `90s`, `30m`, `2h`, `7d`.",
+                "schema": {"type": "string", "minLength": 1},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": "At most this many, the newest first; `more` says if there are "
+                "others.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": most, "default": default},
+            },
+        ],
+        "responses": {
+            "200": _json("The e-mails, without their attempt history.", "EmailList"),
+            **_refs("400", "401", "403", "429", "500", "503"),
+        },
+    }
 
 
 def _status() -> Json:
@@ -151,6 +189,31 @@ def _schemas(settings: Settings) -> Json:
                "description": "Send then, not at once (status Scheduled until then): an ISO 8601 "
                "time with an offset, or seconds from now; at most "
                f"{int(max_ahead(settings))} seconds ahead."}  # fmt: skip
+    summary: Json = {
+        "id": {**text, "format": "uuid"},
+        "status": _ref("Status"),
+        "attempts": {"type": "integer", "minimum": 0},
+        "created_at": {**text, "format": "date-time"},
+        "updated_at": {**text, "format": "date-time"},
+        "sent_at": when,
+        "next_attempt_at": when,
+        "last_error": {"type": ["string", "null"]},
+        "smtp_response": {"type": ["string", "null"]},
+        "relay": {
+            "type": ["string", "null"],
+            "description": "host:port of the relay that took the e-mail.",
+        },
+        "bounce_code": {
+            "type": ["string", "null"],
+            "description": "The enhanced status code of the latest bounce (`5.1.1`).",
+        },
+        "bounce_reason": {"type": ["string", "null"], "description": "Its diagnostic."},
+        "bounced_at": when,
+        "delivery_report": {
+            "enum": [*(r.value for r in ReportStatus), None],
+            "description": "The report POSTed to callback_url; null: none.",
+        },
+    }
     return {
         "Status": {"type": "string", "enum": [s.value for s in Status]},
         "SendRequest": _object({
@@ -214,24 +277,13 @@ def _schemas(settings: Settings) -> Json:
             "status": _ref("Status"),
             "status_url": text,
         }),
+        "EmailList": _object({
+            "emails": {"type": "array", "items": _ref("EmailSummary")},
+            "more": {"type": "boolean", "description": "The limit left out older ones."},
+        }),
+        "EmailSummary": _object(summary),
         "EmailStatus": _object({
-            "id": {**text, "format": "uuid"},
-            "status": _ref("Status"),
-            "attempts": {"type": "integer", "minimum": 0},
-            "created_at": {**text, "format": "date-time"},
-            "updated_at": {**text, "format": "date-time"},
-            "sent_at": when,
-            "next_attempt_at": when,
-            "last_error": {"type": ["string", "null"]},
-            "smtp_response": {"type": ["string", "null"]},
-            "relay": {"type": ["string", "null"],
-                      "description": "host:port of the relay that took the e-mail."},
-            "bounce_code": {"type": ["string", "null"], "description": "The enhanced status "
-                            "code of the latest bounce (`5.1.1`)."},
-            "bounce_reason": {"type": ["string", "null"], "description": "Its diagnostic."},
-            "bounced_at": when,
-            "delivery_report": {"enum": [*(r.value for r in ReportStatus), None],
-                                "description": "The report POSTed to callback_url; null: none."},
+            **summary,
             "recipients": {"type": "array", "items": _ref("Recipient"),
                            "description": "Each envelope recipient (to, cc, bcc): its RCPT "
                            "reply, then its bounce if one was reported."},

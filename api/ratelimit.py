@@ -34,7 +34,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from mailgate.config import Settings
 from mailgate.errors import AuthFailed, RateLimited
-from mailgate.redisconn import limits_storage, redis_client
+from mailgate.redisconn import limits_storage, pool_size, redis_client
 from mailgate.users import Account
 
 KNOWN_CLIENT_SECONDS = 7 * 24 * 3600
@@ -99,10 +99,13 @@ def network(address: str) -> str:
 class Limits:
     """The API's rate limits over one Redis server."""
 
-    def __init__(self, settings: Settings) -> None:
-        storage = limits_storage(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self._limiter = MovingWindowRateLimiter(storage)
-        self._redis = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    def __init__(self, settings: Settings, threads: int = 0) -> None:
+        # threads: the request threads that may use these clients at once (0: redis-py's pool).
+        options = {"socket_timeout": 5, "socket_connect_timeout": 2}
+        if threads:
+            options["max_connections"] = pool_size(threads)
+        self._limiter = MovingWindowRateLimiter(limits_storage(settings.redis_url, **options))
+        self._redis = redis_client(settings.redis_url, **options)
         self._reserve = self._redis.register_script(_RESERVE)
         self._succeeded = self._redis.register_script(_SUCCEEDED)
         scopes = (

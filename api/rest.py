@@ -1,4 +1,5 @@
-"""The JSON REST API under ``/api/v1``: send an e-mail, read its status, the OpenAPI document.
+"""The JSON REST API under ``/api/v1``: send an e-mail, read its status, list the account's
+e-mails in one state, the OpenAPI document.
 
 It shares the accept path, validation and authentication with the Ozeki ``/api`` endpoint;
 only the wire format differs: JSON bodies, real HTTP status codes, HTTP Basic credentials.
@@ -22,6 +23,7 @@ from api.rest_errors import INTERNAL, error_response, json_response, outcome, re
 from api.rest_input import (
     check_declared_size,
     idempotency_key,
+    list_query,
     send_params,
     unknown_fields,
     unknown_reason,
@@ -66,6 +68,18 @@ def send_email() -> Response:
         status, code = status_of(svc, account, accepted.email_id)[0].status.value, 200
     body: dict[str, Any] = {"id": accepted.email_id, "status": status, "status_url": location}
     return json_response(body, code, {"Location": location})
+
+
+@rest_bp.get("/emails", **_RULE)
+def list_emails() -> Response:
+    """The caller's own e-mails in one state, the latest change first (``status``, ``since``,
+    ``limit``); ``more`` when the limit cut the list short."""
+    svc = services()
+    account = _caller(svc)
+    status, since, limit = list_query(request.args)
+    found = svc.store.find(status, since, owner=account.name, limit=limit + 1)
+    body = {"emails": [_summary(record) for record in found[:limit]], "more": len(found) > limit}
+    return json_response(body, 200)
 
 
 @rest_bp.get("/emails/<email_id>", **_RULE)
@@ -119,9 +133,14 @@ def _caller(svc: Services) -> Account:
     return account
 
 
-def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:
+def _summary(record: Record) -> dict[str, Any]:
     """The JSON status record: every field present (snake_case), null where not (yet) known."""
-    body: dict[str, Any] = {_snake(name): value for name, value in record.fields()}
+    return {_snake(name): value for name, value in record.fields()}
+
+
+def _status_body(record: Record, history: list[AttemptLog]) -> dict[str, Any]:
+    """The JSON status record, each recipient's outcome and the attempt history."""
+    body = _summary(record)
     body["recipients"] = [
         {_snake(name): value for name, value in r.fields()} for r in record.recipients
     ]

@@ -1,4 +1,5 @@
-"""Reading a REST request: a bounded JSON body, its shape, the parameters for ``validate_send``.
+"""Reading a REST request: a bounded JSON body, its shape, the parameters for ``validate_send``;
+the query of a listing (:func:`list_query`).
 
 The JSON fields are turned into the lower-cased Ozeki parameters, so both API styles share one
 validation; :data:`JSON_FIELDS` maps the Ozeki names in its errors back to the JSON names.
@@ -10,10 +11,14 @@ import json
 from typing import Any
 
 from flask import Request
+from werkzeug.datastructures import MultiDict
 
 from api.accept import checked_key
 from mailgate.addresses import split_list
 from mailgate.errors import InvalidField, ParseError, TooLarge, UnsupportedMediaType
+from mailgate.schedule import parse_moment
+from mailgate.status import Status
+from mailgate.status.store import INDEXED
 from mailgate.validation import MAX_IDEMPOTENCY_KEY
 
 JSON_TYPE = "application/json"
@@ -44,6 +49,41 @@ FIELDS = frozenset({*_STRINGS, *_LISTS, "send_at"})
 """Every JSON field of a send request."""
 MAX_NAMED = 10
 """Unknown fields named in one refusal; the rest are counted, not listed."""
+
+
+LISTED = tuple(status for status in Status if not status.final or status in INDEXED)
+"""The states a listing may ask for: those it finds without a scan (see StatusStore.find). Not
+Sent, which has no index: a client reads a sent e-mail by its id."""
+LIST_LIMIT = (100, 1000)
+"""The default and the largest ``limit`` of a listing."""
+QUERY = ("status", "since", "limit")
+
+
+def list_query(args: MultiDict[str, str]) -> tuple[Status, float, int]:
+    """The state, the window's start and the limit of ``GET /api/v1/emails?status=...``."""
+    unknown = [name for name in args if name not in QUERY]
+    if unknown:
+        raise InvalidField(unknown[0][:100], f"unknown parameter; the parameters are {QUERY}")
+    for name in QUERY:
+        if len(args.getlist(name)) > 1:
+            raise InvalidField(name, "given more than once")
+    wanted = args.get("status", "").strip().lower()
+    names = ", ".join(status.value for status in LISTED)
+    status = next((s for s in LISTED if s.value.lower() == wanted), None)
+    if status is None:
+        why = "required" if not wanted else "not a state"
+        final = next((s for s in Status if s.value.lower() == wanted), None)
+        if final is not None:
+            why = f"{final.value} e-mails are not listed (read one by its id)"
+        raise InvalidField("status", f"{why}; one of {names}")
+    try:
+        since = parse_moment(args["since"]) if args.get("since", "").strip() else 0.0
+    except ValueError as exc:
+        raise InvalidField("since", str(exc)) from None
+    limit = args.get("limit", str(LIST_LIMIT[0])).strip()
+    if not limit.isdigit() or not 1 <= int(limit) <= LIST_LIMIT[1]:
+        raise InvalidField("limit", f"a whole number from 1 to {LIST_LIMIT[1]}")
+    return status, since, int(limit)
 
 
 def check_declared_size(request: Request, max_bytes: int) -> None:

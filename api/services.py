@@ -13,6 +13,7 @@ from mailgate.broker import broker_redis, make_celery
 from mailgate.config import Settings
 from mailgate.status import StatusStore
 from mailgate.users import UserStore
+from mailgate.web import request_threads
 
 
 @dataclass
@@ -29,8 +30,9 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
+        threads = request_threads(settings)
         store = StatusStore.from_url(
-            settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
+            settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas, threads
         )
         return cls(
             settings=settings,
@@ -42,7 +44,7 @@ class Services:
                 settings.password_check_wait_seconds,
             ),
             celery=make_celery(settings),
-            limits=Limits(settings),
+            limits=Limits(settings, threads),
             broker_redis=broker_redis(settings, store.redis),
         )
 

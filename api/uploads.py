@@ -9,7 +9,6 @@ no e-mail claimed, so nothing spooled survives a refused request (or a repeated 
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from api.accept import Accepted
 from api.charsets import Field
 from api.services import services
 from mailgate import spool
+from mailgate.attachments import content_type
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter, ParseError, TooLarge
 from mailgate.headers import NotCarried, check_filename
@@ -36,7 +36,6 @@ MAX_FIELDS = 100
 FORM_OVERHEAD = 64 * 1024
 """Room for part headers and boundaries beyond the fields and the files themselves."""
 
-_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _PARAMETER = "Attachments"
 
 
@@ -115,8 +114,9 @@ def with_uploads(request: SendRequest, settings: Settings) -> SendRequest:
         raise _invalid(f"more than {settings.max_attachments} files")
     if sum(a.size for a in every) > settings.max_attachment_bytes:
         raise _invalid(f"over {settings.max_attachment_bytes} bytes in total")
-    check_encoded_size(request.message, every, settings)
-    return replace(request, attachments=every)
+    request = replace(request, attachments=every)
+    check_encoded_size(request, settings)
+    return request
 
 
 def claim_uploads(accepted: Accepted) -> Accepted:
@@ -186,7 +186,7 @@ class _Writer:
         filename = _filename(raw_name)
         return Attachment(
             path=self.path, size=info.st_size, mtime_ns=info.st_mtime_ns, filename=filename,
-            content_type=_content_type(declared_type, filename), sha256=self.digest.hexdigest(),
+            content_type=content_type(declared_type, filename), sha256=self.digest.hexdigest(),
             device=info.st_dev, inode=info.st_ino, ctime_ns=info.st_ctime_ns,
         )  # fmt: skip
 
@@ -249,13 +249,3 @@ def _filename(raw: str) -> str:
     except NotCarried as exc:
         raise _invalid(f"an uploaded file name: {exc}") from None
     return name
-
-
-def _content_type(declared: str, filename: str) -> str:
-    declared = declared.split(";", 1)[0].strip().lower()
-    if _TYPE.fullmatch(declared) and declared != "application/octet-stream":
-        return declared
-    guessed, encoding = mimetypes.guess_type(filename)
-    if guessed is None or encoding is not None:
-        return "application/octet-stream"
-    return guessed

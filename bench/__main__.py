@@ -1,11 +1,12 @@
 """``python -m bench [--quick]``: run the whole benchmark, write the results, print the table.
 
 Order: Redis and the sinks (Postfix's smtp-sink on loopback, a relay that waits 20 ms before
-each reply); the bare Flask and naive Celery endpoints (accept); the gateway's API (accept);
-the drain of a backlog to the local sink by ``mailgate worker`` as shipped and by the naive
-Celery worker, back to back (and with --workers, by other process counts); the same two
-against the 20 ms relay; the end-to-end load at 70 % of the local drain rate; the smtplib
-ceiling. Every process started is stopped on the way out,
+each reply); the bare Flask and naive Celery endpoints (accept, the plain request); the
+gateway's API (accept); the drain of a backlog of the mix of shapes (bench.payload) to the
+local sink by ``mailgate worker`` as shipped and by the naive Celery worker, back to back (and
+with --workers, by other process counts); the same two for each shape alone; the mix and the
+plain shape against the 20 ms relay; the end-to-end load of the mix at 70 % of its local drain
+rate; the smtplib ceiling on the mix. Every process started is stopped on the way out,
 including on Ctrl-C or SIGTERM. Results go to ``bench/results/<UTC stamp>.json``,
 ``latest.json``, ``latest.md`` and ``chart.png`` (``bench/results/quick/`` for ``--quick``,
 which git ignores); logs of a failed or ``--keep`` run stay in ``<results>/tmp/<stamp>/``.
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import drain, e2e, phases
+from bench import drain, e2e, payload, phases
 from bench.chart import draw
 from bench.load import Generator
 from bench.machine import describe
@@ -55,10 +56,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: 1 run each, backlog 2,000, 10 s end to end",
+        help="smoke test: 1 run each, backlog 2,000 (500 per shape), 10 s end to end",
     )
     parser.add_argument("--runs", type=int, help="repetitions of each figure (full: 3)")
     parser.add_argument("--backlog", type=int, help="e-mails queued before a drain (full: 20,000)")
+    parser.add_argument(
+        "--shape-backlog", type=int, help="the same for each shape alone but plain (full: 5,000)"
+    )
     parser.add_argument("--relay-backlog", type=int, help="the same for the 20 ms relay (1,500)")
     parser.add_argument("--e2e-seconds", type=float, help="end-to-end load time (full: 60)")
     parser.add_argument("--accept-seconds", type=float, help="each accept run (full: 20)")
@@ -92,6 +96,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     for name in (
         "runs",
         "backlog",
+        "shape_backlog",
         "relay_backlog",
         "e2e_seconds",
         "accept_seconds",
@@ -133,31 +138,48 @@ def measure(ctx: phases.Context, gateway: Gateway, results: Results) -> None:
     say(f"  {_fmt(accepted['mailgate'], 'rps', 'req/s')}, "
         f"p99 {_fmt(accepted['mailgate'], 'p99_ms', 'ms')}, "
         f"CPU {_fmt(accepted['mailgate'], 'cpu_ms', 'ms/request', 3)}")  # fmt: skip
-    say(f"drain, local sink: mailgate worker as shipped, backlog {plan.backlog:,}")
+    say(f"drain, local sink, the mix: mailgate worker as shipped, backlog {plan.backlog:,}")
     drained["mailgate"] = summarise(drain.drain_mailgate(ctx, base))
     _say_drain(drained["mailgate"])
-    say("drain, local sink: naive Celery")
+    say("drain, local sink, the mix: naive Celery")
     drained["naive_celery"] = summarise(drain.drain_naive(ctx, gateway.redis_url))
     _say_drain(drained["naive_celery"])
     for count in plan.workers:
         key = f"mailgate_x{count}"
-        say(f"drain, local sink: mailgate, {count} worker process(es)")
+        say(f"drain, local sink, the mix: mailgate, {count} worker process(es)")
         drained[key] = summarise(drain.drain_mailgate(ctx, base, processes=count))
         _say_drain(drained[key])
-    say(f"drain, {plan.relay_delay_ms:g} ms relay: mailgate, backlog {plan.relay_backlog:,}")
-    relay["mailgate"] = summarise(drain.drain_mailgate(ctx, base, "relay"))
-    _say_drain(relay["mailgate"])
-    say(f"drain, {plan.relay_delay_ms:g} ms relay: naive Celery")
-    relay["naive_celery"] = summarise(drain.drain_naive(ctx, gateway.redis_url, "relay"))
-    _say_drain(relay["naive_celery"])
+    for shape in payload.SHAPES:
+        count = drain.backlog(ctx, "local", shape)
+        say(f"drain, local sink, {shape} only: mailgate, then naive Celery, backlog {count:,}")
+        results["shapes"][shape] = {
+            "mailgate": summarise(drain.drain_mailgate(ctx, base, kind=shape)),
+            "naive_celery": summarise(drain.drain_naive(ctx, gateway.redis_url, kind=shape)),
+        }
+        for summary in results["shapes"][shape].values():
+            _say_drain(summary)
+    for kind, section in ((payload.MIX, relay), ("plain", results["relay_plain"])):
+        say(
+            f"drain, {plan.relay_delay_ms:g} ms relay, {kind}: mailgate, then naive Celery, "
+            f"backlog {plan.relay_backlog:,}"
+        )
+        section["mailgate"] = summarise(drain.drain_mailgate(ctx, base, "relay", kind=kind))
+        _say_drain(section["mailgate"])
+        section["naive_celery"] = summarise(
+            drain.drain_naive(ctx, gateway.redis_url, "relay", kind=kind)
+        )
+        _say_drain(section["naive_celery"])
     rate = e2e_rate(plan, results)
-    say(f"end to end: {plan.e2e_seconds:.0f} s at " + (f"{rate:,.0f} req/s" if rate else "max"))
+    say(
+        f"end to end, the mix: {plan.e2e_seconds:.0f} s at "
+        + (f"{rate:,.0f} req/s" if rate else "max")
+    )
     sustained = summarise(e2e.e2e(ctx, base, rate))
     results["e2e"] = {"mailgate": sustained}
     say(f"  delivered {_fmt(sustained, 'delivered_per_s', '/s')}, "
         f"accept->250 p99 {_fmt(sustained, 'p99_ms', 'ms')}")  # fmt: skip
     ctx.stack.stop(server)
-    say("smtplib over one connection")
+    say("smtplib over one connection, the mix")
     drained["smtplib_ceiling"] = summarise(drain.ceiling(ctx))
     say(f"  {_fmt(drained['smtplib_ceiling'], 'rate', 'mails/s')}")
 
@@ -200,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     results: Results = {
         "timestamp": stamp, "command": " ".join(["python -m bench", *argv]),
         "machine": describe(), "generator": generator.name, "plan": asdict(plan),
-        "accept": {}, "drain": {}, "relay": {},
+        "accept": {}, "drain": {}, "shapes": {}, "relay": {}, "relay_plain": {},
     }  # fmt: skip
     say(f"{plan.mode} run, load generator: {generator.name}; logs in {workdir}")
     stack = Stack(workdir, child_env())

@@ -1,4 +1,5 @@
-"""The PNG chart: mailgate beside its baselines, for accept requests/s and drain mails/s.
+"""The PNG chart: mailgate beside its baselines, for accept requests/s and drain mails/s (the
+mix, each shape, the 20 ms relay).
 
 Bars are medians, whiskers the min-max of the runs.
 """
@@ -55,13 +56,21 @@ def draw(results: Results, path: Path) -> None:
     relay_entries = [(label, relay[key]["rate"]) for key, label in
                      (("mailgate", "mailgate"), ("naive_celery", "naive Celery"))
                      if "rate" in relay.get(key, {})]  # fmt: skip
-    figure, (left, right, third) = plt.subplots(1, 3, figsize=(14, 4.2))
+    shape_entries = [
+        (f"{who} {shape}", section[key]["rate"])
+        for shape, section in results.get("shapes", {}).items()
+        for key, who in (("mailgate", "mailgate"), ("naive_celery", "naive"))
+        if "rate" in section.get(key, {})
+    ]
+    figure, axes = plt.subplots(2, 2, figsize=(14, 8.4))
+    (left, right), (third, fourth) = axes
     conns = results["plan"]["connections"]
     _bars(left, f"accept: SendEmail at {conns} connections", "requests/s", accept_entries)
     backlog = results["plan"]["backlog"]
-    _bars(right, f"drain: backlog of {backlog:,} to smtp-sink", "mails/s", drain_entries)
+    _bars(right, f"drain: backlog of {backlog:,}, the mix, to smtp-sink", "mails/s", drain_entries)
     delay = results["plan"].get("relay_delay_ms", 20)
-    _bars(third, f"drain: {delay:g} ms relay", "mails/s", relay_entries)
+    _bars(third, f"drain: {delay:g} ms relay, the mix", "mails/s", relay_entries)
+    _bars(fourth, "drain: each shape alone, to smtp-sink", "mails/s", shape_entries)
     m = results["machine"]
     figure.suptitle(f"mailgate benchmark ({results['plan']['mode']}) — {m['cpu']}, "
                     f"{m['cores']} cores, Python {m['python']}", fontsize=10)  # fmt: skip

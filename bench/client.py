@@ -5,7 +5,9 @@
 JSON line: requests, ok (the body holds ``<Code>200</Code>``), errors, wall-clock start and end,
 and latency percentiles in milliseconds. It runs in its own process (asyncio, one thread), so
 its GIL is not the server's nor the benchmark's. With ``--rate`` the requests follow a fixed
-schedule (at most ``connections`` in flight) instead of back-to-back.
+schedule (at most ``connections`` in flight) instead of back-to-back. With ``--shape`` (a
+shape of bench.payload, or ``mix``) it POSTs that shape's SendEmail form to URL's path
+instead, the mix's shapes in turn; ``--voicemail`` is the WAV the voicemail shape attaches.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from bench import payload
 
 OK_MARK = b"<Code>200</Code>"
 
@@ -39,6 +44,8 @@ class Tally:
     ok: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
+    sent: int = 0
+    """Requests taken so far: the next one is ``requests[sent % len(requests)]``."""
 
     def take(self) -> float | None:
         """The time the next request may start, or None when the run is over."""
@@ -70,9 +77,11 @@ async def _exchange(
     return body, b"connection: close" in lower
 
 
-async def _connection(host: str, port: int, request: bytes, tally: Tally) -> None:
+async def _connection(host: str, port: int, requests: list[bytes], tally: Tally) -> None:
     writer: asyncio.StreamWriter | None = None
     while (slot := tally.take()) is not None:
+        request = requests[tally.sent % len(requests)]
+        tally.sent += 1
         delay = slot - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -97,18 +106,43 @@ async def _connection(host: str, port: int, request: bytes, tally: Tally) -> Non
         writer.close()
 
 
+def build_requests(url: str, shape: str | None, voicemail: Path | None) -> list[bytes]:
+    """The raw requests a connection sends in turn: the GET of ``url``, or one POST per
+    shape of ``shape`` to its path."""
+    parts = urlsplit(url)
+    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 80}"
+    if shape is None:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        return [f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()]
+    requests = []
+    for one in payload.shapes(shape):
+        body = payload.form(one, voicemail).encode()
+        head = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append(head.encode() + body)
+    return requests
+
+
 async def drive(
-    url: str, connections: int, seconds: float, count: int | None, rate: float | None
+    url: str,
+    connections: int,
+    seconds: float,
+    count: int | None,
+    rate: float | None,
+    shape: str | None = None,
+    voicemail: Path | None = None,
 ) -> dict[str, object]:
     """Run the load; the JSON-ready summary."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    requests = build_requests(url, shape, voicemail)
     begin = time.perf_counter()
     tally = Tally(begin + seconds, count, 1 / rate if rate else None, next_slot=begin)
     started_at = time.time()
-    await asyncio.gather(*(_connection(host, port, request, tally) for _ in range(connections)))
+    await asyncio.gather(*(_connection(host, port, requests, tally) for _ in range(connections)))
     elapsed = time.perf_counter() - begin
     ordered = sorted(tally.latencies)
     return {
@@ -132,8 +166,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="upper bound in any mode")
     parser.add_argument("--count", type=int, help="stop after this many requests")
     parser.add_argument("--rate", type=float, help="requests per second, on a fixed schedule")
+    parser.add_argument("--shape", choices=payload.KINDS, help="POST this shape's SendEmail")
+    parser.add_argument("--voicemail", type=Path, help="the WAV the voicemail shape attaches")
     args = parser.parse_args()
-    summary = asyncio.run(drive(args.url, args.connections, args.seconds, args.count, args.rate))
+    summary = asyncio.run(
+        drive(
+            args.url,
+            args.connections,
+            args.seconds,
+            args.count,
+            args.rate,
+            args.shape,
+            args.voicemail,
+        )
+    )
     print(json.dumps(summary), flush=True)
 
 

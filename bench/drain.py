@@ -3,7 +3,8 @@
 mailgate's backlog goes through the real accept path (HTTP, with no worker running); the naive
 baseline's is published with ``apply_async``; the smtplib ceiling has no queue at all. Each
 drain runs against one of the context's sinks: ``local`` (Postfix's smtp-sink on loopback) or
-``relay`` (bench.slow_sink: 20 ms before each reply to MAIL, RCPT and DATA). Besides the rate,
+``relay`` (bench.slow_sink: 20 ms before each reply to MAIL, RCPT and DATA), and on one kind
+of e-mail (bench.payload): the mix of the five shapes, or one shape alone. Besides the rate,
 a run notes the CPU time (user + system) the worker's whole process tree spent from the first
 250 to the last, per e-mail: a figure the other load on the machine moves far less.
 """
@@ -53,13 +54,29 @@ class DrainRun:
     """The largest single worker process (the goal: under 150 MiB each)."""
 
 
-def fill_mailgate(ctx: Context, base: str, count: int) -> None:
-    """Queue ``count`` e-mails through the real accept path, with no worker running."""
+def backlog(ctx: Context, where: str, kind: str) -> int:
+    """E-mails queued before a drain: the relay's backlog, the full one for the mix and the
+    plain shape, a smaller one for each other shape alone."""
+    if where == "relay":
+        return ctx.plan.relay_backlog
+    return ctx.plan.backlog if kind in (payload.MIX, "plain") else ctx.plan.shape_backlog
+
+
+def fill_mailgate(ctx: Context, base: str, count: int, kind: str = payload.MIX) -> None:
+    """Queue ``count`` e-mails of ``kind`` through the real accept path, with no worker
+    running."""
     for _ in range(3):
         missing = count - int(ctx.redis.llen(MAILGATE_QUEUE))
         if missing <= 0:
             break
-        run_python(api_url(base), ctx.plan.connections, 600, count=missing)
+        run_python(
+            api_url(base),
+            ctx.plan.connections,
+            600,
+            count=missing,
+            shape=kind,
+            voicemail=ctx.voicemail,
+        )
     queued = int(ctx.redis.llen(MAILGATE_QUEUE))
     if queued != count:
         raise BenchError(f"backlog: wanted {count} queued e-mails, the queue holds {queued}")
@@ -126,22 +143,26 @@ def _drain_run(
 
 
 def drain_mailgate(
-    ctx: Context, base: str, where: str = "local", processes: int | None = None
+    ctx: Context,
+    base: str,
+    where: str = "local",
+    processes: int | None = None,
+    kind: str = payload.MIX,
 ) -> list[DrainRun]:
-    """A backlog through the API, then ``mailgate worker`` as the Procfile starts it (with
-    ``processes``: that many worker processes instead of one per core)."""
+    """A backlog of ``kind`` through the API, then ``mailgate worker`` as the Procfile starts
+    it (with ``processes``: that many worker processes instead of one per core)."""
     sink, env = ctx.sinks[where], ctx.sink_env(where)
-    backlog = ctx.plan.backlog if where == "local" else ctx.plan.relay_backlog
+    count = backlog(ctx, where, kind)
     if processes is not None:
         env = {**env, "MAILGATE_WORKER_PROCESSES": str(processes)}
     runs = []
     for _ in range(ctx.plan.runs):
         wipe(ctx.redis)
-        fill_mailgate(ctx, base, backlog)
+        fill_mailgate(ctx, base, count, kind)
         sink.reset()
         launched = time.time()
         worker = ctx.stack.start("worker", mailgate_worker_args(), env)
-        runs.append(_drain_run(ctx, sink, backlog, [worker], launched))
+        runs.append(_drain_run(ctx, sink, count, [worker], launched))
         if int(ctx.redis.zcard(DUE_KEY)):  # every Sent e-mail leaves the due set
             time.sleep(2)
             pending = int(ctx.redis.zcard(DUE_KEY))
@@ -151,41 +172,59 @@ def drain_mailgate(
     return runs
 
 
-def drain_naive(ctx: Context, broker_url: str, where: str = "local") -> list[DrainRun]:
-    """The same backlog as naive tasks published with apply_async, then a default worker."""
+def drain_naive(
+    ctx: Context, broker_url: str, where: str = "local", kind: str = payload.MIX
+) -> list[DrainRun]:
+    """The same backlog as naive tasks published with apply_async (the mail in the task's
+    arguments, the WAV by path), then a default worker."""
     from bench.baselines import naive_celery
 
     sink, env = ctx.sinks[where], ctx.naive_sink_env(where)
-    backlog = ctx.plan.backlog if where == "local" else ctx.plan.relay_backlog
+    count = backlog(ctx, where, kind)
+    shapes = payload.shapes(kind)
     naive_celery.app.conf.broker_url = broker_url
     task: Any = naive_celery.send_mail
     runs = []
     try:
         for _ in range(ctx.plan.runs):
             wipe(ctx.redis)
-            for _ in range(backlog):
-                task.apply_async(args=[str(uuid.uuid4()), payload.RECIPIENT, payload.SUBJECT,
-                                       payload.BODY])  # fmt: skip
+            for n in range(count):
+                task.apply_async(
+                    args=naive_celery.task_args(
+                        str(uuid.uuid4()), shapes[n % len(shapes)], ctx.voicemail
+                    )
+                )
             queued = int(ctx.redis.llen(NAIVE_QUEUE))
-            if queued != backlog:
-                raise BenchError(f"naive backlog: {queued} of {backlog} queued")
+            if queued != count:
+                raise BenchError(f"naive backlog: {queued} of {count} queued")
             sink.reset()
             launched = time.time()
             worker = ctx.stack.start("naive-worker", naive_worker_args(), env)
-            runs.append(_drain_run(ctx, sink, backlog, [worker], launched))
+            runs.append(_drain_run(ctx, sink, count, [worker], launched))
     finally:
         naive_celery.app.close()
     wipe(ctx.redis)
     return runs
 
 
-def ceiling(ctx: Context) -> list[DrainRun]:
-    """smtplib over one connection, in a process of its own."""
+def ceiling(ctx: Context, kind: str = payload.MIX) -> list[DrainRun]:
+    """smtplib over one connection, in a process of its own, the messages of ``kind``."""
     runs = []
     for _ in range(ctx.plan.runs):
         ctx.sinks["local"].reset()
-        args = [sys.executable, "-m", "bench.baselines.ceiling", "--port",
-                str(ctx.sinks["local"].smtp_port), "--count", str(ctx.plan.backlog)]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "bench.baselines.ceiling",
+            "--port",
+            str(ctx.sinks["local"].smtp_port),
+            "--count",
+            str(ctx.plan.backlog),
+            "--shape",
+            kind,
+            "--voicemail",
+            str(ctx.voicemail),
+        ]
         launched = time.time()
         done = subprocess.run(args, capture_output=True, text=True, timeout=900,
                               env=ctx.stack.env, cwd=ctx.stack.workdir)  # fmt: skip

@@ -3,7 +3,8 @@
 The accept time is the status record's ``created_at`` (the API's clock), the 250 time its
 ``sent_at`` (the worker's clock, taken right after the relay's 250; a few hundred microseconds
 late at most): both ``time.time()`` on this machine, and no sink has to note Message-IDs.
-The load is paced (``rate``) or a closed loop.
+The load is paced (``rate``) or a closed loop, of the mix of bench.payload's shapes (POSTed
+by bench.client) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
+from bench import payload
 from bench.client import percentile
 from bench.load import LoadResult, run_python
 from bench.phases import Context, api_url, wipe
@@ -47,17 +49,24 @@ def count_records(client: redis.Redis) -> int:
     return sum(1 for key in found if str(key).count(":") == 2)  # not :history and the like
 
 
-def e2e(ctx: Context, base: str, rate: float | None) -> list[E2ERun]:
-    """Sustained SendEmail load with one worker delivering, ``runs`` times."""
+def e2e(ctx: Context, base: str, rate: float | None, kind: str = payload.MIX) -> list[E2ERun]:
+    """Sustained SendEmail load of ``kind`` with one worker delivering, ``runs`` times."""
     url, runs = api_url(base), []
     worker = ctx.stack.start("worker-e2e", mailgate_worker_args(), ctx.sink_env("local"))
     worker.wait_output(r"ready\.", 60)
     try:
         for _ in range(ctx.plan.runs):
-            run_python(url, ctx.plan.connections, ctx.plan.warmup_seconds, rate=rate)
+            run_python(
+                url,
+                ctx.plan.connections,
+                ctx.plan.warmup_seconds,
+                rate=rate,
+                shape=kind,
+                voicemail=ctx.voicemail,
+            )
             _wait_final(ctx, worker, 120)
             wipe(ctx.redis)
-            runs.append(_e2e_run(ctx, url, rate, worker))
+            runs.append(_e2e_run(ctx, url, rate, worker, kind))
     finally:
         ctx.stack.stop(worker)
     wipe(ctx.redis)
@@ -76,13 +85,11 @@ def _wait_final(ctx: Context, worker: Process, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _e2e_run(ctx: Context, url: str, rate: float | None, worker: Process) -> E2ERun:
+def _e2e_run(ctx: Context, url: str, rate: float | None, worker: Process, kind: str) -> E2ERun:
     seconds, connections = ctx.plan.e2e_seconds, ctx.plan.connections
-    load: LoadResult
-    if rate is None:
-        load = ctx.generator.run(url, connections, seconds)
-    else:
-        load = run_python(url, connections, seconds, rate=rate)
+    load: LoadResult = run_python(
+        url, connections, seconds, rate=rate, shape=kind, voicemail=ctx.voicemail
+    )
     backlog = int(ctx.redis.zcard(DUE_KEY))
     _wait_final(ctx, worker, 5 * seconds + 60)
     cleared = max(0.0, time.time() - load.ended_at) if backlog else 0.0

@@ -85,14 +85,21 @@ def run_python(
     seconds: float,
     count: int | None = None,
     rate: float | None = None,
+    shape: str | None = None,
+    voicemail: Path | None = None,
 ) -> LoadResult:
-    """The asyncio client in a child process; ``count`` or ``rate`` as in ``bench.client``."""
+    """The asyncio client in a child process; ``count``, ``rate``, ``shape`` and
+    ``voicemail`` as in ``bench.client``."""
     args = [sys.executable, "-m", "bench.client", url, "--connections", str(connections),
             "--seconds", str(seconds)]  # fmt: skip
     if count is not None:
         args += ["--count", str(count)]
     if rate is not None:
         args += ["--rate", f"{rate:.3f}"]
+    if shape is not None:
+        args += ["--shape", shape]
+    if voicemail is not None:
+        args += ["--voicemail", str(voicemail)]
     result = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
     if result.returncode != 0:
         raise BenchError(f"bench.client failed ({result.returncode}): {result.stderr[-2000:]}")

@@ -93,13 +93,16 @@ def start_parts(stack: Stack, plan: Plan, generator: Generator) -> tuple[Context
     sinks = start_sinks(stack, plan)
     users = stack.workdir / "users.toml"
     UserStore(users).add(payload.USER, payload.PASSWORD)
+    attachments = stack.workdir / "attachments"
+    voicemail = payload.write_voicemail(attachments)
     url = redis_url(client)
     port = sinks["local"].smtp_port
     gateway_env = {
         "MAILGATE_REDIS_URL": url,
         "MAILGATE_SMTP_URL": f"smtp://127.0.0.1:{port}",
         "MAILGATE_USERS_FILE": str(users),
+        "MAILGATE_ATTACHMENT_ROOTS": str(attachments),
     }
     naive_env = {**gateway_env, "NAIVE_BROKER_URL": url, "NAIVE_SMTP_PORT": str(port)}
-    context = Context(plan, stack, client, sinks, generator, gateway_env, naive_env)
+    context = Context(plan, stack, client, sinks, generator, gateway_env, naive_env, voicemail)
     return context, Gateway(stack, context, url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -39,6 +40,9 @@ class Context:
     generator: Generator
     gateway_env: dict[str, str]
     naive_env: dict[str, str]
+    voicemail: Path
+    """The WAV the voicemail shape attaches (bench.payload), under the gateway's attachment
+    root."""
 
     def sink_env(self, where: str) -> dict[str, str]:
         """The gateway's environment with the worker pointed at sink ``where``."""

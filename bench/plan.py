@@ -21,6 +21,9 @@ class Plan:
     e2e_seconds: float
     relay_backlog: int = 1_500
     """E-mails queued before a drain through the 20 ms relay (the naive worker takes ~50 s)."""
+    shape_backlog: int = 5_000
+    """E-mails queued before the drain of each shape alone but the plain one (which, like the
+    mix, takes ``backlog``)."""
     relay_delay_ms: float = 20.0
     """The relay sink's wait before each reply to MAIL, RCPT and DATA."""
     connections: int = 32
@@ -39,5 +42,13 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls("quick", runs=1, backlog=2_000, accept_seconds=5, warmup_seconds=5,
-                   e2e_seconds=10, relay_backlog=500)  # fmt: skip
+        return cls(
+            "quick",
+            runs=1,
+            backlog=2_000,
+            accept_seconds=5,
+            warmup_seconds=5,
+            e2e_seconds=10,
+            relay_backlog=500,
+            shape_backlog=500,
+        )

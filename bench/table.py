@@ -42,13 +42,22 @@ def markdown(results: Results) -> str:
     """Every figure of ``results`` as one markdown table, the machine and command under it."""
     plan, rows = results["plan"], []
     conns, backlog = plan["connections"], f"{plan['backlog']:,}"
+    shape_backlog = f"{plan.get('shape_backlog', plan['backlog']):,}"
 
-    def vs(section: str, base: str, key: str, label: str, digits: int = 0, goal: str = "") -> None:
+    def vs(
+        section: str | tuple[str, ...],
+        base: str,
+        key: str,
+        label: str,
+        digits: int = 0,
+        goal: str = "",
+    ) -> None:
+        path = (section,) if isinstance(section, str) else section
         rows.append((f"{label}, vs {BASELINE_NAMES[base]}",
-                     cell(results, section, "mailgate", key, digits=digits),
-                     cell(results, section, base, key, digits=digits),
-                     times(ratio(median(results, section, "mailgate", key),
-                                 median(results, section, base, key))),
+                     cell(results, *path, "mailgate", key, digits=digits),
+                     cell(results, *path, base, key, digits=digits),
+                     times(ratio(median(results, *path, "mailgate", key),
+                                 median(results, *path, base, key))),
                      goal_cell(results, goal) if goal else ""))  # fmt: skip
 
     vs("accept", "bare_flask", "rps", f"accept req/s at {conns} conn.", goal="accept req/s >= 0.8x")
@@ -58,19 +67,59 @@ def markdown(results: Results) -> str:
     vs("accept", "naive_celery", "p99_ms", "accept p99 ms", 1)
     vs("accept", "bare_flask", "cpu_ms", "API CPU ms per request", 3)
     vs("accept", "naive_celery", "cpu_ms", "API CPU ms per request", 3)
-    vs("drain", "naive_celery", "rate", f"drain mails/s, local smtp-sink, backlog {backlog}",
-       goal="drain, local")  # fmt: skip
-    vs("drain", "naive_celery", "cpu_ms_per_mail", "drain CPU ms per e-mail (worker processes)", 2)
-    vs("drain", "smtplib_ceiling", "rate", "drain mails/s, local smtp-sink")
+    vs(
+        "drain",
+        "naive_celery",
+        "rate",
+        f"drain mails/s, local smtp-sink, the mix, backlog {backlog}",
+        goal="drain, local sink, the mix",
+    )
+    vs("drain", "naive_celery", "cpu_ms_per_mail", "drain CPU ms per e-mail, the mix", 2)
+    for shape in results.get("shapes", {}):
+        size = backlog if shape == "plain" else shape_backlog
+        vs(
+            ("shapes", shape),
+            "naive_celery",
+            "rate",
+            f"drain mails/s, local smtp-sink, {shape} only, backlog {size}",
+            goal="drain, local sink, plain" if shape == "plain" else "",
+        )
+        vs(
+            ("shapes", shape),
+            "naive_celery",
+            "cpu_ms_per_mail",
+            f"drain CPU ms per e-mail, {shape} only",
+            2,
+        )
+    vs("drain", "smtplib_ceiling", "rate", "drain mails/s, local smtp-sink, the mix")
     relay_backlog = f"{plan.get('relay_backlog', 0):,}"
-    vs("relay", "naive_celery", "rate",
-       f"drain mails/s, {plan.get('relay_delay_ms', 20):g} ms relay, backlog {relay_backlog}",
-       goal="drain, 20 ms")  # fmt: skip
-    vs("relay", "naive_celery", "cpu_ms_per_mail", "relay drain CPU ms per e-mail", 2)
+    delay = f"{plan.get('relay_delay_ms', 20):g} ms relay"
+    vs(
+        "relay",
+        "naive_celery",
+        "rate",
+        f"drain mails/s, {delay}, the mix, backlog {relay_backlog}",
+        goal="drain, 20 ms relay, the mix",
+    )
+    vs("relay", "naive_celery", "cpu_ms_per_mail", "relay drain CPU ms per e-mail, the mix", 2)
+    vs(
+        "relay_plain",
+        "naive_celery",
+        "rate",
+        f"drain mails/s, {delay}, plain only, backlog {relay_backlog}",
+    )
+    vs(
+        "relay_plain",
+        "naive_celery",
+        "cpu_ms_per_mail",
+        "relay drain CPU ms per e-mail, plain only",
+        2,
+    )
     for key in sorted(k for k in results.get("drain", {}) if k.startswith("mailgate_x")):
         rows.append(
             (
-                f"drain mails/s, {key.removeprefix('mailgate_x')} worker processes, vs shipped",
+                f"drain mails/s, the mix, {key.removeprefix('mailgate_x')} worker processes, "
+                "vs shipped",
                 cell(results, "drain", key, "rate"),
                 cell(results, "drain", "mailgate", "rate"),
                 times(
@@ -92,7 +141,7 @@ def markdown(results: Results) -> str:
         ("cleared_after_s", "backlog cleared after, s", 2),
     ):  # fmt: skip
         goal = {"p99_ms": "end to end accept", "cleared_after_s": "end to end: no"}.get(key, "")
-        label = f"end to end {plan['e2e_seconds']:.0f} s ({load}): {label}"
+        label = f"end to end {plan['e2e_seconds']:.0f} s of the mix ({load}): {label}"
         rows.append((label, cell(results, "e2e", "mailgate", key, digits=digits), "", "",
                      goal_cell(results, goal) if goal else ""))  # fmt: skip
     rows.append(

@@ -13,6 +13,8 @@ from email.policy import SMTP
 
 import email_validator
 
+from mailgate.headers import wire_address
+
 # Internal mail domains (corp.local, host.home.arpa, localhost, x.test) are the relay's to
 # judge, not ours: email-validator reads this list at each call (its documented switch).
 # .invalid and .onion stay refused: no relay delivers there.
@@ -115,3 +117,9 @@ def split(text: str) -> tuple[str, str]:
 def bare(text: str) -> str:
     """The address alone: what the envelope and the sender ACL use."""
     return split(text)[1]
+
+
+def envelope_key(text: str) -> str:
+    """What makes two addresses one recipient: the address as sent, case-insensitively. One
+    RCPT TO per key, and one count toward the recipient limit."""
+    return wire_address(bare(text)).lower()

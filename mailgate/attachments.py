@@ -10,6 +10,7 @@ API's check is refused rather than sent.
 from __future__ import annotations
 
 import io
+import mimetypes
 import ntpath
 import os
 import re
@@ -25,6 +26,11 @@ _KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _WINDOWS = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
 """A drive path (``C:\\...``) or a UNC path (``\\\\host\\share...``)."""
+_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+OPAQUE = "application/octet-stream"
+_CONTAINERS = ("message/", "multipart/")
+"""Types whose body is itself MIME: the file's bytes would have to be parsed and nested, not
+attached as they are (in base64), so an ``.eml`` file goes as opaque bytes with its name."""
 _MAX_NAMED = 5
 """Files named in one refusal of a path that several files match in any case."""
 PathMap = tuple[tuple[str, str], ...]
@@ -94,6 +100,17 @@ def _upper(name: str) -> str:
     # Windows compares names character by character in upper case (its $UpCase table): "ß" is
     # not "SS" there, so a character whose upper case is longer stays as it is.
     return "".join(u if len(u := c.upper()) == 1 else c for c in name)
+
+
+def content_type(declared: str, filename: str) -> str:
+    """The MIME type an attachment is sent as: the one an upload declared, else the one its
+    file name suggests, else ``application/octet-stream``; never a ``message/*`` or
+    ``multipart/*`` type, which no file can be attached as (see :data:`_CONTAINERS`)."""
+    found = declared.split(";", 1)[0].strip().lower()
+    if not _TYPE.fullmatch(found) or found == OPAQUE:
+        guessed, encoding = mimetypes.guess_type(filename)
+        found = OPAQUE if guessed is None or encoding is not None else guessed.lower()
+    return OPAQUE if found.startswith(_CONTAINERS) else found
 
 
 def check_path(raw: str, roots: Sequence[Path]) -> Attachment:

@@ -114,12 +114,15 @@ def uses_redis_broker(settings: Settings) -> bool:
 
 def broker_redis(settings: Settings, store_client: redis.Redis) -> redis.Redis | None:
     """A client of the broker's Redis (``store_client`` when it is the store's own), or None
-    for RabbitMQ: where the queue depth is read."""
+    for RabbitMQ: where the queue depth is read (its pool as large as the store's)."""
     if uses_redis_broker(settings):
         return store_client
     if not is_redis(settings.broker_url):
         return None
-    return redis_client(settings.broker_url, socket_timeout=5, socket_connect_timeout=2)
+    size = store_client.connection_pool.max_connections
+    return redis_client(
+        settings.broker_url, socket_timeout=5, socket_connect_timeout=2, max_connections=size
+    )
 
 
 def redis_task_message(app: Celery, email_id: str) -> str:

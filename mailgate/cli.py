@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import wraps
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -22,10 +20,9 @@ from mailgate.errors import ConfigError, UserError
 from mailgate.jobs import canonical_email_id
 from mailgate.redisconn import display_url
 from mailgate.relays import parse_route, route_names
+from mailgate.schedule import parse_moment
+from mailgate.status.records import Record, Status, iso
 from mailgate.users import Account, UserStore, new_password, weakness
-
-if TYPE_CHECKING:
-    from mailgate.status import StatusStore
 
 if TYPE_CHECKING:
     from mailgate.status import StatusStore
@@ -529,26 +526,77 @@ def suppressions_remove(address: str, account: str | None) -> None:
         click.echo(f"removed the suppression of {address} for {owner}")
 
 
+_STATUSES = click.Choice([status.value for status in Status], case_sensitive=False)
+_WINDOW_HELP = "an ISO 8601 time (UTC without an offset) or an age like 90s, 30m, 2h, 7d"
+
+
+@main.command("list")
+@click.option("--status", "state", required=True, type=_STATUSES, help="The state to list.")
+@click.option("--since", default=None, help=f"Last change at or after: {_WINDOW_HELP}.")
+@click.option("--until", default=None, help=f"Last change at or before: {_WINDOW_HELP}.")
+@click.option("--account", default=None, help="Only this account's e-mails.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--scan",
+    is_flag=True,
+    help="Read every record, not the state's index (slow on a big store; finds e-mails that "
+    "failed before the index existed).",
+)
+@_friendly
+def list_emails(
+    state: str, since: str | None, until: str | None, account: str | None, limit: int, scan: bool
+) -> None:
+    """List e-mails in one state, the latest change first: EmailId, account, status, attempts,
+    last change, last error."""
+    settings = _settings()
+    start, end = _window(since, until)
+    store = _status_store(settings)
+    records = store.find(Status(_canonical(state)), start, end, account, limit, scan)
+    for line in _table(records):
+        click.echo(line)
+    more = f" (the newest {limit}: --limit for more)" if len(records) == limit else ""
+    click.echo(f"{len(records)} e-mail(s){more}", err=True)
+
+
 @main.command()
 @click.argument("email_ids", nargs=-1)
 @click.option("--failed", is_flag=True, help="Requeue every Failed e-mail in the window.")
-@click.option("--since", default=None, help="Window start: ISO time or an age like 2h, 30m, 1d.")
-@click.option("--until", default=None, help="Window end: ISO time or an age like 10m.")
+@click.option("--since", default=None, help=f"Window start: {_WINDOW_HELP}.")
+@click.option("--until", default=None, help=f"Window end: {_WINDOW_HELP}.")
+@click.option("--account", default=None, help="With --failed: only this account's e-mails.")
+@click.option("--scan", is_flag=True, help="With --failed: read every record (see list --scan).")
+@click.option("--dry-run", is_flag=True, help="Show what would be requeued; change nothing.")
 @_friendly
-def requeue(email_ids: tuple[str, ...], failed: bool, since: str | None, until: str | None) -> None:
+def requeue(
+    email_ids: tuple[str, ...],
+    failed: bool,
+    since: str | None,
+    until: str | None,
+    account: str | None,
+    scan: bool,
+    dry_run: bool,
+) -> None:
     """Send Failed e-mails again: by EMAIL_ID, or --failed within a time window."""
     from mailgate.broker import make_celery, publish
-    from mailgate.status import Status
 
     if bool(email_ids) == failed:
         raise click.UsageError("give EMAIL_IDs or --failed (with --since/--until), not both")
     settings = _settings()
     store = _status_store(settings)
     if failed:
-        start = _moment(since) if since else 0.0
-        end = _moment(until) if until else float("inf")
-        email_ids = tuple(store.find(Status.FAILED, start, end))
+        start, end = _window(since, until)
+        found = store.find(Status.FAILED, start, end, account, scan=scan)
+        email_ids = tuple(record.email_id for record in found)
     email_ids = tuple(canonical_email_id(email_id) for email_id in email_ids)
+    if dry_run:
+        chosen = [email_id for email_id in email_ids if store.requeueable(email_id)]
+        for email_id in sorted(set(email_ids) - set(chosen)):
+            click.echo(f"would skip {email_id}: not Failed, or its content is gone", err=True)
+        records = [record for record in map(store.get, chosen) if record is not None]
+        for line in _table(records):
+            click.echo(line)
+        click.echo(f"{len(records)} e-mail(s) would be requeued (dry run: nothing changed)")
+        return
     celery = make_celery(settings)
     done = 0
     for email_id in email_ids:
@@ -561,19 +609,48 @@ def requeue(email_ids: tuple[str, ...], failed: bool, since: str | None, until: 
     click.echo(f"{done} e-mail(s) requeued")
 
 
-_AGE = re.compile(r"^(\d+)([smhd])$")
+def _canonical(state: str) -> str:
+    """A state's name as stored (click's case-insensitive choice hands back what was typed)."""
+    return next(status.value for status in Status if status.value.lower() == state.lower())
 
 
-def _moment(text: str) -> float:
-    """An ISO 8601 time (UTC if no zone) or an age such as ``2h`` before now."""
-    age = _AGE.match(text)
-    if age:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
-        return time.time() - int(age.group(1)) * unit
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is neither an ISO time nor an age like 2h") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+def _window(since: str | None, until: str | None) -> tuple[float, float]:
+    """--since and --until as Unix times; a bad one is a usage error naming the option."""
+    bounds = []
+    for name, text, default in (("--since", since, 0.0), ("--until", until, float("inf"))):
+        try:
+            bounds.append(parse_moment(text) if text else default)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=name) from None
+    return bounds[0], bounds[1]
+
+
+ERROR_WIDTH = 60
+"""The last error, cut to this many characters in a table (`mailgate status` shows it whole)."""
+
+
+def _table(records: list[Record]) -> list[str]:
+    """Records as aligned columns under a header; the last error on one line, cut short. No
+    recipient, sender or subject: `mailgate status EMAIL_ID` shows one e-mail in full."""
+    header = ("EMAIL ID", "ACCOUNT", "STATUS", "ATTEMPTS", "UPDATED", "LAST ERROR")
+    rows = [header] + [
+        (
+            r.email_id,
+            r.owner,
+            r.status.value,
+            str(r.attempts),
+            iso(r.updated_at, "+00:00"),
+            _one_line(r.last_error or "", ERROR_WIDTH),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in rows
+    ]
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

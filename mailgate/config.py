@@ -173,8 +173,9 @@ class Settings:
     web_threads: int | None = setting(
         None,
         p.positive_int,
-        "`mailgate web`: request threads per API process",
-        shown="granian's default",
+        "`mailgate web`: request threads per API process; each Redis client of the process may "
+        "open one connection per thread",
+        shown="granian's: 512 / processes",
     )
     spool_dir: Path = setting(
         Path("var/spool"),
@@ -252,7 +253,10 @@ class Settings:
     max_request_bytes: int = setting(
         2 * MIB,
         p.positive_int,
-        "size of the query string, and separately of the request body. A larger one gets Code 413",
+        "size of the query string, and separately of the request body. A larger one gets Code "
+        "413. `mailgate web` (granian) itself answers a URL over 64 KiB, or a head over this "
+        "plus 128 KiB, with a bare HTTP 414 or 431: put the front proxy of docs/operations.md "
+        "before it to answer those with Code 413 too",
         shown="`2097152` (2 MiB)",
     )
     max_attachments: int = setting(20, p.positive_int, "files per e-mail")

@@ -22,9 +22,10 @@ MailgateError                       Ozeki  HTTP  REST code
  │    ├── TooLarge                   413   413   too_large
  │    ├── RateLimited                429   429   rate_limited
  │    └── Unavailable                503   503   unavailable
- └── DeliveryError                  an SMTP attempt that did not end in 250
-      ├── TransientDelivery         4xx, timeout, refused connection: retried
-      └── PermanentDelivery         5xx or an unusable message: Failed at once
+ ├── DeliveryError                  an SMTP attempt that did not end in 250
+ │    ├── TransientDelivery         4xx, timeout, refused connection: retried
+ │    └── PermanentDelivery         5xx or an unusable message: Failed at once
+ └── EmailFailed                    how the task of a Failed e-mail ends (LastError as text)
 """
 
 from __future__ import annotations
@@ -240,3 +241,8 @@ class TransientDelivery(DeliveryError):
 
 class PermanentDelivery(DeliveryError):
     """Retrying cannot help: 5xx replies, or a message that cannot be built."""
+
+
+class EmailFailed(MailgateError):
+    """The e-mail is ``Failed``: its Celery task ends in FAILURE with ``LastError`` as the
+    exception's text, so Flower's Failed filter and counts find it."""

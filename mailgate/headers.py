@@ -33,7 +33,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailgate.text import codepoint, control_reason, first_control
+from mailgate.text import codepoint, control_reason, first_control, format_reason
 
 
 class NotCarried(ValueError):
@@ -78,8 +78,9 @@ def subject_text(raw: str) -> str:
 
 
 def check_filename(name: str) -> None:
-    """Refuse an attachment file name that would not reach the reader exactly as it is."""
-    _decoded(name)
+    """Refuse an attachment file name that would not reach the reader exactly as it is, or
+    that would show other than it is (a format character)."""
+    _shown_as_is(_decoded(name))
     _no_encoded_word(name, "the file name holds an encoded word")
     if name != name.strip():
         # Readers (Python's get_filename among them) drop the outer spaces of a file name.
@@ -93,7 +94,7 @@ def check_address(address: str, display_name: str = "") -> None:
     _decoded(address)
     _no_encoded_word(address, "the address holds an encoded word")
     if display_name:
-        _decoded(display_name)
+        _shown_as_is(_decoded(display_name))
         _no_encoded_word(display_name, "the display name holds an encoded word")
     mailboxes("To", [(display_name, address)])
 
@@ -111,6 +112,14 @@ def wire_address(address: str) -> str:
     except EmailNotValidError:
         return address
     return checked.ascii_email or address
+
+
+def _shown_as_is(text: str) -> None:
+    """Refuse text holding a format character (Cf): a bidi control or zero-width character
+    makes a reader's program show something else than the text (``invoice\u202etxt.exe``)."""
+    reason = format_reason(text)
+    if reason:
+        raise NotCarried(reason)
 
 
 def _decoded(raw: str) -> str:

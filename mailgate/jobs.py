@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mailgate.addresses import envelope_key
+
 TASK_NAME = "mailgate.deliver"
 """The Celery task name both sides agree on; the API publishes by name only."""
 
@@ -96,8 +98,12 @@ class EmailJob:
     """The HTML alternative of ``message`` ("" for a text-only e-mail)."""
 
     def envelope_recipients(self) -> tuple[str, ...]:
-        """Everyone the e-mail goes to (To, Cc, Bcc), in header form; see mailgate.addresses."""
-        return (*self.recipients, *self.cc, *self.bcc)
+        """Everyone the e-mail goes to (To, Cc, Bcc), each once (see
+        :func:`mailgate.addresses.envelope_key`), in header form."""
+        found: dict[str, str] = {}
+        for address in (*self.recipients, *self.cc, *self.bcc):
+            found.setdefault(envelope_key(address), address)
+        return tuple(found.values())
 
     def fingerprint(self) -> str:
         """A digest of what the caller asked for, to tell a true repeat from a reused key."""

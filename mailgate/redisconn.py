@@ -147,6 +147,21 @@ def display_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
 
 
+POOL_MARGIN = 8
+"""Connections a pool may open beyond one per request or delivery thread (a scheduler, a
+metrics scrape, a connection being replaced)."""
+
+
+def pool_size(threads: int) -> int:
+    """The most connections one client's pool may open in a process of ``threads`` threads.
+
+    redis-py's pool opens at most 100 and answers any further thread with MaxConnectionsError
+    (a 503) instead of waiting: each thread holds at most one connection of a client at a time,
+    so a pool of one per thread never runs out.
+    """
+    return threads + POOL_MARGIN
+
+
 def redis_client(url: str, **kwargs: Any) -> redis.Redis:
     """A client for ``url``: one server, or the master of a Sentinel group."""
     if is_sentinel(url):

@@ -1,11 +1,12 @@
-"""``SendAt``: when a scheduled e-mail is due, checked against what the status store can keep."""
+"""Moments given as text: ``SendAt`` (when a scheduled e-mail is due, checked against what the
+status store can keep), and the window of a listing (``--since``, ``?since=``)."""
 
 from __future__ import annotations
 
 import math
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter
@@ -14,6 +15,8 @@ PAST_GRACE_SECONDS = 300.0
 """A SendAt this far in the past is taken as "now" (clock skew between PBX and gateway)."""
 
 _SECONDS = re.compile(r"\d{1,12}(\.\d{1,6})?")
+_AGE = re.compile(r"(\d{1,9})([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def max_ahead(settings: Settings) -> float:
@@ -59,3 +62,22 @@ def _iso(text: str) -> float:
 
 def _invalid(reason: str) -> InvalidParameter:
     return InvalidParameter("SendAt", reason, "SendEmail")
+
+
+def parse_moment(text: str, now: float | None = None) -> float:
+    """The Unix time ``text`` names: an ISO 8601 time (UTC when it has no offset) or an age
+    before now such as ``90s``, ``30m``, ``2h``, ``7d``. ValueError says what is accepted."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    age = _AGE.fullmatch(text)
+    if age:
+        return now - int(age.group(1)) * _UNITS[age.group(2)]
+    try:
+        moment = datetime.fromisoformat(text) if len(text) <= 64 else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ValueError(f"{text[:64]!r} is neither an ISO 8601 time nor an age like 2h or 30m")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

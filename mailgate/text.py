@@ -9,6 +9,7 @@ lone surrogate (Cs, which no UTF-8 text can hold). That covers every character
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 """Cc is exactly U+0000-U+001F and U+007F-U+009F; Zl is U+2028, Zp U+2029; Cs the surrogates."""
@@ -32,6 +33,17 @@ def control_reason(text: str) -> str | None:
     """``"control character U+000B"`` for text holding one, else None (for 302 reasons)."""
     found = first_control(text)
     return None if found is None else f"control character {codepoint(found)}"
+
+
+def format_reason(text: str) -> str | None:
+    """``"format character U+202E"`` for text holding one of Unicode's format characters (Cf:
+    the bidi controls that show ``invoice\u202etxt.exe`` as ``invoiceexe.txt``, zero-width
+    characters), else None. Refused where a reader must see the text as it is: file names and
+    display names."""
+    for char in text:
+        if not char.isascii() and unicodedata.category(char) == "Cf":
+            return f"format character {codepoint(char)}"
+    return None
 
 
 def codepoint(char: str) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -10,7 +14,15 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailgate.addresses import bare, has_display_name, mailbox, parse_mailbox, split_list
+from mailgate.addresses import (
+    bare,
+    envelope_key,
+    has_display_name,
+    mailbox,
+    parse_mailbox,
+    split,
+    split_list,
+)
 from mailgate.attachments import AttachmentRefused, check_path, map_path
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter, TooLarge
@@ -46,9 +58,15 @@ def validate_send(params: Mapping[str, str], settings: Settings) -> SendRequest:
     recipients = parse_recipients(params.get("recipient", ""), settings.max_recipients)
     cc = parse_addresses(params.get("cc", ""), "Cc", settings.max_recipients)
     bcc = parse_addresses(params.get("bcc", ""), "Bcc", settings.max_recipients)
-    if len(recipients) + len(cc) + len(bcc) > settings.max_recipients:
-        raise _invalid("Recipient", f"more than {settings.max_recipients} addresses in "
-                       "Recipient, Cc and Bcc together")  # fmt: skip
+    # One RCPT per address: a Bcc address also in To or Cc stays only there (where the caller
+    # showed it), and an address counts once toward the limit wherever it is given.
+    shown = {envelope_key(address) for address in (*recipients, *cc)}
+    bcc = tuple(address for address in bcc if envelope_key(address) not in shown)
+    if len(shown) + len(bcc) > settings.max_recipients:
+        raise _invalid(
+            "Recipient",
+            f"more than {settings.max_recipients} addresses in Recipient, Cc and Bcc together",
+        )
     for name, addresses in (("Recipient", recipients), ("Cc", cc), ("Bcc", bcc)):
         check_recipient_domains(addresses, name, settings.recipient_domains)
     reply_to = parse_addresses(params.get("replyto", ""), "ReplyTo", settings.max_recipients)
@@ -61,17 +79,17 @@ def validate_send(params: Mapping[str, str], settings: Settings) -> SendRequest:
     sender = params.get("sender", "")
     if sender:
         sender = normalize_address(sender, "Sender")
+        check_sender_name(sender)
     subject = check_subject(params.get("subject", ""))
     api_extension = params.get("apiextension", "")
     reason = control_reason(api_extension)
     if reason or len(api_extension) > 256:
         raise _invalid("ApiExtension", reason or "longer than 256 characters")
     attachments = parse_attachments(params.get("attachments", ""), settings)
-    check_encoded_size(message + html, attachments, settings)
     callback_url = params.get("deliveryreporturl", "")
     if callback_url:
         callback_url = check_callback_url(callback_url, settings.callback_allowed)
-    return SendRequest(
+    request = SendRequest(
         sender=sender or None,
         recipients=recipients,
         message=message,
@@ -84,6 +102,8 @@ def validate_send(params: Mapping[str, str], settings: Settings) -> SendRequest:
         reply_to=reply_to,
         html=html,
     )
+    check_encoded_size(request, settings)
+    return request
 
 
 def check_body(text: str, name: str, settings: Settings) -> str:
@@ -108,9 +128,15 @@ def check_recipient_domains(addresses: Sequence[str], name: str, globs: Sequence
             raise _invalid(name, f"the domain {domain} is not in MAILGATE_RECIPIENT_DOMAINS")
 
 
-def check_encoded_size(message: str, attachments: Sequence[Attachment], settings: Settings) -> None:
-    """302 when the e-mail, once encoded (base64 attachments), would be over the limit."""
-    size = encoded_size(message, [a.size for a in attachments])
+def check_encoded_size(request: SendRequest, settings: Settings) -> None:
+    """302 when the e-mail, once encoded (base64 attachments, encoded header words), could be
+    over the limit."""
+    attachments = request.attachments
+    names = [a.filename or os.path.basename(a.path) for a in attachments]
+    sender = request.sender or settings.default_sender
+    headers = [sender, *request.recipients, *request.cc, *request.reply_to, request.subject]
+    sizes = [a.size for a in attachments]
+    size = encoded_size(request.message + request.html, sizes, headers, names)
     if size > settings.max_email_bytes:
         raise _invalid(
             "Attachments" if attachments else "Message",
@@ -130,6 +156,8 @@ def check_subject(raw: str) -> str:
 
 
 MAX_DISPLAY_NAME = 256
+MAX_LOCAL_PART = 64
+"""RFC 5321 and RFC 6531: octets before the @ (a non-ASCII character counts its UTF-8 bytes)."""
 
 
 MAX_CACHED_ADDRESS = 600
@@ -177,9 +205,16 @@ def _normalized(raw: str) -> str:
         if len(display) > MAX_DISPLAY_NAME:
             raise _Refused(f"display name longer than {MAX_DISPLAY_NAME} characters")
     try:
-        checked = validate_email(raw, check_deliverability=False, globally_deliverable=False)
+        # strict: RFC 5321's 64 characters before the @ (a relay may refuse a longer one).
+        checked = validate_email(
+            raw, check_deliverability=False, globally_deliverable=False, strict=True
+        )
     except EmailNotValidError as exc:
         raise _Refused(f"not a valid address: {exc}") from None
+    if len(checked.local_part.encode("utf-8")) > MAX_LOCAL_PART:
+        raise _Refused(f"the part before the @ is longer than {MAX_LOCAL_PART} bytes")
+    if numeric_host(str(checked.ascii_domain)):
+        raise _Refused("the domain is an IP address (or reads as one): give a host name")
     address = str(checked.normalized)
     if checked.ascii_email and raw.rpartition("@")[2].isascii():
         address = str(checked.ascii_email)
@@ -188,6 +223,35 @@ def _normalized(raw: str) -> str:
     except NotCarried as exc:
         raise _Refused(str(exc)) from None
     return mailbox(display, address)
+
+
+def numeric_host(domain: str) -> bool:
+    """True for a domain that is, or that a resolver reads as, an IPv4 address: an all-digit
+    last label (``127.0.0.1``; no top-level domain is numeric) or any form ``inet_aton``
+    takes (``127.1``, ``0x7f.1``, ``2130706433``). RFC 5321 wants an address literal in
+    brackets, which mailgate does not accept: a relay would deliver to that host itself."""
+    if domain.rstrip(".").rpartition(".")[2].isdigit():
+        return True
+    try:
+        socket.inet_aton(domain)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+_ADDRESS_LIKE = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+"""Text a reader takes for an address: something on either side of an @ (after NFKC, which
+turns the full-width U+FF20 into @)."""
+
+
+def check_sender_name(sender: str) -> None:
+    """302 ``Sender`` for a display name that shows an address other than the real one:
+    ``"boss@corp.example" <mailgate@localhost>`` reads as mail from the boss."""
+    display_name, address = split(sender)
+    own = {address.lower(), wire_address(address).lower()}
+    for shown in _ADDRESS_LIKE.findall(unicodedata.normalize("NFKC", display_name)):
+        if shown.strip(".").lower() not in own:
+            raise _invalid("Sender", "the display name shows another address than the sender's")
 
 
 def parse_recipients(raw: str, limit: int) -> tuple[str, ...]:
@@ -210,7 +274,7 @@ def parse_addresses(raw: str, name: str, limit: int) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for part in parts:
         address = normalize_address(part, name)
-        seen.setdefault(wire_address(bare(address)).lower(), address)
+        seen.setdefault(envelope_key(address), address)
     return tuple(seen.values())
 
 
@@ -249,6 +313,9 @@ def check_callback_url(raw: str, allowed: tuple[str, ...]) -> str:
     reason = control_reason(raw)
     if reason or len(raw) > 2000:
         raise _invalid("DeliveryReportURL", reason or "longer than 2000 characters")
+    if " " in raw or not raw.isascii():
+        # An HTTP request line holds neither; percent-encode them (%20, UTF-8 as %C3%A9).
+        raise _invalid("DeliveryReportURL", "a space or a non-ASCII character: percent-encode it")
     parts = urlsplit(raw)
     try:
         port = parts.port

@@ -1,21 +1,21 @@
-"""``mailgate web``: the API served by granian's WSGI interface (a Rust HTTP server).
-
-Chosen by measurement (docs/operations.md, "API server"): on this project's 2-core machine
-the same bare Flask app answered about 2.5 x the requests of gunicorn's sync or gthread
-workers, with the HTTP parsing, keep-alive and response writing done in Rust outside the GIL.
-
-What the gunicorn settings (``api.gunicorn_conf``) did is kept here:
+"""``mailgate web``: the API served by granian's WSGI interface (a Rust HTTP server; why
+granian: docs/operations.md, "API server").
 
 - settings checked before anything starts (a bad variable stops start-up with one line);
 - prometheus-client's multiprocess folder: a fresh one per server start, removed on exit;
 - no query string in any log line (granian's access log is off; ``--access-log`` turns on
-  a line with the path only);
+  a line with the path only, each field escaped so a path cannot forge others);
 - bounded request heads: the request line and headers together may be
   ``MAILGATE_MAX_REQUEST_BYTES`` plus :data:`HEAD_ALLOWANCE`, so an Ozeki GET carrying its whole
   message in the URL reaches mailgate's own check (Code 413 in XML) while anything far larger
-  is refused by the server before it is buffered;
+  is refused by the server before it is buffered. granian answers what it refuses itself (a
+  URL over 64 KiB, a head over that size, over 100 header fields) with a bare HTTP status: a
+  front proxy turns those into Code 413 (docs/operations.md, "Front proxy");
 - a slow client must send its whole request head within :data:`HEADER_READ_TIMEOUT_MS`
   (slowloris);
+- request threads per process: ``--threads`` or granian's own default, stated here
+  (:func:`default_threads`) and handed to the app (``MAILGATE_WEB_THREADS``), whose Redis
+  pools hold one connection per thread;
 - a worker process that dies is started again; on SIGTERM requests in flight get
   :data:`GRACEFUL_SECONDS` to finish.
 """
@@ -41,7 +41,10 @@ HEAD_ALLOWANCE = 128 * 1024
 """Room for the request line's method and path and for the headers, beyond the query string."""
 GRACEFUL_SECONDS = 20
 ACCESS_LOG_FORMAT = '%(addr)s "%(method)s %(path)s" %(status)d %(dt_ms).1fms'
-"""The path only: the query string can carry the password, so it is never logged."""
+"""The path only: the query string can carry the password, so it is never logged. Every
+field is escaped (mailgate.logs.QuotedFieldsFilter): a ``"`` in the path shows as ``\\"``."""
+BACKLOG = 1024
+"""Connections waiting to be accepted (granian's default, stated: the threads derive from it)."""
 APP = "api:create_app"
 """Named, not imported: the core imports neither api nor worker; granian's workers load it."""
 
@@ -54,8 +57,20 @@ class ServerOptions:
     port: int
     workers: int
     max_head_bytes: int
-    threads: int | None = None
+    threads: int
     access_log: bool = False
+
+
+def default_threads(workers: int) -> int:
+    """granian's default request threads per process for WSGI: half its per-process share of
+    :data:`BACKLOG` (256 each with 2 processes)."""
+    return max(1, BACKLOG // max(1, workers) // 2)
+
+
+def request_threads(settings: Settings) -> int:
+    """The request threads of an API process: ``MAILGATE_WEB_THREADS``, which ``mailgate web``
+    sets for its processes, else what granian would run with one process per core."""
+    return settings.web_threads or default_threads(settings.web_workers or os.cpu_count() or 1)
 
 
 def listen_port(settings: Settings, environ: Mapping[str, str]) -> int:
@@ -77,12 +92,13 @@ def options(
     access_log: bool = False,
 ) -> ServerOptions:
     """The server's options from the settings, the environment and the command line."""
+    workers = workers or os.cpu_count() or 1
     return ServerOptions(
         host=settings.host,
         port=listen_port(settings, environ),
-        workers=workers or os.cpu_count() or 1,
+        workers=workers,
         max_head_bytes=settings.max_request_bytes + HEAD_ALLOWANCE,
-        threads=threads,
+        threads=threads or default_threads(workers),
         access_log=access_log,
     )
 
@@ -112,6 +128,7 @@ def log_config(json_lines: bool) -> dict[str, Any]:
         "formatters": {"mailgate": formatter},
         "filters": {
             "redact": {"()": "mailgate.logs.RedactingFilter"},
+            "quoted": {"()": "mailgate.logs.QuotedFieldsFilter"},
             "known": {"()": "mailgate.web.KnownWarnings"},
         },
         "handlers": {
@@ -124,7 +141,12 @@ def log_config(json_lines: bool) -> dict[str, Any]:
         },
         "loggers": {
             "_granian": {"handlers": ["console"], "level": "INFO", "propagate": False},
-            "granian.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "granian.access": {
+                "handlers": ["console"],
+                "filters": ["quoted"],
+                "level": "INFO",
+                "propagate": False,
+            },
         },
     }
 
@@ -142,6 +164,7 @@ def build_server(opts: ServerOptions, json_lines: bool) -> Any:
         interface=Interfaces.WSGI,
         factory=True,
         workers=opts.workers,
+        backlog=BACKLOG,
         blocking_threads=opts.threads,
         http=HTTPModes.http1,
         websockets=False,
@@ -160,6 +183,8 @@ def build_server(opts: ServerOptions, json_lines: bool) -> Any:
 
 def serve(opts: ServerOptions, json_lines: bool) -> None:
     """Run the API until SIGINT or SIGTERM, with a fresh metrics folder for this run."""
+    # The app's processes size their Redis pools to the threads that share them.
+    os.environ["MAILGATE_WEB_THREADS"] = str(opts.threads)
     own_metrics = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if own_metrics:
         # prometheus-client's multiprocess mode: each worker writes its metrics to files in

@@ -327,11 +327,6 @@ def worker_args(concurrency: int = 4, processes: int = 1) -> list[str]:
     ]  # fmt: skip
 
 
-def gunicorn_args() -> list[str]:
-    """The documented alternative to ``mailgate web``: gunicorn with api.gunicorn_conf."""
-    return [str(VENV_BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "api:create_app()"]
-
-
 def web_args() -> list[str]:
     """The Procfile's ``web`` line: ``mailgate web`` (granian) on MAILGATE_PORT."""
     return [str(VENV_BIN / "mailgate"), "web"]

@@ -136,10 +136,14 @@ def test_a_display_name_that_could_inject_is_302_naming_the_parameter(
 
 
 def test_the_sender_acl_matches_the_bare_address(api_url: str) -> None:
-    # The display name looks allowed, the address is not: 306.
-    answer = send(api_url, Sender='"ivr@domain.com" <ivr@elsewhere.example>',
-                  Recipient="a@b.example", Message="x")  # fmt: skip
+    # The display name is the allowed domain's, the address is not: 306.
+    sender = '"IVR domain.com" <ivr@elsewhere.example>'
+    answer = send(api_url, Sender=sender, Recipient="a@b.example", Message="x")
     assert answer["Code"] == "306", answer
+    # A display name that shows another address is refused before the ACL is asked.
+    sender = '"ivr@domain.com" <ivr@elsewhere.example>'
+    answer = send(api_url, Sender=sender, Recipient="a@b.example", Message="x")
+    assert answer["Code"] == "302" and "'Sender'" in answer["Message"], answer
 
 
 # 3. Cc, Bcc, ReplyTo, HtmlMessage, unknown parameters ------------------------------------------

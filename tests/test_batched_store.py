@@ -12,7 +12,14 @@ import pytest
 import redis
 
 from mailgate.jobs import EmailJob
-from mailgate.status import DUE_KEY, METRICS_KEY, REPORTS_DUE_KEY, StatusStore, claim_key
+from mailgate.status import (
+    DUE_KEY,
+    METRICS_KEY,
+    REPORTS_DUE_KEY,
+    StatusStore,
+    claim_key,
+    status_index_key,
+)
 from mailgate.status.batched import BatchedStatusStore, GroupCommit
 from mailgate.status.counters import LAST_OUTCOME
 from mailgate.status.records import Status
@@ -52,6 +59,7 @@ def _state(client: redis.Redis, store: StatusStore, email_id: str) -> dict[str, 
         "due": client.zscore(DUE_KEY, email_id) is not None,
         "report_due": client.zscore(REPORTS_DUE_KEY, email_id) is not None,
         "claim": client.exists(claim_key(email_id)),
+        "failed_index": client.zscore(status_index_key(Status.FAILED), email_id) is not None,
     }
 
 
@@ -99,6 +107,7 @@ def test_outcomes_write_what_the_plain_store_writes(client: redis.Redis, outcome
     assert ("pending" in state["fields"]) == (outcome == "retry")  # final: off the quota
     assert state["due"] == (outcome == "retry")
     assert bool(state["claim"]) == (outcome == "failed-no-token")  # released only with its token
+    assert state["failed_index"] == outcome.startswith("failed")
 
 
 def test_batched_claims_treat_cancelled_and_final_as_final(client: redis.Redis) -> None:

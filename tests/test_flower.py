@@ -9,9 +9,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mailgate.broker import make_celery, publish
+from mailgate.config import Settings
+from mailgate.status import StatusStore
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import VENV_BIN, Service, free_port, wait_for
 
@@ -20,6 +24,8 @@ pytestmark = pytest.mark.integration  # real processes of its own
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-browser-pw"
 BODY = "Flower must not show this body 4471"
 RECIPIENT = "flower-recipient@shop.example"
+REFUSED = "reject-flower@shop.example"
+"""The test SMTP server answers 550 to this recipient: the e-mail ends Failed at once."""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -52,22 +58,43 @@ def flower(
     service.stop()
 
 
-@pytest.fixture(scope="module")
-def delivered(flower: str, api_url: str) -> str:
-    """An e-mail sent after Flower started, so Flower saw its task's events."""
+def send(api_url: str, recipient: str) -> str:
+    """The EmailId of a SendEmail through the real API."""
     query = urllib.parse.urlencode({
-        "command": "SendEmail", "Recipient": RECIPIENT, "Message": BODY, "Subject": "flower",
+        "command": "SendEmail", "Recipient": recipient, "Message": BODY, "Subject": "flower",
         "Username": SEED_USER, "Password": SEED_PASSWORD,
     })  # fmt: skip
     with urllib.request.urlopen(f"{api_url}/api?{query}", timeout=10) as response:
         text = response.read().decode()
-    email_id = text.split("<EmailId>")[1].split("</EmailId>")[0]
+    return text.split("<EmailId>")[1].split("</EmailId>")[0]
 
-    def succeeded() -> bool:
-        task = json.loads(fetch(f"{flower}/api/tasks")).get(email_id)
-        return bool(task and task.get("state") == "SUCCESS")
 
-    wait_for(succeeded, 30, "Flower to list the task as SUCCESS")
+def flower_task(flower: str, email_id: str) -> dict[str, Any]:
+    task: dict[str, Any] = json.loads(fetch(f"{flower}/api/tasks")).get(email_id) or {}
+    return task
+
+
+def wait_state(flower: str, email_id: str, state: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (task := flower_task(flower, email_id)).get("state") == state and task,
+        30,
+        f"Flower to list the task as {state}",
+    )
+
+
+@pytest.fixture(scope="module")
+def delivered(flower: str, api_url: str) -> str:
+    """An e-mail sent after Flower started, so Flower saw its task's events."""
+    email_id = send(api_url, RECIPIENT)
+    wait_state(flower, email_id, "SUCCESS")
+    return email_id
+
+
+@pytest.fixture(scope="module")
+def failed(flower: str, api_url: str) -> str:
+    """An e-mail the SMTP server refuses for good (550), so it ends Failed."""
+    email_id = send(api_url, REFUSED)
+    wait_state(flower, email_id, "FAILURE")
     return email_id
 
 
@@ -84,6 +111,47 @@ def test_flower_api_lists_the_task_without_secrets(flower: str, delivered: str) 
     shown = json.dumps(task) + fetch(f"{flower}/task/{delivered}").decode()
     for secret in (BODY, RECIPIENT, SEED_PASSWORD):
         assert secret not in shown
+
+
+def test_a_failed_email_is_a_failed_task_with_its_cause(
+    flower: str, failed: str, delivered: str, settings: Settings
+) -> None:
+    record = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds).get(failed)
+    assert record is not None and record.status.value == "Failed" and record.last_error
+    task = flower_task(flower, failed)
+    assert task["state"] == "FAILURE"
+    assert record.last_error in task["exception"]
+    assert "550 5.1.1 No such user here" in task["exception"]
+    # Flower's state filter (its Failed view) and its per-worker counts find it; Sent stays
+    # SUCCESS.
+    failures = json.loads(fetch(f"{flower}/api/tasks?state=FAILURE"))
+    successes = json.loads(fetch(f"{flower}/api/tasks?state=SUCCESS"))
+    assert failed in failures and delivered not in failures
+    assert delivered in successes and failed not in successes
+    workers = json.loads(fetch(f"{flower}/workers?json=1"))["data"]
+    assert sum(worker.get("task-failed", 0) for worker in workers) >= 1
+
+
+def test_a_failed_email_redelivered_stays_a_failure(
+    flower: str, failed: str, settings: Settings
+) -> None:
+    """A task message that comes again for an e-mail already Failed (a redelivery after a
+    crash) ends in FAILURE again, with the same cause, not in SUCCESS."""
+    before = flower_task(flower, failed)
+    app = make_celery(settings)
+    try:
+        publish(app, failed)
+    finally:
+        app.close()
+
+    def ran_again() -> dict[str, Any] | None:
+        task = flower_task(flower, failed)
+        done = task.get("state") in ("SUCCESS", "FAILURE")
+        return task if done and task.get("received", 0) > before["received"] else None
+
+    task = wait_for(ran_again, 30, "the worker to run the task again")
+    assert task["state"] == "FAILURE"
+    assert task["exception"] == before["exception"]
 
 
 @pytest.mark.browser

@@ -5,15 +5,19 @@ worker ends Failed at once with its cause. Real files, real Redis, a real SMTP s
 from __future__ import annotations
 
 import base64
+import http.client
+import io
 import json
 import os
 import sys
 import time
 import unicodedata
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -22,18 +26,27 @@ import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
+from mailgate.addresses import mailbox
 from mailgate.attachments import AttachmentRefused, check_path, read_checked
 from mailgate.config import Settings
 from mailgate.errors import ConfigError, InvalidParameter
 from mailgate.jobs import Attachment, EmailJob
 from mailgate.relays import parse_route
-from mailgate.sizes import base64_size
+from mailgate.sizes import base64_size, encoded_size
 from mailgate.status import StatusStore
 from mailgate.status.records import Status
 from mailgate.text import first_control
 from mailgate.users import UserStore
-from mailgate.validation import check_callback_url, idempotency_key_ok, validate_send
+from mailgate.validation import (
+    check_callback_url,
+    check_encoded_size,
+    idempotency_key_ok,
+    validate_send,
+)
 from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import SmtpServer, wait_for
 from worker.delivery import Delivery, Outcome
@@ -399,3 +412,337 @@ def test_bad_allow_list_entries_stop_start_up(value: str) -> None:
         Settings.from_env({"MAILGATE_CALLBACK_ALLOWED": value})
     allowed = Settings.from_env({"MAILGATE_CALLBACK_ALLOWED": "h.example:8443 [::1]:80 *.x:*"})
     assert allowed.callback_allowed == ("h.example:8443", "[::1]:80", "*.x:*")
+
+
+# --- addresses a relay would read otherwise -----------------------------------------------------
+
+ADDRESS_FIELDS = ["Recipient", "Cc", "Bcc", "ReplyTo", "Sender"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a" * 65 + "@x.example",
+        "\u00fc" * 33 + "@x.example",
+        "u@127.0.0.1",
+        "u@10.1.2.3",
+        "u@127.1",
+        "u@2130706433",
+        "u@0x7f.1",
+        "Jane <u@192.168.0.1>",
+    ],
+    ids=[
+        "local-65",
+        "local-66-bytes",
+        "loopback",
+        "private",
+        "short-form",
+        "one-number",
+        "hex",
+        "with-display-name",
+    ],
+)
+@pytest.mark.parametrize("field", ADDRESS_FIELDS)
+def test_long_local_parts_and_numeric_hosts_are_302(
+    settings: Settings, field: str, address: str
+) -> None:
+    assert refused_field(base(**{field.lower(): address}), settings) == field
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a" * 64 + "@x.example",
+        "\u00fc" * 32 + "@x.example",
+        "u@pbx",
+        "u@123.example",
+        "u@host-1.local",
+    ],
+    ids=["local-64", "local-64-bytes", "single-label", "numeric-label", "internal"],
+)
+def test_the_limits_leave_ordinary_addresses_alone(settings: Settings, address: str) -> None:
+    assert validate_send(base(recipient=address), settings).recipients == (address,)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        '"boss@corp.example" <mailgate@localhost>',
+        '"CEO (boss@corp.example)" <mailgate@localhost>',
+        '"boss\uff20corp.example" <mailgate@localhost>',
+        "=?utf-8?q?boss=40corp.example?= <a@b.c>",
+        '"mailgate@localhost.evil.example" <mailgate@localhost>',
+    ],
+    ids=["address", "inside-text", "full-width-at", "encoded-word", "longer-lookalike"],
+)
+def test_a_sender_display_name_showing_another_address_is_302(
+    settings: Settings, sender: str
+) -> None:
+    assert refused_field(base(sender=sender), settings) == "Sender"
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        '"IVR" <mailgate@localhost>',
+        '"mailgate@localhost" <mailgate@localhost>',
+        '"Mailgate (MAILGATE@LOCALHOST)" <mailgate@localhost>',
+        '"Sales @ Shop" <s@shop.example>',
+    ],
+    ids=["plain", "the-same-address", "the-same-in-capitals", "an-at-sign-alone"],
+)
+def test_a_sender_display_name_may_show_its_own_address(settings: Settings, sender: str) -> None:
+    assert validate_send(base(sender=sender), settings).sender is not None
+
+
+FORMAT_CHARACTERS = ["\u202e", "\u2066", "\u200b", "\u200d", "\ufeff", "\u00ad", "\U000e0041"]
+FORMAT_IDS = ["RLO", "LRI", "ZWSP", "ZWJ", "BOM", "SHY", "TAG-A"]
+
+
+@pytest.mark.parametrize("char", FORMAT_CHARACTERS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("field", ADDRESS_FIELDS)
+def test_format_characters_in_display_names_are_302(
+    settings: Settings, field: str, char: str
+) -> None:
+    value = f'"Invoice{char}Dept" <billing@x.example>'
+    assert refused_field(base(**{field.lower(): value}), settings) == field
+    encoded = "=?utf-8?b?" + base64.b64encode(f"Invoice{char}Dept".encode()).decode() + "?="
+    assert refused_field(base(**{field.lower(): f"{encoded} <b@x.example>"}), settings) == field
+
+
+@pytest.mark.parametrize("char", FORMAT_CHARACTERS, ids=FORMAT_IDS)
+def test_format_characters_in_file_names_are_302(
+    tmp_path: Path, settings: Settings, client: FlaskClient, char: str
+) -> None:
+    name = f"invoice{char}txt.exe"
+    (tmp_path / name).write_bytes(b"MZ")
+    roots = replace(settings, attachment_roots=(tmp_path.resolve(),))
+    assert refused_field(base(attachments=str(tmp_path / name)), roots) == "Attachments"
+    form = {
+        "command": "SendEmail",
+        "Recipient": "a@x.example",
+        "Message": "m",
+        "Username": SEED_USER,
+        "Password": SEED_PASSWORD,
+        "file": (io.BytesIO(b"MZ"), name),
+    }
+    answer = ET.fromstring(client.post("/api", data=form, content_type="multipart/form-data").data)
+    assert answer.findtext("Code") == "302"
+    assert "format character" in str(answer.findtext("Reason"))
+
+
+# --- one RCPT per address -------------------------------------------------------------------------
+
+
+def test_an_address_in_to_or_cc_and_again_in_bcc_gets_one_rcpt_and_stays_shown(
+    store: StatusStore, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    request = validate_send(
+        base(
+            recipient="Jane <jane@x.example>",
+            cc="cc@y.example",
+            bcc="JANE@X.EXAMPLE; cc@Y.example; hidden@z.example; Hidden@Z.example",
+        ),
+        settings,
+    )
+    assert request.bcc == ("hidden@z.example",)
+    job = new_job(recipients=request.recipients, cc=request.cc, bcc=request.bcc)
+    assert deliver_now(store, settings, smtp_server, job) == "Sent: None"
+    received = wait_for(lambda: smtp_server.handler.find(job.email_id), 5, "the message")
+    assert received.rcpt_tos == ["jane@x.example", "cc@y.example", "hidden@z.example"]
+    message = message_from_bytes(received.data, policy=default)
+    assert (message["To"], message["Cc"], message["Bcc"]) == (
+        "Jane <jane@x.example>",
+        "cc@y.example",
+        None,
+    )
+    assert b"hidden" not in received.data
+
+
+def test_a_record_that_repeats_an_address_still_sends_one_rcpt_each(
+    store: StatusStore, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    # Written before acceptance dropped the repeats, or by anything but the API.
+    job = new_job(
+        recipients=("a@x.example",),
+        cc=("b@x.example", "A@X.example"),
+        bcc=("a@x.EXAMPLE", "b@x.example", "c@x.example"),
+    )
+    assert deliver_now(store, settings, smtp_server, job) == "Sent: None"
+    received = wait_for(lambda: smtp_server.handler.find(job.email_id), 5, "the message")
+    assert received.rcpt_tos == ["a@x.example", "b@x.example", "c@x.example"]
+
+
+def test_an_address_counts_once_toward_the_recipient_limit(settings: Settings) -> None:
+    fifty = [f"r{i}@x.example" for i in range(settings.max_recipients)]
+    shouted = ";".join(address.upper() for address in fifty)
+    request = validate_send(base(recipient=";".join(fifty), cc=shouted, bcc=shouted), settings)
+    assert (len(request.recipients), request.bcc) == (len(fifty), ())
+    assert refused_field(base(recipient=";".join(fifty), bcc="one.more@x.example"), settings) == (
+        "Recipient"
+    )
+
+
+# --- DeliveryReportURL: what a request line can carry -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example/a b",
+        "https://hooks.example/caf\u00e9",
+        "https://hooks.example/x?q=a b",
+        "https://hooks.example/x?q=\u00e9",
+        "https://hooks.example/\u00a0",
+        "https://hooks.example/x#a b",
+        "https://h\u00f6oks.example/x",
+    ],
+    ids=[
+        "space-in-path",
+        "non-ascii-path",
+        "space-in-query",
+        "non-ascii-query",
+        "nbsp",
+        "space-in-fragment",
+        "non-ascii-host",
+    ],
+)
+def test_a_report_url_no_request_line_can_carry_is_302(url: str) -> None:
+    with pytest.raises(InvalidParameter) as caught:
+        check_callback_url(url, ("hooks.example", "h\u00f6oks.example"))
+    assert caught.value.name == "DeliveryReportURL"
+    assert "percent-encode" in str(caught.value.reason)
+
+
+@given(path=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30))
+@hyp_settings(max_examples=300, deadline=None)
+def test_every_accepted_report_url_goes_on_the_wire(path: str) -> None:
+    url = f"https://hooks.example/{path}"
+    try:
+        check_callback_url(url, ("hooks.example",))
+    except InvalidParameter:
+        return
+    # What worker.report_http.http_post hands to http.client, up to the socket: the request
+    # line and the Host header are checked and encoded here, before any connection.
+    request = urllib.request.Request(url, data=b"x", method="POST")
+    connection = http.client.HTTPSConnection(request.host)
+    connection.putrequest(request.get_method(), request.selector)
+    connection.putheader("Host", request.host)
+    connection.close()
+
+
+# --- files whose type would nest MIME -------------------------------------------------------------
+
+NESTING = (
+    b"From: a@x.example\r\nSubject: inner\r\nContent-Type: multipart/mixed\r\n\r\nbare\nlf\r\n"
+)
+
+
+@pytest.mark.parametrize("suffix", [".eml", ".mht", ".mhtml", ".nws", ".EML"])
+def test_a_file_whose_name_suggests_message_goes_as_opaque_bytes(
+    store: StatusStore,
+    settings: Settings,
+    smtp_server: SmtpServer,
+    attachment_root: Path,
+    suffix: str,
+) -> None:
+    path = attachment_root / f"{uuid.uuid4().hex}{suffix}"
+    path.write_bytes(NESTING)
+    job = new_job(attachments=(check_path(str(path), settings.attachment_roots),))
+    assert deliver_now(store, settings, smtp_server, job) == "Sent: None"
+    _, part = _the_attachment(smtp_server, job.email_id)
+    assert (part.get_filename(), part.get_content()) == (path.name, NESTING)
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        "message/rfc822",
+        "multipart/mixed",
+        "message/partial",
+        "Message/RFC822; x=1",
+        "multipart/alternative; boundary=x",
+    ],
+)
+def test_an_upload_declared_message_or_multipart_goes_as_opaque_bytes(
+    client: FlaskClient,
+    store: StatusStore,
+    settings: Settings,
+    smtp_server: SmtpServer,
+    declared: str,
+) -> None:
+    form = {
+        "command": "SendEmail",
+        "Recipient": "a@x.example",
+        "Message": "m",
+        "Username": SEED_USER,
+        "Password": SEED_PASSWORD,
+        "file": (io.BytesIO(NESTING), "forwarded.eml", declared),
+    }
+    answer = ET.fromstring(client.post("/api", data=form, content_type="multipart/form-data").data)
+    assert answer.findtext("Code") == "200", answer.findtext("Reason")
+    record = store.get(str(answer.findtext("EmailId")))
+    assert record is not None and record.job is not None
+    [upload] = record.job.attachments
+    assert upload.content_type == "application/octet-stream"
+    # The same upload in a record of its own, delivered here (the API's is left to a worker).
+    job = new_job(attachments=(replace(upload, content_type=declared),))  # an older record
+    assert deliver_now(store, settings, smtp_server, job) == "Sent: None"
+    _, part = _the_attachment(smtp_server, job.email_id)
+    assert (part.get_filename(), part.get_content()) == ("forwarded.eml", NESTING)
+
+
+def _the_attachment(smtp_server: SmtpServer, email_id: str) -> tuple[EmailMessage, EmailMessage]:
+    received = wait_for(lambda: smtp_server.handler.find(email_id), 5, "the message")
+    message = message_from_bytes(received.data, policy=default)
+    assert isinstance(message, EmailMessage)
+    [part] = list(message.iter_attachments())
+    assert isinstance(part, EmailMessage)
+    assert part.get_content_type() == "application/octet-stream"
+    return message, part
+
+
+# --- the size estimate holds with the largest headers -------------------------------------------
+
+
+def test_the_size_estimate_bounds_the_largest_headers_accepted(settings: Settings) -> None:
+    # The heaviest header texts the API takes: the longest display names, a subject of 998
+    # two-byte characters, 20 uploads with names of 255 three-byte characters.
+    names = [mailbox("x " * 128, f"{'r' * 40}{i:02d}@{'d' * 50}.example") for i in range(50)]
+    params = base(
+        recipient=";".join(names[:25]),
+        cc=";".join(names[25:]),
+        subject="\u00e9" * 998,
+        replyto=names[0],
+        sender=names[1],
+    )
+    request = validate_send(params, settings)
+    day = "\u65e5" * 251
+    uploads = tuple(
+        Attachment(f"/spool/{i}", 0, 0, filename=f"{day}{i:02d}.b", content_type="a/b")
+        for i in range(settings.max_attachments)
+    )
+    request = replace(request, attachments=uploads)
+    job = EmailJob(
+        "e" * 36,
+        "o",
+        str(request.sender),
+        request.recipients,
+        request.message,
+        request.subject,
+        uploads,
+        cc=request.cc,
+        reply_to=request.reply_to,
+    )
+    written = len(render(job, "h" * 60, lambda a: b"", 1 << 30))
+    # Accepted at a limit just above what the worker writes; refused just below the estimate.
+    check_encoded_size(request, replace(settings, max_email_bytes=written * 2))
+    with pytest.raises(InvalidParameter):
+        check_encoded_size(request, replace(settings, max_email_bytes=written))
+    estimate = encoded_size(
+        "m",
+        [0] * len(uploads),
+        [job.sender, *names, request.subject],
+        [a.filename for a in uploads],
+    )
+    assert written < estimate

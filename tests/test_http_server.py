@@ -1,16 +1,19 @@
-"""Hostile HTTP against the real API servers: `mailgate web` (granian) as the Procfile runs it,
-and gunicorn with api.gunicorn_conf, the documented alternative: slow clients, odd request
-lines whose logs must not show the password, parallel password guessing."""
+"""Hostile HTTP against the real API server, `mailgate web` (granian) as the Procfile runs it:
+slow clients, odd request lines whose logs must not show the password or forge a field,
+parallel password guessing, bursts of more requests than a default Redis pool holds."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -23,7 +26,6 @@ from tests.support import (
     Service,
     answers,
     free_port,
-    gunicorn_args,
     wait_for,
     web_args,
 )
@@ -43,18 +45,7 @@ class Server:
         return self.service.output()
 
 
-SERVERS = {
-    # With its access log on, so that every request (ours, the marker) leaves a line to check.
-    "granian": lambda: [*web_args(), "--access-log"],
-    "gunicorn": gunicorn_args,
-}
-
-
-@pytest.fixture(
-    scope="module",
-    params=[(name, fmt) for name in SERVERS for fmt in ("json", "text")],
-    ids=lambda p: "-".join(p),
-)
+@pytest.fixture(scope="module", params=["json", "text"])
 def server(
     request: pytest.FixtureRequest,
     env: dict[str, str],
@@ -62,8 +53,9 @@ def server(
     users: UserStore,
     redis_server: RedisServer,
 ) -> Iterator[Server]:
-    """A server per kind and log format; its login throttles in a Redis database of their own."""
-    kind, fmt = request.param
+    """A server per log format, its access log on (every request, ours and the marker, leaves
+    a line to check); its login throttles in a Redis database of their own."""
+    fmt = request.param
     port = free_port()
     own = {
         **env,
@@ -74,8 +66,8 @@ def server(
     # Each server starts with no failed logins on record: the guesses of the servers before it
     # (all from 127.0.0.1) would otherwise fill the per-address limit within the minute.
     redis.Redis.from_url(own["MAILGATE_REDIS_URL"]).flushdb()
-    log = workdir / f"web-hostile-{kind}-{fmt}.log"
-    service = Service(f"web-{kind}-{fmt}", SERVERS[kind](), own, log).start()
+    log = workdir / f"web-hostile-{fmt}.log"
+    service = Service(f"web-{fmt}", [*web_args(), "--access-log"], own, log).start()
     found = Server(service, port)
     wait_for(lambda: answers(f"{found.url}/healthz"), 30, "the API to answer /healthz")
     yield found
@@ -100,18 +92,24 @@ def test_slow_clients_do_not_starve_normal_requests(server: Server) -> None:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         sockets.append(sock)
 
+    rounds: list[int] = []
+
     def trickle() -> None:
         n = 0
         while not stop.wait(0.5):
             n += 1
+            sent = 0
             for sock in sockets:
                 with contextlib.suppress(OSError):
                     sock.sendall(f"X-Slow-{n}: {n}\r\n".encode())
+                    sent += 1
+            rounds.append(sent)
 
     dripper = threading.Thread(target=trickle, daemon=True)
     dripper.start()
     try:
-        wait_for(lambda: stop.wait(0) or True, 1)  # the trickle is under way
+        # Under way: two rounds sent a header line on every one of the 50 connections.
+        wait_for(lambda: rounds[-2:] == [50, 50], 5, "two rounds of the trickle")
         for _ in range(3):
             started = time.monotonic()
             with urllib.request.urlopen(f"{server.url}/healthz", timeout=10) as response:
@@ -161,6 +159,45 @@ SECRET_REQUESTS = {
 }
 
 
+ACCESS_LINE = re.compile(r'(\S+) "((?:[^"\\]|\\.)*)" (\d{3}) ([\d.]+)ms')
+"""``addr "METHOD path" status 1.2ms`` with ``\\`` and ``"`` escaped inside the quotes."""
+
+
+def access_lines(log: str) -> list[str]:
+    """The access log's messages, from JSON or text lines."""
+    found = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("logger") == "granian.access":
+                found.append(entry["message"])
+        elif "granian.access: " in line:
+            found.append(line.split("granian.access: ", 1)[1])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("/x%22%20500%200.1ms%20%22GET%20/forged", '/x" 500 0.1ms "GET /forged'),
+        ('/x"%20500%200.1ms%20"GET%20/forged', '/x" 500 0.1ms "GET /forged'),
+        ("/x%5C%22%20500%200.1ms%20%22GET%20/forged", '/x\\" 500 0.1ms "GET /forged'),
+    ],
+    ids=["encoded-quote", "raw-quote", "backslash-before-quote"],
+)
+def test_a_path_cannot_forge_fields_of_its_access_line(
+    server: Server, target: str, path: str
+) -> None:
+    marker = uuid.uuid4().hex
+    _exchange(server.port, f"GET {target}/{marker} HTTP/1.1\r\nConnection: close\r\n\r\n".encode())
+    wait_for(lambda: marker in server.log(), 10, "the access line")
+    [line] = [line for line in access_lines(server.log()) if marker in line]
+    parsed = ACCESS_LINE.fullmatch(line)
+    assert parsed is not None, line
+    request = re.sub(r"\\(.)", r"\1", parsed.group(2))
+    assert (request, parsed.group(3)) == (f"GET {path}/{marker}", "404")
+
+
 @pytest.mark.parametrize("raw", list(SECRET_REQUESTS.values()), ids=list(SECRET_REQUESTS))
 def test_no_password_or_forged_line_in_the_logs(server: Server, raw: bytes) -> None:
     secret = f"S3cret{uuid.uuid4().hex}"
@@ -198,3 +235,78 @@ def test_parallel_guesses_run_no_more_checks_than_the_limit(
     assert len(codes) == 32
     assert codes.count("305") == 5  # the per-client limit, however the guesses interleave
     assert codes.count("429") == 27
+
+
+# --- bursts larger than redis-py's default pool of 100 connections -------------------------------
+
+BURST = 150
+
+
+@pytest.fixture(scope="module")
+def paused_redis(workdir: Path) -> Iterator[RedisServer]:
+    """A Redis of its own: the burst test pauses it."""
+    server = RedisServer(workdir / "redis-burst")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_burst_larger_than_a_default_redis_pool_is_served(
+    env: dict[str, str], workdir: Path, users: UserStore, paused_redis: RedisServer
+) -> None:
+    # One process with granian's default threads (512): every request thread may hold a
+    # Redis connection at once. Redis paused, the burst's requests all wait on their
+    # connection together, then all go on when it resumes: first /readyz (the status store's
+    # pool), then SendEmail from an account with a send rate (the rate limiter's pools).
+    name = f"burst-{uuid.uuid4().hex[:12]}"
+    users.add(name, "burst-pw", rate="10000/minute")
+    port = free_port()
+    own = {**env, "MAILGATE_PORT": str(port), "MAILGATE_REDIS_URL": paused_redis.url}
+    service = Service("web-burst", [*web_args(), "--workers", "1"], own, workdir / "web-burst.log")
+    service.start()
+    url = f"http://127.0.0.1:{port}"
+    send = (
+        f"{url}/api?command=SendEmail&Recipient=burst@x.example&Message=m"
+        f"&Username={name}&Password=burst-pw"
+    )
+    try:
+        wait_for(lambda: answers(f"{url}/readyz"), 30, "the API to answer /readyz")
+        assert _code(send) == "200"  # the credentials are in the process's cache from now on
+        assert _burst(paused_redis, lambda: _status(f"{url}/readyz")) == ["200"] * BURST
+        assert _burst(paused_redis, lambda: _code(send)) == ["200"] * BURST
+        # They did overlap: the API holds more connections than redis-py's default pool.
+        assert len(paused_redis.client().client_list()) > 100
+    finally:
+        service.stop()
+
+
+def _status(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return str(response.status)
+    except urllib.error.HTTPError as exc:
+        return str(exc.code)
+
+
+def _code(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(ET.fromstring(response.read()).findtext("Code"))
+
+
+def _burst(redis_server: RedisServer, call: Callable[[], str]) -> list[str]:
+    """BURST calls at once while Redis is paused for 3 s; their answers."""
+    start = threading.Barrier(BURST + 1)
+    found: list[str] = []
+
+    def one() -> None:
+        start.wait()
+        found.append(call())
+
+    threads = [threading.Thread(target=one) for _ in range(BURST)]
+    for thread in threads:
+        thread.start()
+    redis_server.client().execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    start.wait()
+    for thread in threads:
+        thread.join(60)
+    return sorted(found)

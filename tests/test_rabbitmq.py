@@ -90,6 +90,29 @@ def test_retries_over_rabbitmq_use_the_due_set(
     assert done.attempts == 2
 
 
+def test_more_emails_than_the_prefetch_all_arrive(
+    amqp_env: dict[str, str], amqp_worker: Service, smtp_server: SmtpServer, make_app: MakeApp
+) -> None:
+    """RabbitMQ sends a worker more messages only as it acks those it holds (4 per thread, 8
+    here): 24 e-mails through a worker of 2 threads arrive only if every one is acked."""
+    client = make_app(Settings.from_env(amqp_env)).test_client()
+    ids = []
+    for number in range(24):
+        response = client.get(
+            "/api",
+            query_string={
+                "command": "SendEmail",
+                "Recipient": f"prefetch{number}@shop.example",
+                "Message": "acked",
+                "Username": SEED_USER,
+                "Password": SEED_PASSWORD,
+            },
+        )
+        ids.append(str(ET.fromstring(response.data).findtext("EmailId")))
+    for email_id in ids:
+        wait_for(lambda i=email_id: smtp_server.handler.find(i), 60, "every message")
+
+
 QUORUM_VHOST = "mailgate-quorum"
 
 

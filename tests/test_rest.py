@@ -14,6 +14,7 @@ from urllib.error import HTTPError
 import jsonschema_rs
 import pytest
 import schemathesis
+from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -183,6 +184,23 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, Any], tuple[str, str] | None, i
     ("unknown-email-id", "GET", f"{EMAILS}/6b5c6978-0cd6-4a58-86fc-3d1b279b9208", {},
      SEED_CREDS, 404, "not_found", None),
     ("unknown-path", "GET", "/api/v1/mails", {}, SEED_CREDS, 404, "not_found", None),
+    ("list-without-status", "GET", EMAILS, {}, SEED_CREDS, 400, "invalid_parameter", "status"),
+    ("list-sent", "GET", f"{EMAILS}?status=Sent", {}, SEED_CREDS, 400, "invalid_parameter",
+     "status"),
+    ("list-unknown-status", "GET", f"{EMAILS}?status=Lost", {}, SEED_CREDS, 400,
+     "invalid_parameter", "status"),
+    ("list-two-statuses", "GET", f"{EMAILS}?status=Failed&status=Retrying", {}, SEED_CREDS, 400,
+     "invalid_parameter", "status"),
+    ("list-bad-since", "GET", f"{EMAILS}?status=Failed&since=yesterday", {}, SEED_CREDS, 400,
+     "invalid_parameter", "since"),
+    ("list-limit-zero", "GET", f"{EMAILS}?status=Failed&limit=0", {}, SEED_CREDS, 400,
+     "invalid_parameter", "limit"),
+    ("list-limit-huge", "GET", f"{EMAILS}?status=Failed&limit=1001", {}, SEED_CREDS, 400,
+     "invalid_parameter", "limit"),
+    ("list-unknown-parameter", "GET", f"{EMAILS}?status=Failed&account=other", {}, SEED_CREDS,
+     400, "invalid_parameter", "account"),
+    ("list-no-credentials", "GET", f"{EMAILS}?status=Failed", {}, None, 401,
+     "authentication_required", None),
     ("double-slash", "POST", "/api/v1//emails", {"json": mail()}, SEED_CREDS, 404, "not_found",
      None),
     ("wrong-method", "PUT", EMAILS, {"json": mail()}, SEED_CREDS, 405, "method_not_allowed",
@@ -223,7 +241,7 @@ def test_errors_answer_their_status_in_json_and_enqueue_nothing(
     if status == 401:
         assert response.headers["WWW-Authenticate"] == 'Basic realm="mailgate"'
     if status == 405:
-        assert response.headers["Allow"] == "POST"
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
     assert records(redis_server) == before
 
 
@@ -258,6 +276,35 @@ def test_callback_url_reaches_the_job_when_its_host_is_allowed(
     assert response.status_code == 202
     record = app.extensions["mailgate"].store.get(response.get_json()["id"])
     assert record.job.callback_url == url
+
+
+def test_an_account_lists_its_own_failed_emails_only(app: Flask, client: FlaskClient) -> None:
+    store = app.extensions["mailgate"].store
+    mine, theirs = [], []
+    for owner, ids in ((SEED_USER, mine), (OTHER_USER, theirs), (SEED_USER, mine)):
+        email_id = client.post(EMAILS, json=mail(send_at=600), headers=SEED).get_json()["id"]
+        store.redis.hset(f"mailgate:email:{email_id}", "owner", owner)
+        store.mark_failed(email_id, 1, "550 5.1.1 no such user", "550 5.1.1 no such user")
+        ids.append(email_id)
+    response = client.get(f"{EMAILS}?status=failed&since=10m", headers=SEED)
+    assert response.status_code == 200
+    listed = response.get_json()
+    found = [item["id"] for item in listed["emails"]]
+    assert found[:2] == mine[::-1]  # the latest change first (other tests may add their own)
+    assert theirs[0] not in found
+    assert listed["emails"][0] == {
+        key: value
+        for key, value in client.get(f"{EMAILS}/{mine[1]}", headers=SEED).get_json().items()
+        if key not in ("recipients", "history")
+    }  # the status record, without its recipients and history
+    assert listed["emails"][0]["last_error"] == "550 5.1.1 no such user"
+    first = client.get(f"{EMAILS}?status=Failed&since=10m&limit=1", headers=SEED).get_json()
+    assert ([item["id"] for item in first["emails"]], first["more"]) == ([mine[1]], True)
+    other = client.get(f"{EMAILS}?status=Failed", headers=basic(OTHER_USER, OTHER_PASSWORD))
+    assert theirs[0] in [item["id"] for item in other.get_json()["emails"]]
+    assert not set(mine) & {item["id"] for item in other.get_json()["emails"]}
+    scheduled = client.get(f"{EMAILS}?status=Scheduled&since=10m", headers=SEED).get_json()
+    assert not set(mine) & {item["id"] for item in scheduled["emails"]}
 
 
 def test_another_accounts_email_is_404(client: FlaskClient) -> None:
@@ -323,12 +370,18 @@ def test_the_openapi_document_is_valid_openapi_31(api_url: str) -> None:
         jsonschema_rs.meta.validate(schema)  # each a valid JSON Schema 2020-12
     send = document["paths"][EMAILS]["post"]["responses"]
     status_ = document["paths"][f"{EMAILS}/{{email_id}}"]["get"]["responses"]
+    listing = document["paths"][EMAILS]["get"]
+    assert {"200", "400", "401", "429", "503"} <= listing["responses"].keys()
+    assert [p["name"] for p in listing["parameters"]] == ["status", "since", "limit"]
+    assert "Sent" not in listing["parameters"][0]["schema"]["enum"]
     assert {"200", "202", "400", "401", "403", "409", "413", "415", "429", "503"} <= send.keys()
     assert {"200", "401", "403", "404", "429", "503"} <= status_.keys()
     assert document["components"]["securitySchemes"]["basicAuth"]["scheme"] == "basic"
 
 
 OPERATIONS = [
+    ("GET", EMAILS, GenerationMode.POSITIVE),
+    ("GET", EMAILS, GenerationMode.NEGATIVE),
     ("POST", EMAILS, GenerationMode.POSITIVE),
     ("POST", EMAILS, GenerationMode.NEGATIVE),
     ("GET", f"{EMAILS}/{{email_id}}", GenerationMode.POSITIVE),

@@ -305,7 +305,7 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
         found.stop()
 
 
-@pytest.mark.integration  # a master, a replica, three sentinels, gunicorn and a worker
+@pytest.mark.integration  # a master, a replica, three sentinels, the API and a worker
 def test_a_master_failover_loses_nothing_accepted(
     group: SentinelGroup, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

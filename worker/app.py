@@ -42,7 +42,10 @@ worker_logs.setup(sys.argv)  # before Celery or Flower set up logging of their o
 
 app = make_celery(settings)
 store = StatusStore.from_url(
-    settings.redis_url, settings.status_ttl_seconds, settings.redis_min_replicas
+    settings.redis_url,
+    settings.status_ttl_seconds,
+    settings.redis_min_replicas,
+    settings.worker_concurrency,  # each delivery thread may hold a connection at once
 )
 delivery = Delivery(
     # Deliveries run on many threads at once: their claims and outcomes share round trips.

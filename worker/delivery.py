@@ -20,7 +20,7 @@ from mailgate.config import Settings
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from mailgate.jobs import EmailJob
 from mailgate.spool import discard_spooled, spool_root
-from mailgate.status import Record, StatusStore
+from mailgate.status import Record, Status, StatusStore
 from mailgate.status.records import rcpt_json
 from worker.dkim import Signer
 from worker.message import envelope, render
@@ -43,6 +43,15 @@ class Outcome(StrEnum):
     MISSING = "missing"
 
 
+@dataclass(frozen=True)
+class Result:
+    """What one run did and, when the e-mail is ``Failed``, why: the task's outcome in Flower."""
+
+    outcome: Outcome
+    failure: str | None = None
+    """The e-mail's ``LastError`` when it is Failed, by this run or an earlier one."""
+
+
 @dataclass
 class Delivery:
     """Delivers e-mails by id, recording every outcome in the status store."""
@@ -62,6 +71,10 @@ class Delivery:
 
     def deliver(self, email_id: str) -> Outcome:
         """Run one attempt for ``email_id`` unless it is final or being sent elsewhere."""
+        return self.run(email_id).outcome
+
+    def run(self, email_id: str) -> Result:
+        """:meth:`deliver`, with the cause when the e-mail is (or already was) Failed."""
         token = uuid.uuid4().hex
         now = time.time()
         verdict, record = self.store.start_attempt(
@@ -70,25 +83,33 @@ class Delivery:
         if verdict == "missing":
             log.warning("no status record for %s; dropping the task", email_id)
             self.store.forget_due(email_id)
-            return Outcome.MISSING
+            return Result(Outcome.MISSING)
         if verdict == "final":
-            return Outcome.ALREADY_FINAL
+            return Result(Outcome.ALREADY_FINAL, self._failure(email_id))
         if verdict == "busy" or record is None:
-            return Outcome.BUSY
+            return Result(Outcome.BUSY)
         if not self._replicated(email_id, token):
-            return Outcome.BUSY
+            return Result(Outcome.BUSY)
         try:
-            outcome = self._attempt(record, token, now)
+            result = self._attempt(record, token, now)
         except BaseException:
             # No outcome was recorded: give the claim back so the watchdog's next publish
             # can try again at once rather than after the lease.
             self.store.release(email_id, token)
             raise
-        if outcome in (Outcome.SENT, Outcome.FAILED) and record.job is not None:
+        if result.outcome in (Outcome.SENT, Outcome.FAILED) and record.job is not None:
             discard_spooled(record.job, self.settings)  # final: its uploads are done with
-        if outcome in (Outcome.SENT, Outcome.FAILED) and record.callback_url:
+        if result.outcome in (Outcome.SENT, Outcome.FAILED) and record.callback_url:
             self._report(email_id, record.callback_url)
-        return outcome
+        return result
+
+    def _failure(self, email_id: str) -> str | None:
+        """The LastError of an e-mail found final, if it is Failed: a task message that comes
+        again (a redelivery) must end as the first one did. Rare, so one more read is fine."""
+        record = self.store.get(email_id)
+        if record is None or record.status is not Status.FAILED:
+            return None
+        return record.last_error or "failed"
 
     def _replicated(self, email_id: str, token: str) -> bool:
         """With MAILGATE_REDIS_MIN_REPLICAS, SMTP waits until that many replicas hold the claim
@@ -100,7 +121,7 @@ class Delivery:
         self.store.release(email_id, token)
         return False
 
-    def _attempt(self, record: Record, token: str, now: float) -> Outcome:
+    def _attempt(self, record: Record, token: str, now: float) -> Result:
         """Send once and record the outcome (which also releases the claim)."""
         email_id, attempt, s = record.email_id, record.attempts, self.settings
         if record.job is None:
@@ -124,7 +145,7 @@ class Delivery:
                 email_id, attempt, exc.reason, exc.smtp_response, next_at, token=token
             )
             log.info("attempt %d for %s deferred: %s", attempt, email_id, exc.reason)
-            return Outcome.RETRYING
+            return Result(Outcome.RETRYING)
         except PermanentDelivery as exc:
             return self._fail(record, token, exc.reason, exc.smtp_response, _rcpt(exc.rcpt))
         latency = time.time() - record.created_at
@@ -135,7 +156,7 @@ class Delivery:
             relay=relay,
         )  # fmt: skip
         log.info("sent %s on attempt %d via %s: %s", email_id, attempt, relay or "-", reply)
-        return Outcome.SENT
+        return Result(Outcome.SENT)
 
     def _send(self, job: EmailJob) -> tuple[str, list[str], str | None]:
         """Render, sign and hand over: the reply to DATA, the envelope recipients, and the
@@ -190,13 +211,13 @@ class Delivery:
         reason: str,
         smtp_response: str | None = None,
         rcpt: str | None = None,
-    ) -> Outcome:
+    ) -> Result:
         self.store.mark_failed(
             record.email_id, record.attempts, reason, smtp_response, token=token,
             report_due=self._report_due(record), rcpt=rcpt,
         )  # fmt: skip
         log.warning("failed %s: %s", record.email_id, reason)
-        return Outcome.FAILED
+        return Result(Outcome.FAILED, reason)
 
     def _report_due(self, record: Record) -> float | None:
         # The report is published right after the final state; this watchdog publishes it

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import celeryd_after_setup
 
+from mailgate.errors import EmailFailed
 from mailgate.jobs import QUEUE, REPORT_TASK_NAME, TASK_NAME
 from worker.batch import DeliveryPool
 from worker.delivery import Delivery
@@ -40,7 +41,10 @@ def register_tasks(
         **options,
     )  # fmt: skip
     def deliver(email_id: str) -> str:
-        return delivery.deliver(email_id).value
+        result = delivery.run(email_id)
+        if result.failure is not None:
+            raise EmailFailed(result.failure)  # FAILURE in Flower, as worker.batch reports it
+        return result.outcome.value
 
     # No Celery retries: the Reporter schedules each next try on the report due set.
     @app.task(  # type: ignore[untyped-decorator]

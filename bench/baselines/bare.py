@@ -1,8 +1,9 @@
-"""Baseline (a): a bare Flask endpoint under the same gunicorn settings as the API.
+"""Baseline (a): a bare Flask endpoint, served the stock way (gunicorn's sync workers, see
+bench.servers.start_gunicorn_sync; gunicorn comes with the bench extra only).
 
 It reads the same GET request the way a plain Flask view does and answers the same XML
 document as a successful SendEmail, but checks no credentials, writes no status record and
-publishes nothing. ``gunicorn -c python:api.gunicorn_conf bench.baselines.bare:app``.
+publishes nothing.
 """
 
 from __future__ import annotations

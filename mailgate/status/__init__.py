@@ -13,6 +13,9 @@ Key names (all of them live in keys.py):
                                    Sent or Failed has an entry, so none can stall for good.
 - ``mailgate:reports:due``         sorted set: EmailId -> when its delivery report must be
                                    published (again) if not settled: the report's watchdog
+- ``mailgate:status:<Status>``     sorted set: EmailId -> when it became Failed (or Cancelled);
+                                   the listing of those states reads it. Entries older than the
+                                   record TTL are pruned on each write; Sent has none
 - ``mailgate:claim:<id>``          string with a lease: the worker sending this e-mail now
 - ``mailgate:metrics``             hash of delivery counters (outcomes, SMTP reply classes,
                                    a delivery-latency histogram) that /metrics exposes
@@ -33,6 +36,7 @@ from mailgate.status.keys import (
     email_key,
     history_key,
     idempotency_key,
+    status_index_key,
 )
 from mailgate.status.records import (
     AttemptLog,
@@ -66,4 +70,5 @@ __all__ = [
     "history_key",
     "idempotency_key",
     "iso",
+    "status_index_key",
 ]

@@ -31,6 +31,7 @@ from mailgate.status.keys import (
     claim_key,
     email_key,
     history_key,
+    status_index_key,
 )
 from mailgate.status.records import Record, Status
 from mailgate.status.store import (
@@ -178,6 +179,8 @@ class BatchedStatusStore(StatusStore):
             spec["due"] = _wire(due)
         if report_due is not None:
             spec["report_due"] = _wire(report_due)
+        if fields["status"] == Status.FAILED:  # into the Failed index, as _queue_update does
+            spec["index"], spec["at"] = status_index_key(Status.FAILED), _wire(now)
         if token is not None:
             spec["claim"], spec["token"] = claim_key(email_id), token
         if Status(fields["status"]).final:

@@ -16,9 +16,18 @@ PENDING_BYTES_KEY = "mailgate:pending:bytes"
 PENDING_KEYS = [PENDING_EMAILS_KEY, PENDING_BYTES_KEY]
 
 
+EMAIL_PREFIX = "mailgate:email:"
+
+
 def email_key(email_id: str) -> str:
     """The hash holding one e-mail's status record."""
-    return f"mailgate:email:{email_id}"
+    return f"{EMAIL_PREFIX}{email_id}"
+
+
+def status_index_key(status: str) -> str:
+    """The sorted set of the e-mails that reached the final ``status`` (Failed, Cancelled),
+    each scored by when: what ``mailgate list`` and ``GET /api/v1/emails`` read."""
+    return f"mailgate:status:{status}"
 
 
 def history_key(email_id: str) -> str:

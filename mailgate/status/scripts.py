@@ -62,17 +62,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Failed (with its job still stored) -> Queued with a fresh attempt budget and deadline, and
-# counted as pending again. KEYS: the record, the due set, the two pending hashes.
+# Failed (with its job still stored) -> Queued with a fresh attempt budget and deadline, out of
+# the Failed index, and counted as pending again. KEYS: the record, the due set, the Failed
+# index, the two pending hashes.
 _REQUEUE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'Failed' then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'job') == 0 then return 0 end
-count(KEYS[1], KEYS[3], KEYS[4])
+count(KEYS[1], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], 'status', 'Queued', 'attempts', 0, 'since', ARGV[1],
            'updated_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'next_attempt_at', 'report_status', 'report_attempts', 'report_error')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZREM', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -95,9 +97,9 @@ return written
 
 # Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what
 # StatusStore._update does in its transaction: the record's fields, the history entry, both
-# TTLs, the due set, the report watchdog, the counters (last_outcome_at too), and the release
-# of the claim if still this worker's, and (final outcomes) the pending counts. The records'
-# keys come inside the arguments (one Redis, no cluster slots).
+# TTLs, the due set, the report watchdog, the Failed index (a Failed outcome only), the counters
+# (last_outcome_at too), the release of the claim if still this worker's, and (final outcomes)
+# the pending counts. The records' keys come inside the arguments (one Redis, no cluster slots).
 _OUTCOMES = """
 local ttl, limit = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV do
@@ -110,6 +112,10 @@ for i = 3, #ARGV do
   redis.call('EXPIRE', o.log, ttl)
   if o.due then redis.call('ZADD', KEYS[1], o.due, o.id) else redis.call('ZREM', KEYS[1], o.id) end
   if o.report_due then redis.call('ZADD', KEYS[2], o.report_due, o.id) end
+  if o.index then
+    redis.call('ZADD', o.index, o.at, o.id)
+    redis.call('ZREMRANGEBYSCORE', o.index, '-inf', tonumber(o.at) - tonumber(ttl))
+  end
   for _, c in ipairs(o.counters) do
     if c[1] == 'HINCRBY' or c[1] == 'HINCRBYFLOAT' or c[1] == 'HSET' then
       redis.call(c[1], KEYS[3], c[2], c[3])
@@ -122,7 +128,9 @@ return #ARGV - 2
 """
 
 # CancelEmail: only a Scheduled, Queued or Retrying e-mail (no worker holds it) becomes
-# Cancelled; its content and due entry go, so no task already on the broker can send it.
+# Cancelled; its content and due entry go, so no task already on the broker can send it. It
+# joins the Cancelled index (KEYS[5]), where entries older than the TTL are pruned, and leaves
+# the pending counts (KEYS[6], KEYS[7]).
 # Returns {'cancelled', job} or {current status} ({'missing'} when there is no record).
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -138,7 +146,9 @@ redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempts, at = tonumber(ARG
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'outcome:cancelled', 1)
-settle(KEYS[1], KEYS[5], KEYS[6])
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[4]))
+settle(KEYS[1], KEYS[6], KEYS[7])
 return {'cancelled', job}
 """
 
@@ -174,6 +184,24 @@ if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
 redis.call('HINCRBY', KEYS[4], owner, 1)
 redis.call('HINCRBY', KEYS[5], owner, ARGV[6])
 return 'ok'
+"""
+
+# A listing's filter, run where the records are: a page of record keys in; out, for each record
+# in state ARGV[1], last changed within [ARGV[2], ARGV[3]], of the owner ARGV[4] ('' for any),
+# its position and when it changed. One command per page instead of one per record.
+MATCHING = """
+local out = {}
+local since, till = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'status', 'updated_at', 'owner')
+  local at = tonumber(row[2])
+  if row[1] == ARGV[1] and at and at >= since and at <= till
+     and (ARGV[4] == '' or row[3] == ARGV[4]) then
+    out[#out + 1] = i
+    out[#out + 1] = row[2]
+  end
+end
+return out
 """
 
 # The scripts that make an e-mail final or count it again carry the helpers they call.

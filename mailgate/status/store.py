@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any, TypedDict, Unpack, cast
 
 import redis
 
 from mailgate.jobs import EmailJob
-from mailgate.redisconn import redis_client
+from mailgate.redisconn import pool_size, redis_client
 from mailgate.status import scripts
 from mailgate.status.bounces import Reported, Settled, settle, suppresses
 from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
+    EMAIL_PREFIX,
     METRICS_KEY,
     PENDING_BYTES_KEY,
     PENDING_EMAILS_KEY,
@@ -26,11 +29,41 @@ from mailgate.status.keys import (
     email_key,
     history_key,
     idempotency_key,
+    status_index_key,
     suppression_key,
 )
 from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, parse_record
 
 HISTORY_LIMIT = 50
+INDEXED = (Status.FAILED, Status.CANCELLED, Status.BOUNCED, Status.PARTLY_BOUNCED)
+"""Final states with an index of their own (``mailgate:status:<Status>``), so that listing them
+reads only them. Sent has none: the delivery path writes what it always wrote, and listing Sent
+e-mails is a full scan. E-mails not yet final are all in the due set."""
+LISTED_FIELDS = (
+    "owner",
+    "status",
+    "attempts",
+    "created_at",
+    "updated_at",
+    "since",
+    "sent_at",
+    "next_attempt_at",
+    "last_error",
+    "smtp_response",
+    "report_status",
+    "report_attempts",
+    "report_error",
+    "relay",
+    "bounce_code",
+    "bounce_reason",
+    "bounced_at",
+)
+"""What a listing reads of each record: what GetEmailStatus shows, without the job (the body,
+maybe a megabyte) and the recipients."""
+PAGE = 500
+"""Records a listing filters per round trip (see scripts.MATCHING)."""
+LATEST = 1e300
+"""No end to a listing's window (Lua's tonumber does not read "inf")."""
 REPLICA_WAIT_MS = 1000
 """How long a write waits for MAILGATE_REDIS_MIN_REPLICAS replicas to confirm it."""
 
@@ -66,14 +99,19 @@ class StatusStore:
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._create = client.register_script(scripts.CREATE)
         self._settle = client.register_script(scripts.SETTLE_ONE)
+        self._matching = client.register_script(scripts.MATCHING)
 
     @classmethod
-    def from_url(cls, url: str, ttl_seconds: int, min_replicas: int = 0) -> StatusStore:
+    def from_url(
+        cls, url: str, ttl_seconds: int, min_replicas: int = 0, threads: int = 0
+    ) -> StatusStore:
         """Connect (to one server, or a Sentinel group's master) with short time-outs so a
-        dead Redis fails a request fast."""
+        dead Redis fails a request fast; ``threads``: how many may use it at once (see
+        :func:`mailgate.redisconn.pool_size`; 0 keeps redis-py's 100)."""
+        pool = {"max_connections": pool_size(threads)} if threads else {}
         client = redis_client(
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
-            health_check_interval=15,
+            health_check_interval=15, **pool,
         )  # fmt: skip
         return cls(client, ttl_seconds, min_replicas)
 
@@ -162,7 +200,14 @@ class StatusStore:
     def cancel(self, email_id: str) -> tuple[Status | None, EmailJob | None]:
         """Cancel an e-mail no worker holds: (Cancelled, its job) when this call cancelled it,
         else (its status as it stands, None); (None, None) when there is no record."""
-        keys = [email_key(email_id), history_key(email_id), DUE_KEY, METRICS_KEY, *PENDING_KEYS]
+        keys = [
+            email_key(email_id),
+            history_key(email_id),
+            DUE_KEY,
+            METRICS_KEY,
+            status_index_key(Status.CANCELLED),
+            *PENDING_KEYS,
+        ]
         args: list[str | int | float] = [time.time(), email_id, "cancelled by its owner", self.ttl]
         result = [str(item) for item in self._cancel(keys=keys, args=args)]
         if result[0] == "missing":
@@ -306,6 +351,7 @@ class StatusStore:
             )
         if settled.status != record.status:
             fields["updated_at"] = now
+            self._move_index(pipe, record.email_id, record.status, settled.status, now)
         pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
         for address, bounce in settled.written:
             detail = f"{bounce.action}: {address}: {bounce.code} {bounce.reason}".strip()
@@ -337,6 +383,17 @@ class StatusStore:
             pipe.hdel(key, "report_status", "report_attempts", "report_error")
             pipe.zadd(REPORTS_DUE_KEY, {record.email_id: report_due})
 
+    def _move_index(
+        self, pipe: redis.client.Pipeline, email_id: str, old: Status, new: Status, now: float
+    ) -> None:
+        """Queue the index changes of a move from ``old`` to ``new`` (see INDEXED)."""
+        if old in INDEXED:
+            pipe.zrem(status_index_key(old), email_id)
+        if new in INDEXED:
+            index = status_index_key(new)
+            pipe.zadd(index, {email_id: now})
+            pipe.zremrangebyscore(index, "-inf", now - self.ttl)
+
     def count(self, name: str) -> None:
         """Add one to a counter of the metrics hash (``bounce_report:unknown``...)."""
         self.redis.hincrby(METRICS_KEY, name, 1)
@@ -365,17 +422,75 @@ class StatusStore:
 
     def requeue(self, email_id: str, watchdog_at: float) -> bool:
         """Make a Failed e-mail Queued again (fresh attempts and deadline); False if not Failed."""
-        keys = [email_key(email_id), DUE_KEY, *PENDING_KEYS]
+        keys = [email_key(email_id), DUE_KEY, status_index_key(Status.FAILED), *PENDING_KEYS]
         return bool(self._requeue(keys=keys, args=[time.time(), watchdog_at, self.ttl, email_id]))
 
-    def find(self, status: Status, since: float = 0, until: float = float("inf")) -> Iterator[str]:
-        """Ids in ``status`` whose last change lies in [since, until] (a full scan: ops only)."""
-        for key in self.redis.scan_iter(match="mailgate:email:*", count=1000):
-            if key.endswith(":history"):
-                continue
-            state, updated = self.redis.hmget(key, "status", "updated_at")
-            if state == status.value and updated and since <= float(updated) <= until:
-                yield key.removeprefix("mailgate:email:")
+    def requeueable(self, email_id: str) -> bool:
+        """Whether :meth:`requeue` would take this e-mail now: Failed, its content kept."""
+        status, job = self.redis.hmget(email_key(email_id), "status", "job")
+        return status == Status.FAILED and bool(job)
+
+    def find(
+        self,
+        status: Status,
+        since: float = 0,
+        until: float = float("inf"),
+        owner: str | None = None,
+        limit: int | None = None,
+        scan: bool = False,
+    ) -> list[Record]:
+        """The records in ``status`` (of ``owner``, if given) whose last change lies in
+        [since, until], newest first, at most ``limit``; without their job.
+
+        What it reads: Failed and Cancelled, their index, from the newest on; the states not
+        yet final, the due set (every such e-mail has an entry); Sent, or ``scan``, every record
+        (SCAN: also finds e-mails that failed before the index existed).
+        """
+        if scan or (status.final and status not in INDEXED):
+            ids: Iterable[str] = (
+                key.removeprefix(EMAIL_PREFIX)
+                for key in self.redis.scan_iter(
+                    match=f"{EMAIL_PREFIX}*", count=1000, _type="hash"
+                )  # the records, not their history lists
+            )
+        elif status in INDEXED:
+            ids = self._indexed(status, since, until)
+        else:
+            ids = (str(i) for i, _ in self.redis.zscan_iter(DUE_KEY, count=1000))
+        window = [status.value, since, min(until, LATEST), owner or ""]
+        found: list[tuple[float, str]] = []  # (when it changed, EmailId) of each match
+        for page in _pages(ids):
+            reply = self._matching(keys=[email_key(email_id) for email_id in page], args=window)
+            found += [
+                (float(at), page[int(i) - 1]) for i, at in zip(reply[::2], reply[1::2], strict=True)
+            ]
+            if limit is not None and len(found) >= limit:
+                if status in INDEXED and not scan:
+                    break  # the index gives the newest first: the rest are older
+                found = heapq.nlargest(limit, found)  # a scan keeps what it may still show
+        newest = heapq.nlargest(len(found) if limit is None else limit, found)
+        return [r for r in self._summaries([email_id for _, email_id in newest]) if r]
+
+    def _indexed(self, status: Status, since: float, until: float) -> Iterator[str]:
+        """The ids in ``status``'s index scored within [since, until], newest first."""
+        key, offset = status_index_key(status), 0
+        while True:
+            page = self.redis.zrevrangebyscore(key, until, since, start=offset, num=PAGE)
+            yield from (str(i) for i in page)
+            if len(page) < PAGE:
+                return
+            offset += PAGE
+
+    def _summaries(self, ids: list[str]) -> list[Record | None]:
+        """The records of ``ids`` without their job, in one round trip (None: gone)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for email_id in ids:
+            pipe.hmget(email_key(email_id), LISTED_FIELDS)
+        rows = pipe.execute()
+        return [
+            parse_record(email_id, {k: v for k, v in zip(LISTED_FIELDS, row, strict=True) if v})
+            for email_id, row in zip(ids, rows, strict=True)
+        ]
 
     def remember_key(
         self, owner: str, key: str, email_id: str, fingerprint: str, ttl: int
@@ -450,6 +565,10 @@ class StatusStore:
             pipe.zadd(DUE_KEY, {email_id: due})
         if report_due is not None:  # the report's watchdog, set with the final state
             pipe.zadd(REPORTS_DUE_KEY, {email_id: report_due})
+        if fields["status"] == Status.FAILED:  # Failed only: Sent writes no more than before
+            index = status_index_key(Status.FAILED)
+            pipe.zadd(index, {email_id: now})
+            pipe.zremrangebyscore(index, "-inf", now - self.ttl)
         count(pipe, fields["status"], fields.get("smtp_response"), latency)
         if token is not None:
             self._release(keys=[claim_key(email_id)], args=[token], client=pipe)
@@ -467,6 +586,13 @@ def pending_size(job: EmailJob, content: str | None = None) -> int:
     stored in Redis) and its attachments' bytes (spooled uploads, or files on disk)."""
     stored = len((content if content is not None else job.to_json()).encode())
     return stored + sum(attachment.size for attachment in job.attachments)
+
+
+def _pages(ids: Iterable[str]) -> Iterator[tuple[str, ...]]:
+    """``ids`` in tuples of PAGE (itertools.batched, from Python 3.12)."""
+    items = iter(ids)
+    while page := tuple(islice(items, PAGE)):
+        yield page
 
 
 def _start_call(
