@@ -18,16 +18,25 @@ from mailgate.errors import (
     InvalidField,
     InvalidParameter,
     NotFound,
+    RateLimited,
     SenderNotAllowed,
     Suppressed,
     Unavailable,
 )
-from mailgate.jobs import QUEUE, EmailJob
+from mailgate.jobs import QUEUE, EmailJob, canonical_email_id, is_email_id
 from mailgate.status import AttemptLog, Record, Suppressions
+from mailgate.status.store import pending_size
 from mailgate.users import Account
 from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
 
 log = logging.getLogger(__name__)
+
+
+Quota = tuple[int, int]
+"""An owner's limits of e-mails not yet final and their bytes (0: none)."""
+NO_QUOTA: Quota = (0, 0)
+QUOTA_RETRY_SECONDS = 60
+"""The Retry-After of a quota's 429: e-mails become final at the relay's pace, not a window's."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +113,11 @@ def accept(
             svc.limits.check_send(account)
         except RedisError:
             raise Unavailable("the rate limiter is unavailable") from None
+        quota = account.quota(svc.settings.max_pending_emails, svc.settings.max_pending_bytes)
         if send_at is None:
-            _record_and_publish(svc, job)
+            _record_and_publish(svc, job, quota)
         else:
-            _record_scheduled(svc, job, send_at)
+            _record_scheduled(svc, job, send_at, quota)
     except ApiError:
         if idempotency_key:  # not accepted after all: a retry with the same key may go ahead
             _release(svc, account, idempotency_key)
@@ -135,15 +145,15 @@ def check_suppressed(svc: Services, account: Account, request: SendRequest) -> N
         raise Suppressed(named[index][0], suppression.explain())
 
 
-def _record_and_publish(svc: Services, job: EmailJob) -> None:
+def _record_and_publish(svc: Services, job: EmailJob, quota: Quota = NO_QUOTA) -> None:
     watchdog_at = time.time() + svc.settings.redelivery_seconds
     if uses_redis_broker(svc.settings):
         # Record and task in one Redis transaction: both or neither, in one round trip.
         task = (QUEUE, redis_task_message(svc.celery, job.email_id))
-        _create(svc, job, watchdog_at, "Redis", task=task)
+        _create(svc, job, watchdog_at, quota, "Redis", task=task)
         return
     # Another broker: the record comes first, since a worker may look for it at once.
-    _create(svc, job, watchdog_at, "the status store")
+    _create(svc, job, watchdog_at, quota, "the status store")
     try:
         publish(svc.celery, job.email_id)
     except Exception as exc:
@@ -155,26 +165,48 @@ def _record_and_publish(svc: Services, job: EmailJob) -> None:
         raise Unavailable("the broker is unavailable") from None
 
 
-def _record_scheduled(svc: Services, job: EmailJob, send_at: float) -> None:
-    _create(svc, job, send_at, "the status store", send_at=send_at)
+def _record_scheduled(
+    svc: Services, job: EmailJob, send_at: float, quota: Quota = NO_QUOTA
+) -> None:
+    _create(svc, job, send_at, quota, "the status store", send_at=send_at)
 
 
 def _create(
     svc: Services,
     job: EmailJob,
     due_at: float,
+    quota: Quota,
     what: str,
     task: tuple[str, str] | None = None,
     send_at: float | None = None,
 ) -> None:
-    """Write the record (and ``task`` with it), then hold it to the replica rule; 503 when
-    ``what`` (the Redis that failed, for the caller) does not answer."""
+    """Write the record (and ``task`` with it) within the owner's quota, then hold it to the
+    replica rule; 429 over the quota, 503 when ``what`` (the Redis that failed, for the
+    caller) does not answer."""
     try:
-        svc.store.create(job, due_at, task=task, send_at=send_at)
+        over = svc.store.create(job, due_at, task=task, send_at=send_at, quota=quota)
     except RedisError as exc:
         log.warning("%s unavailable: %s", what, type(exc).__name__)
         raise Unavailable(f"{what} is unavailable") from None
+    if over:
+        raise _over_quota(job, over, quota)
     _ensure_replicated(svc, job.email_id)
+
+
+def _over_quota(job: EmailJob, over: str, quota: Quota) -> RateLimited:
+    """The 429 for an e-mail the owner's quota has no room for, naming the limit."""
+    emails, size = quota
+    if over == "emails":
+        limit = (
+            f"{emails} e-mails not yet final (MAILGATE_MAX_PENDING_EMAILS, or the account's "
+            "max_pending)"
+        )
+    else:
+        limit = (
+            f"{size} bytes of e-mails not yet final (MAILGATE_MAX_PENDING_BYTES, or the "
+            f"account's max_pending_bytes); this one holds {pending_size(job)}"
+        )
+    return RateLimited(f"{job.owner} is at its limit of {limit}", retry_after=QUOTA_RETRY_SECONDS)
 
 
 def _ensure_replicated(svc: Services, email_id: str) -> None:
@@ -208,15 +240,17 @@ def status_of(svc: Services, account: Account, email_id: str) -> tuple[Record, l
     """The caller's own e-mail and its attempt history; 404 for any other id."""
     try:
         record = own_record(svc, account, email_id)
-        return record, svc.store.history(email_id)
+        return record, svc.store.history(record.email_id)
     except RedisError:
         raise Unavailable("the status store is unavailable") from None
 
 
 def own_record(svc: Services, account: Account, email_id: str) -> Record:
     """The record of one of the caller's own e-mails; 404 for any other id, so nobody learns
-    which ids exist (RedisError passes: the caller answers 503)."""
-    if not email_id or len(email_id) > 64:
+    which ids exist (RedisError passes: the caller answers 503). An id that is not a
+    well-formed EmailId is 404 at once: no Redis key is built from it."""
+    email_id = canonical_email_id(email_id)
+    if not is_email_id(email_id):
         raise NotFound()
     record = svc.store.get(email_id)
     if record is None or record.owner != account.name:

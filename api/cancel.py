@@ -25,7 +25,7 @@ def cancel(svc: Services, account: Account, email_id: str, name: str = "EmailId"
     404 for anyone else's id; :class:`NotCancellable` once a worker holds it or it is final.
     """
     try:
-        own_record(svc, account, email_id)
+        email_id = own_record(svc, account, email_id).email_id
         status, job = svc.store.cancel(email_id)
     except RedisError:
         raise Unavailable("the status store is unavailable") from None

@@ -22,13 +22,16 @@ _ERRORS: dict[str, str] = {
     "415": "The body is not `application/json` or `multipart/form-data`.",
     "422": "A recipient is suppressed: an e-mail of this account to it hard-bounced lately "
     "(`field` names it; the message says when and with which code).",
-    "429": "Over the account's send rate, or too many failed logins: see `Retry-After`.",
+    "429": "Over the account's send rate or its quota of e-mails not yet final, or too many "
+    "failed logins: see `Retry-After`.",
     "500": "An unexpected error; nothing was queued.",
-    "503": "Redis or the broker is unavailable; nothing was queued.",
+    "503": "Redis or the broker is unavailable, or every password check of the API process "
+    "is busy (then with `Retry-After`); nothing was queued.",
 }
 _HEADERS: dict[str, Json] = {
     "401": {"WWW-Authenticate": {"$ref": "#/components/headers/WWW-Authenticate"}},
     "429": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
+    "503": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
 }
 
 
@@ -59,8 +62,9 @@ def document(settings: Settings) -> Json:
                 "Location": _header("Where the e-mail's status is read.", {"type": "string"}),
                 "WWW-Authenticate": _header('Always `Basic realm="mailgate"`.', {"type": "string"}),
                 "Retry-After": _header(
-                    "Seconds until a retry can succeed (an upper bound: the length of the "
-                    "rate window that was exceeded).", {"type": "integer", "minimum": 1},
+                    "Seconds until a retry can succeed (after a 429 for a rate, an upper "
+                    "bound: the length of the rate window that was exceeded).",
+                    {"type": "integer", "minimum": 1},
                 ),
             },
         },

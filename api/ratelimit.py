@@ -13,7 +13,9 @@
     from elsewhere or from its own office address, cannot lock it out.
   * When the ``user`` scope is full, an unknown address may still try at
     :data:`OVERFLOW_RATE` for that user name: a slow lane that keeps a distributed guess slow
-    without locking the owner out for the rest of the window.
+    without locking the owner out for the rest of the window. Each network (:func:`network`:
+    an IPv4 /24, an IPv6 /64) has a lane of its own, so a guesser who takes its lane every
+    minute never takes the owner's, and more addresses in one network buy no more guesses.
 
 User names and addresses reach Redis only as truncated SHA-256 digests, so a key's size never
 depends on what a caller sent.
@@ -22,6 +24,7 @@ depends on what a caller sent.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,7 +40,11 @@ from mailgate.users import Account
 KNOWN_CLIENT_SECONDS = 7 * 24 * 3600
 """How long a successful login makes its (address, user name) pair a known client."""
 OVERFLOW_RATE = "1/minute"
-"""Attempts per user name from unknown addresses while its ``user`` scope is full."""
+"""Attempts per user name and network from unknown addresses while its ``user`` scope is
+full."""
+LANE_PREFIX = {4: 24, 6: 64}
+"""The network that shares one slow lane, by IP version: what one site or one customer of an
+ISP typically holds."""
 
 # KEYS: known, client, address, user, overflow. ARGV: limit and window of keys 2..5.
 # Returns how many of the keys 2..5 were taken (1, 3 or 4), or 0 when refused.
@@ -77,6 +84,18 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def network(address: str) -> str:
+    """The network of a client address that shares one slow lane (an IPv4 /24, an IPv6 /64;
+    an IPv4-mapped IPv6 address counts as IPv4); anything that is no IP address stands alone."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ipaddress.ip_network(f"{ip}/{LANE_PREFIX[ip.version]}", strict=False))
+
+
 class Limits:
     """The API's rate limits over one Redis server."""
 
@@ -113,7 +132,7 @@ class Limits:
             f"mailgate:login:client:{place}:{user}",
             f"mailgate:login:address:{place}",
             f"mailgate:login:user:{user}",
-            f"mailgate:login:overflow:{user}",
+            f"mailgate:login:overflow:{user}:{digest(network(address))}",
         ]
         taken = int(self._reserve(keys=keys, args=self._login_args))
         if not taken:

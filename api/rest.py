@@ -31,7 +31,7 @@ from api.rest_input import (
 from api.rest_uploads import declared_limit, read_send_body
 from api.services import Services, services
 from api.uploads import claim_uploads, with_uploads
-from mailgate.errors import InvalidField, Unavailable
+from mailgate.errors import InvalidField, RateLimited, Unavailable
 from mailgate.jobs import canonical_email_id
 from mailgate.status import AttemptLog, Record
 from mailgate.users import Account
@@ -117,7 +117,9 @@ def rest_error(exc: Exception) -> Response:
     if status == INTERNAL[0]:
         log.error("unexpected error in %s %s", request.method, request.path, exc_info=exc)
     wait = None
-    if status == 429:
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        wait = exc.retry_after
+    elif status == 429:
         account: Account | None = g.get("rest_account")
         wait = retry_after(services().settings, account.rate if account else None)
     return error_response(exc, wait)

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from api.rest_input import JSON_FIELDS
 from mailgate.config import Settings
-from mailgate.errors import ApiError, InvalidField, InvalidParameter
+from mailgate.errors import ApiError, InvalidField, InvalidParameter, Unavailable
 
 INTERNAL = (500, "internal_error")
 _ROUTING = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
@@ -59,6 +59,8 @@ def error_response(exc: Exception, retry_after: int | None = None) -> Response:
         headers["WWW-Authenticate"] = 'Basic realm="mailgate"'
     elif status == 429 and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
+    elif isinstance(exc, Unavailable) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         headers["Allow"] = ", ".join(exc.valid_methods)
     return json_response({"error": {"code": code, "field": field, "message": message}},

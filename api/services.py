@@ -37,7 +37,12 @@ class Services:
         return cls(
             settings=settings,
             store=store,
-            users=UserStore(settings.users_file, settings.auth_cache_seconds),
+            users=UserStore(
+                settings.users_file,
+                settings.auth_cache_seconds,
+                settings.password_checks,
+                settings.password_check_wait_seconds,
+            ),
             celery=make_celery(settings),
             limits=Limits(settings, threads),
             broker_redis=broker_redis(settings, store.redis),

@@ -78,14 +78,17 @@ def read_multipart(request: Request, settings: Settings) -> list[Field]:
         raise ParseError("the body ended before its last part") from None
     except ValueError as exc:
         raise ParseError(f"not a valid multipart body: {exc}") from None
-    for upload in files.values():
+    # Every part, also the second of a repeated name (MultiDict.values() gives only the first).
+    for part, upload in files.items(multi=True):
         writer = cast(_Writer, upload.stream)
-        if not upload.filename and not writer.file.tell():
-            writer.file.close()  # a form's empty file input: no file chosen, nothing to attach
-            continue
-        _pending().attachments.append(
-            writer.finish(upload.filename or "", upload.content_type or "")
-        )
+        if not upload.filename:
+            if not writer.size:
+                writer.file.close()  # a form's unused file input: no file chosen, no bytes
+                continue
+            # werkzeug has seeked the file back to 0: the count is the writer's own.
+            reason = f"the file part {part[:100]!r} has {writer.size} bytes but no file name"
+            raise _invalid(reason)
+        _pending().attachments.append(writer.finish(upload.filename, upload.content_type or ""))
     return parser.fields(form)
 
 
@@ -151,6 +154,8 @@ class _Writer:
         self.file = os.fdopen(fd, "w+b")
         self.settings = settings
         self.digest = hashlib.sha256()
+        self.size = 0
+        """Bytes written: the file's position is no guide once the parser seeks it back."""
 
     @classmethod
     def open(cls, _part: dict[str, Any], settings: Settings) -> _Writer:
@@ -167,6 +172,7 @@ class _Writer:
         if pending.written > self.settings.max_attachment_bytes:
             raise _invalid(f"over {self.settings.max_attachment_bytes} bytes in total")
         self.digest.update(data)
+        self.size += len(data)
         return self.file.write(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:

@@ -22,7 +22,7 @@ from mailgate.redisconn import display_url
 from mailgate.relays import parse_route, route_names
 from mailgate.schedule import parse_moment
 from mailgate.status.records import Record, Status, iso
-from mailgate.users import UserStore, new_password, weakness
+from mailgate.users import Account, UserStore, new_password, weakness
 
 if TYPE_CHECKING:
     from mailgate.status import StatusStore
@@ -289,6 +289,18 @@ def _users(settings: Settings) -> UserStore:
     help="The account's own relay(s), as MAILGATE_SMTP_URL; '-' reads it from stdin (after "
     "the password with --password-stdin), keeping its secrets off the command line.",
 )
+@click.option(
+    "--max-pending",
+    type=click.IntRange(min=0),
+    default=None,
+    help="E-mails not yet final it may have (0: no limit; default MAILGATE_MAX_PENDING_EMAILS).",
+)
+@click.option(
+    "--max-pending-bytes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Their bytes together (0: no limit; default MAILGATE_MAX_PENDING_BYTES).",
+)
 @WEAK_OK
 @_friendly
 def user_add(
@@ -298,6 +310,8 @@ def user_add(
     rate: str | None,
     networks: tuple[str, ...],
     smtp: str | None,
+    max_pending: int | None,
+    max_pending_bytes: int | None,
     weak_password_ok: bool,
 ) -> None:
     """Create account NAME; the password comes from a prompt or stdin, never an argument."""
@@ -307,7 +321,9 @@ def user_add(
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     settings = _settings()
     password = _strong(password, weak_password_ok)
-    _users(settings).add(name, password, senders, rate, networks, _route_text(smtp))
+    _users(settings).add(
+        name, password, senders, rate, networks, _route_text(smtp), max_pending, max_pending_bytes
+    )
     click.echo(f"added user {name} to {settings.users_file.absolute()}")
 
 
@@ -355,6 +371,18 @@ def user_passwd(name: str, password_stdin: bool, weak_password_ok: bool) -> None
     "--smtp", default=None, metavar="URL", help="The account's own relay(s); '-' reads stdin."
 )
 @click.option("--default-smtp", is_flag=True, help="Use the default relay(s) again.")
+@click.option(
+    "--max-pending",
+    type=click.IntRange(min=-1),
+    default=None,
+    help="E-mails not yet final it may have (0: no limit; -1: MAILGATE_MAX_PENDING_EMAILS).",
+)
+@click.option(
+    "--max-pending-bytes",
+    type=click.IntRange(min=-1),
+    default=None,
+    help="Their bytes together (0: no limit; -1: MAILGATE_MAX_PENDING_BYTES).",
+)
 @_friendly
 def user_update(
     name: str,
@@ -363,14 +391,18 @@ def user_update(
     networks: tuple[str, ...],
     smtp: str | None,
     default_smtp: bool,
+    max_pending: int | None,
+    max_pending_bytes: int | None,
 ) -> None:
     """Change account NAME: only what is given changes (running processes follow at once)."""
     if smtp is not None and default_smtp:
         raise click.UsageError("give --smtp or --default-smtp, not both")
     route = "" if default_smtp else _route_text(smtp)
     settings = _settings()
-    _users(settings).update(name, senders or None, rate, networks or None, route)
-    click.echo(f"updated user {name} in {settings.users_file.absolute()}")
+    account = _users(settings).update(
+        name, senders or None, rate, networks or None, route, max_pending, max_pending_bytes
+    )
+    click.echo(f"updated user {name} in {settings.users_file.absolute()}: {_quota(account)}")
 
 
 def _route_text(smtp: str | None) -> str | None:
@@ -400,7 +432,16 @@ def user_list() -> None:
         senders = ", ".join(account.senders) or f"(default sender {settings.default_sender})"
         networks = ", ".join(account.networks) or "any address"
         line = f"{account.name}\t{senders}\t{account.rate or 'unlimited'}\t{networks}"
-        click.echo(f"{line}\t{_relays(account.smtp)}")
+        click.echo(f"{line}\t{_relays(account.smtp)}\t{_quota(account)}")
+
+
+def _quota(account: Account) -> str:
+    """An account's own quota of e-mails not yet final (``default``: the settings')."""
+    emails = "default" if account.max_pending is None else account.max_pending or "unlimited"
+    size = (
+        "default" if account.max_pending_bytes is None else account.max_pending_bytes or "unlimited"
+    )
+    return f"pending: {emails} e-mails, {size} bytes"
 
 
 def _relays(smtp: str | None) -> str:

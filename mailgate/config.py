@@ -282,6 +282,19 @@ class Settings:
         "slow argon2 check on repeat calls. Removing an account or changing its password takes "
         "effect at once anyway",
     )
+    password_checks: int = setting(
+        2,
+        p.positive_int,
+        "argon2 password checks one API process runs at once; each takes 64 MiB of memory while "
+        "it runs (see [Security](security.md#protections)). Credentials in the cache never wait "
+        "for one",
+    )
+    password_check_wait_seconds: float = setting(
+        3.0,
+        p.positive_float,
+        "how long a password check waits for a free one of `MAILGATE_PASSWORD_CHECKS`; then the "
+        "request gets Code 503 (REST: 503 with `Retry-After`) and nothing is queued",
+    )
     # Processes.
     worker_concurrency: int = setting(
         32,
@@ -368,6 +381,21 @@ class Settings:
         p.positive_int,
         "how long an `IdempotencyKey` keeps answering with its first EmailId; at most "
         "`MAILGATE_STATUS_TTL_SECONDS`",
+    )
+    max_pending_emails: int = setting(
+        10_000,
+        p.non_negative_int,
+        "e-mails one account may have not yet final (`Scheduled`, `Queued`, `Sending`, "
+        "`Retrying`); one more is Code 429 (REST: 429) naming the limit. `0`: no limit. "
+        "`mailgate user add/update --max-pending` gives an account its own",
+    )
+    max_pending_bytes: int = setting(
+        1024 * MIB,
+        p.non_negative_int,
+        "the bytes those e-mails may hold together: each one's stored content (text, "
+        "recipients, ...) and attachments. Over it, Code 429 naming the limit. `0`: no limit. "
+        "`--max-pending-bytes` gives an account its own",
+        shown="`1073741824` (1 GiB)",
     )
     # Delivery reports and login protection.
     callback_allowed: tuple[str, ...] = setting(

@@ -150,12 +150,23 @@ class RateLimited(ApiError):
     rest_code = "rate_limited"
     template = "Rate limit exceeded"
 
+    def __init__(self, reason: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        """Seconds after which a retry may succeed (REST ``Retry-After``), where the error
+        knows better than the rate windows."""
+
 
 class Unavailable(ApiError):
     code = 503
     http_status = 503
     rest_code = "unavailable"
     template = "Service unavailable, nothing was queued"
+
+    def __init__(self, reason: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        """Seconds after which a retry may succeed (REST ``Retry-After``), where known."""
 
 
 class UnsupportedMediaType(ParseError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass, fields
 from typing import Any
@@ -37,6 +38,15 @@ def canonical_email_id(raw: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         return text
+
+
+_EMAIL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_email_id(text: str) -> bool:
+    """True for an EmailId in the form mailgate writes (:func:`canonical_email_id`'s); any
+    other text must never reach a Redis key (``<id>:history`` names a list, not a record)."""
+    return _EMAIL_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse as parse_rate
 
-from mailgate.errors import AuthFailed, ConfigError, UserError
+from mailgate.errors import AuthFailed, ConfigError, Unavailable, UserError
 from mailgate.relays import parse_route
 
 REFRESH_AHEAD = 0.2
@@ -74,6 +74,18 @@ class Account:
     """Client networks (CIDR) this account may call from; empty: any address."""
     smtp: str | None = field(default=None, repr=False)
     """The account's own route (relay URLs, credentials included); None: the default."""
+    max_pending: int | None = None
+    """E-mails not yet final this account may have (0: no limit); None: the setting's."""
+    max_pending_bytes: int | None = None
+    """Their bytes together (0: no limit); None: the setting's."""
+
+    def quota(self, emails: int, size: int) -> tuple[int, int]:
+        """The most e-mails not yet final and their bytes: the account's own limits, else
+        the given defaults (0: no limit)."""
+        return (
+            emails if self.max_pending is None else self.max_pending,
+            size if self.max_pending_bytes is None else self.max_pending_bytes,
+        )
 
     def allows_address(self, address: str) -> bool:
         """True when the account has no network list or ``address`` lies in one of them."""
@@ -115,10 +127,20 @@ def plausible(name: str, password: str) -> bool:
 class UserStore:
     """Loads accounts on demand and verifies passwords, with a short-lived verified cache."""
 
-    def __init__(self, path: Path, cache_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cache_seconds: float = 60.0,
+        concurrent_checks: int = 2,
+        check_wait_seconds: float = 3.0,
+    ) -> None:
         self.path = path
         self.cache_seconds = cache_seconds
         self._hasher = PasswordHasher()
+        # Each argon2 check holds 64 MiB while it runs: at most this many at once, so a crowd
+        # of guesses queues (then gets 503) instead of taking the process's memory.
+        self._checks = threading.BoundedSemaphore(concurrent_checks)
+        self._check_wait = check_wait_seconds
         self._lock = threading.Lock()
         self._identity: tuple[int, int, int] | None = None
         self._accounts: dict[str, Account] = {}
@@ -193,24 +215,43 @@ class UserStore:
                 flight = self._flights[digest] = threading.Event()
         if not leader:
             flight.wait(FLIGHT_WAIT_SECONDS)
-            account = self.get(name)
-            entry = self._verified.get(digest)
-            if (
-                account
-                and entry
-                and entry[0] > time.monotonic()
-                and entry[1] == account.password_hash
-            ):
+            account = self._still_verified(name, digest)
+            if account is not None:
                 return account
         try:
             with guard():
-                return self._argon2(name, password, digest)
+                return self._checked(name, password, digest)
         finally:
             if leader:
                 with self._lock:
                     self._flights.pop(digest, None)
                     self._refreshing.discard(digest)
                 flight.set()
+
+    def _checked(self, name: str, password: str, digest: bytes) -> Account:
+        """The argon2 check in one of the process's slots; 503 when none frees up in time.
+
+        A refresh ahead of expiry (the credentials are still in the cache) never waits: with
+        every slot busy, the cached entry answers until it expires.
+        """
+        cached = self._still_verified(name, digest)
+        if not self._checks.acquire(timeout=0 if cached else self._check_wait):
+            if cached is not None:
+                return cached
+            raise Unavailable("too many password checks under way; try again", retry_after=1)
+        try:
+            return self._argon2(name, password, digest)
+        finally:
+            self._checks.release()
+
+    def _still_verified(self, name: str, digest: bytes) -> Account | None:
+        """The account if its cache entry for these credentials has not expired (refresh-ahead
+        aside) and its password is unchanged."""
+        account = self.get(name)
+        entry = self._verified.get(digest)
+        if account and entry and entry[0] > time.monotonic() and entry[1] == account.password_hash:
+            return account
+        return None
 
     def _argon2(self, name: str, password: str, digest: bytes) -> Account:
         account = self.get(name)
@@ -233,14 +274,24 @@ class UserStore:
         rate: str | None = None,
         networks: tuple[str, ...] = (),
         smtp: str | None = None,
+        max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
     ) -> Account:
         """Create an account; the name must be new."""
         if not NAME_PATTERN.match(name):
             raise UserError(f"invalid user name {name!r}: letters, digits, . _ @ - only")
         _check_password(password)
         _check(rate, networks, smtp)
+        _check_limits(max_pending, max_pending_bytes)
         account = Account(
-            name, self._hasher.hash(password), tuple(senders), rate, tuple(networks), smtp or None
+            name,
+            self._hasher.hash(password),
+            tuple(senders),
+            rate,
+            tuple(networks),
+            smtp or None,
+            max_pending=max_pending,
+            max_pending_bytes=max_pending_bytes,
         )
         with self._editing() as accounts:
             if name in accounts:
@@ -267,10 +318,14 @@ class UserStore:
         rate: str | None = None,
         networks: tuple[str, ...] | None = None,
         smtp: str | None = None,
+        max_pending: int | None = None,
+        max_pending_bytes: int | None = None,
     ) -> Account:
         """Change what is given of an existing account (None: unchanged). An empty ``rate``
-        removes the limit; an empty ``smtp`` returns the account to the default route."""
+        removes the limit; an empty ``smtp`` returns the account to the default route; a
+        quota limit of ``-1`` returns it to the setting's."""
         _check(rate or None, networks or (), smtp or None)
+        _check_limits(max_pending, max_pending_bytes, allow_reset=True)
         with self._editing() as accounts:
             account = accounts.get(name)
             if account is None:
@@ -283,6 +338,11 @@ class UserStore:
                 account = replace(account, networks=tuple(networks))
             if smtp is not None:
                 account = replace(account, smtp=smtp or None)
+            if max_pending is not None:
+                account = replace(account, max_pending=None if max_pending < 0 else max_pending)
+            if max_pending_bytes is not None:
+                size = None if max_pending_bytes < 0 else max_pending_bytes
+                account = replace(account, max_pending_bytes=size)
             accounts[name] = account
         return account
 
@@ -333,6 +393,19 @@ def _check(rate: str | None, networks: tuple[str, ...], smtp: str | None) -> Non
             raise UserError(f"invalid relay: {exc}") from None
 
 
+def _check_limits(*limits: int | None, allow_reset: bool = False) -> None:
+    """Refuse a quota limit below 0 (below -1, the reset, for an update)."""
+    lowest = -1 if allow_reset else 0
+    for limit in limits:
+        if limit is not None and limit < lowest:
+            raise UserError(f"invalid limit {limit}: a number of at least {lowest}")
+
+
+def _limit(value: object) -> int | None:
+    """A quota limit from the file: a whole number of at least 0, or absent."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _read(path: Path) -> dict[str, Account]:
     with open(path, "rb") as handle:
         data = tomllib.load(handle)
@@ -345,6 +418,8 @@ def _read(path: Path) -> dict[str, Account]:
             entry.get("rate") or None,
             tuple(entry.get("networks", ())),
             entry.get("smtp") or None,
+            _limit(entry.get("max_pending")),
+            _limit(entry.get("max_pending_bytes")),
         )
         for name, entry in users.items()
     }
@@ -358,6 +433,10 @@ def _write(path: Path, accounts: dict[str, Account]) -> None:
             entry["rate"] = a.rate
         if a.networks:
             entry["networks"] = list(a.networks)
+        if a.max_pending is not None:
+            entry["max_pending"] = a.max_pending
+        if a.max_pending_bytes is not None:
+            entry["max_pending_bytes"] = a.max_pending_bytes
         if a.smtp:
             entry["smtp"] = a.smtp
         users[a.name] = entry

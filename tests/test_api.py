@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from mailgate.config import Settings
@@ -204,6 +206,39 @@ def test_status_is_only_for_the_owner(client: FlaskClient) -> None:
     assert (body["Code"], body["Message"]) == ("404", "Email not found")
 
 
+@pytest.mark.parametrize(
+    "shape",
+    ["{id}:history", "{id}:", "{id}x", "x{id}", "{id}\u0000", "*", "mailgate:due", "{short}"],
+    ids=["history-key", "colon", "suffix", "prefix", "nul", "glob", "another-key", "short"],
+)
+@pytest.mark.parametrize("command", ["GetEmailStatus", "CancelEmail"])
+def test_any_id_that_is_not_a_well_formed_email_id_is_404(
+    client: FlaskClient, command: str, shape: str
+) -> None:
+    # Another account's e-mail with a history (cancelling writes one), then ids built from it
+    # that name other Redis keys: never 503.
+    email_id = parse(client.get("/api", query_string=send(SendAt="600", **SEED)).data)["EmailId"]
+    cancelled = {"command": "CancelEmail", "EmailId": email_id, **SEED}
+    assert parse(client.get("/api", query_string=cancelled).data)["Code"] == "200"
+    probe = shape.format(id=email_id, short=email_id[:-1])
+    for who in (SEED, {"Username": OTHER_USER, "Password": OTHER_PASSWORD}):
+        query = {"command": command, "EmailId": probe, **who}
+        body = parse(client.get("/api", query_string=query).data)
+        assert (body["Code"], body["Message"]) == ("404", "Email not found")
+    # The REST API likewise (the path's id).
+    token = base64.b64encode(f"{OTHER_USER}:{OTHER_PASSWORD}".encode()).decode()
+    method = client.get if command == "GetEmailStatus" else client.delete
+    response = method(f"/api/v1/emails/{probe}", headers={"Authorization": f"Basic {token}"})
+    assert (response.status_code, response.get_json()["error"]["code"]) == (404, "not_found")
+
+
+def test_an_email_id_is_matched_in_any_case(client: FlaskClient) -> None:
+    email_id = parse(client.get("/api", query_string=send(**SEED)).data)["EmailId"]
+    query = {"command": "GetEmailStatus", "EmailId": email_id.upper(), **SEED}
+    body = parse(client.get("/api", query_string=query).data)
+    assert (body["Code"], body["EmailId"]) == ("200", email_id)
+
+
 def test_redis_down_answers_503(make_app: MakeApp, users: UserStore) -> None:
     client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
     body = parse(client.get("/api", query_string=send(**SEED)).data)
@@ -256,6 +291,37 @@ def test_idempotency_key_returns_the_first_email_id_and_queues_nothing_more(
     other = parse(client.get("/api", query_string=send(IdempotencyKey=key, **{
         "Username": OTHER_USER, "Password": OTHER_PASSWORD})).data)  # fmt: skip
     assert other["EmailId"] != first["EmailId"]  # keys belong to one account
+
+
+def test_concurrent_calls_with_one_idempotency_key_queue_one_email(
+    app: Flask, redis_server: RedisServer
+) -> None:
+    # A PBX retrying on a time-out while its first call is still under way: every call of a
+    # key must answer the same EmailId, however they interleave (an atomic SET NX, not a GET
+    # then a SET).
+    client = app.test_client()
+    assert parse(client.get("/api", query_string=send(**SEED)).data)["Code"] == "200"  # cached
+    keys = [f"race-{os.urandom(4).hex()}" for _ in range(30)]
+    answers: dict[str, list[str]] = {key: [] for key in keys}
+    before = records(redis_server)
+
+    def call(key: str, start: threading.Barrier) -> None:
+        start.wait()
+        body = parse(
+            app.test_client().get("/api", query_string=send(IdempotencyKey=key, **SEED)).data
+        )
+        answers[key].append(body.get("EmailId") or body["Code"])
+
+    for key in keys:
+        start = threading.Barrier(4)
+        threads = [threading.Thread(target=call, args=(key, start)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    twice = {key: ids for key, ids in answers.items() if len(set(ids)) != 1}
+    assert not twice, f"{len(twice)} of {len(keys)} keys got more than one e-mail"
+    assert records(redis_server) == before + len(keys)
 
 
 def test_idempotency_key_with_different_content_is_302(client: FlaskClient) -> None:

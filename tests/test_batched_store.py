@@ -41,16 +41,21 @@ def _job(email_id: str) -> EmailJob:
                     callback_url="https://hooks.example/x")  # fmt: skip
 
 
+VOLATILE = ("updated_at", "created_at", "since", "sent_at", "next_attempt_at", "job")
+"""Fields whose values differ between any two e-mails (times; the job holds its EmailId): the
+comparison takes their presence only, so a field one store drops and the other keeps shows."""
+
+
 def _state(client: redis.Redis, store: StatusStore, email_id: str) -> dict[str, Any]:
     record = client.hgetall(f"mailgate:email:{email_id}")
     history = [h.rsplit('"at":', 1)[0] for h in client.lrange(f"{store_key(email_id)}", 0, -1)]
-    for volatile in ("updated_at", "created_at", "since", "sent_at", "job", "next_attempt_at"):
-        record.pop(volatile, None)
     return {
-        "record": record,
+        "fields": sorted(record),
+        "values": {name: value for name, value in record.items() if name not in VOLATILE},
         "history": history,
-        "ttl": client.ttl(f"mailgate:email:{email_id}") > 0,
-        "history_ttl": client.ttl(store_key(email_id)) > 0,
+        # Renewed by the outcome: the record was made to look older (a longer TTL) before it.
+        "ttl": 0 < client.ttl(f"mailgate:email:{email_id}") <= 3600,
+        "history_ttl": 0 < client.ttl(store_key(email_id)) <= 3600,
         "due": client.zscore(DUE_KEY, email_id) is not None,
         "report_due": client.zscore(REPORTS_DUE_KEY, email_id) is not None,
         "claim": client.exists(claim_key(email_id)),
@@ -83,6 +88,7 @@ def test_outcomes_write_what_the_plain_store_writes(client: redis.Redis, outcome
         store.create(_job(email_id), time.time() + 60)
         verdict, record = store.start_attempt(email_id, "tok", 30, time.time() + 60)
         assert verdict == "go" and record is not None and record.attempts == 1
+        client.expire(f"mailgate:email:{email_id}", 10**6)  # as if accepted long ago
         before = time.time()
         OUTCOMES[outcome](store, email_id, "tok")
         states.append(_state(client, store, email_id))
@@ -92,9 +98,16 @@ def test_outcomes_write_what_the_plain_store_writes(client: redis.Redis, outcome
         metrics.append(counters)
     assert states[0] == states[1]
     assert metrics[0] == metrics[1]
-    assert states[0]["history"]  # the comparison saw a real write
-    assert states[0]["report_due"] == (outcome in ("sent", "failed"))
-    assert states[0]["failed_index"] == outcome.startswith("failed")
+    # What each outcome must have written, so that the comparison saw real writes.
+    state = states[0]
+    assert state["history"] and state["ttl"] and state["history_ttl"]
+    assert state["report_due"] == (outcome in ("sent", "failed"))
+    assert ("job" in state["fields"]) == (outcome != "sent")  # a Sent e-mail keeps no content
+    assert ("next_attempt_at" in state["fields"]) == (outcome == "retry")
+    assert ("pending" in state["fields"]) == (outcome == "retry")  # final: off the quota
+    assert state["due"] == (outcome == "retry")
+    assert bool(state["claim"]) == (outcome == "failed-no-token")  # released only with its token
+    assert state["failed_index"] == outcome.startswith("failed")
 
 
 def test_batched_claims_treat_cancelled_and_final_as_final(client: redis.Redis) -> None:

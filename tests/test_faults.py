@@ -360,24 +360,36 @@ def test_a_long_back_off_holds_no_broker_message(
 ) -> None:
     """A retry an hour away sits in the due set only: nothing in the queue or in kombu's
     unacked set could be redelivered early by the visibility timeout."""
-    [email_id] = accept(client, 1, "backoff")
-    wait_all(store, [email_id], {"Sent"})
+    # A worker whose first back-off is about an hour (this module's others retry within a
+    # second), and a relay that answers the first attempt with 451: a real Retrying.
+    assert fleet.current is not None
+    fleet.current.stop()
+    hourly = {**rig.env, "MAILGATE_RETRY_BASE_SECONDS": "3600"}
+    hourly["MAILGATE_RETRY_MAX_DELAY_SECONDS"] = "7200"
+    worker = Service("worker", worker_args(CONCURRENCY), hourly, rig.workdir / "hourly.log")
+    worker.start().wait_output(r"ready\.", 60)
+    try:
+        [email_id] = accept(client, 1, "tempfail1-backoff")
+        wait_all(store, [email_id], {"Retrying"})
 
-    def broker_holds(eid: str) -> bool:
-        queued = store.redis.lrange("mailgate", 0, -1)
-        unacked = store.redis.hvals("unacked")
-        return any(eid in str(message) for message in [*queued, *unacked])
+        def broker_holds(eid: str) -> bool:
+            queued = store.redis.lrange("mailgate", 0, -1)
+            unacked = store.redis.hvals("unacked")
+            return any(eid in str(message) for message in [*queued, *unacked])
 
-    wait_for(lambda: not broker_holds(email_id), 10, "the delivery to be acknowledged")
-    job = EmailJob(email_id=email_id, owner=USER, sender="mailgate@localhost",
-                   recipients=("later@faults.example",), message="later")  # fmt: skip
-    store.redis.hset(f"mailgate:email:{email_id}", mapping={"job": job.to_json(),
-                                                            "status": "Retrying"})  # fmt: skip
-    store.mark_retry(email_id, 1, "451 later", "451 later", time.time() + 3600)
-
-    assert store.redis.zscore("mailgate:due", email_id) > time.time() + 3500
-    assert not broker_holds(email_id)
-    # When the hour is up (moved forward here), the scheduler publishes it and it is sent.
-    store.redis.zadd("mailgate:due", {email_id: time.time()})
-    wait_all(store, [email_id], {"Sent"})
-    assert [log.outcome for log in store.history(email_id)][-2:] == [Status.RETRYING, Status.SENT]
+        wait_for(lambda: not broker_holds(email_id), 10, "the attempt to be acknowledged")
+        record = store.get(email_id)
+        assert record is not None and record.attempts == 1 and record.next_attempt_at
+        assert "451" in str(record.last_error)
+        # Back-off 3600 s with jitter of ±50 %, and the due entry is the next attempt.
+        assert time.time() + 1700 < record.next_attempt_at < time.time() + 5500
+        assert store.redis.zscore("mailgate:due", email_id) == pytest.approx(record.next_attempt_at)
+        assert not broker_holds(email_id)
+        # When the hour is up (moved forward here), the scheduler publishes it and it is sent.
+        store.redis.zadd("mailgate:due", {email_id: time.time()})
+        wait_all(store, [email_id], {"Sent"})
+    finally:
+        worker.stop()
+    outcomes = [log.outcome for log in store.history(email_id)]
+    assert outcomes == [Status.RETRYING, Status.SENT]
+    assert rig.smtp.handler.count(email_id) == 1

@@ -588,6 +588,36 @@ def test_a_report_whose_publish_was_lost_is_sent_by_its_watchdog(
     assert store.redis.zscore("mailgate:reports:due", job.email_id) is None
 
 
+def test_a_report_outcome_and_its_watchdog_change_in_one_step(store: StatusStore) -> None:
+    # Whoever looks (a scheduler, a second report task) sees a Retrying report with its next
+    # try on the due set, or a settled one off it: never one without the other.
+    job = new_job("https://hooks.example/x")
+    store.create(job, watchdog_at=time.time() + 3600)
+    store.mark_sent(job.email_id, 1, "250 ok", report_due=time.time() + 3600)
+    key, seen, stop = f"mailgate:email:{job.email_id}", set(), threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            pipe = store.redis.pipeline(transaction=True)
+            pipe.hget(key, "report_status")
+            pipe.zscore("mailgate:reports:due", job.email_id)
+            status, due = pipe.execute()
+            seen.add((status, due is not None))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for attempt in range(1, 300, 2):
+            later = time.time() + 60
+            store.record_report(job.email_id, ReportStatus.RETRYING, attempt, "503", later)
+            store.record_report(job.email_id, ReportStatus.DELIVERED, attempt + 1)
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert seen <= {(None, True), ("Retrying", True), ("Delivered", False)}
+    assert ("Delivered", False) in seen
+
+
 def test_a_settled_report_clears_its_watchdog(
     settings: Settings, store: StatusStore, hooks: CallbackServer
 ) -> None:

@@ -9,16 +9,24 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
+import redis
 
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter
-from mailgate.jobs import Attachment, EmailJob
+from mailgate.jobs import QUEUE, Attachment, EmailJob
 from mailgate.schedule import PAST_GRACE_SECONDS, max_ahead, parse_send_at
 from mailgate.spool import create, discard_spooled, spool_root, sweep
 from mailgate.status import DUE_KEY, Status, StatusStore
-from tests.support import RedisServer
+from mailgate.users import UserStore
+from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
+from tests.support import RedisServer, wait_for
+from worker.scheduler import Scheduler
+
+QUIET_DB = 12
+"""A database of this module's own: no worker of the session publishes from it."""
 
 NOW = 1_800_000_000.0
 
@@ -112,15 +120,33 @@ def test_cancel_only_before_a_worker_holds_it(
     assert store.cancel(job.email_id) == (Status.CANCELLED, None)
 
 
-def test_a_scheduled_record_waits_in_the_due_set(store: StatusStore) -> None:
-    job = _job()
-    when = time.time() + 120
-    store.create(job, when, send_at=when)
-    record = store.get(job.email_id)
-    assert record is not None
-    assert (record.status, record.next_attempt_at, record.since) == (Status.SCHEDULED, when, when)
-    assert store.redis.zscore(DUE_KEY, job.email_id) == pytest.approx(when)
-    assert job.email_id not in store.take_due(time.time(), 1000, 30)
+def test_a_scheduled_email_is_published_when_due_and_not_before(
+    make_app: MakeApp, users: UserStore, redis_server: RedisServer
+) -> None:
+    # The API on a database no worker reads; the scheduler is the one every worker runs.
+    url = f"redis://127.0.0.1:{redis_server.port}/{QUIET_DB}"
+    quiet = redis.Redis.from_url(url)
+    quiet.flushdb()
+    client = make_app(redis_url=url, broker_url=url).test_client()
+    query = {"command": "SendEmail", "Recipient": "later@example.com", "Message": "m"}
+    query.update(SendAt="2", Username=SEED_USER, Password=SEED_PASSWORD)
+    accepted = time.time()
+    root = ET.fromstring(client.get("/api", query_string=query).data)
+    assert root.findtext("Code") == "200"
+    email_id = str(root.findtext("EmailId"))
+    store = StatusStore.from_url(url, 3600)
+    record = store.get(email_id)
+    assert record is not None and record.status is Status.SCHEDULED
+    assert record.next_attempt_at == pytest.approx(accepted + 2, abs=1)
+    assert quiet.llen(QUEUE) == 0  # nothing on the broker yet
+    published: list[str] = []
+    scheduler = Scheduler(store, published.append, lease_seconds=30)
+    assert scheduler.run_once() == 0  # not due: it waits
+    wait_for(lambda: scheduler.run_once(), 10, "the scheduled e-mail to fall due")
+    assert published == [email_id]
+    assert time.time() >= record.next_attempt_at  # not a moment early
+    assert scheduler.run_once() == 0  # leased: published once
+    quiet.flushdb()
 
 
 def test_the_spool_is_private_and_swept(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from dataclasses import replace
@@ -244,3 +245,142 @@ def test_x_forwarded_for_only_from_trusted_proxies(
     client = make_app(behind_proxy).test_client()
     result = send(client, office_account, "office-pw", peer, **{"X-Forwarded-For": forwarded})
     assert result == expected
+
+
+# --- argon2 memory: a cap on the password checks one process runs at once ------------------------
+
+
+class OverlapHasher:
+    """The real hasher, recording how many checks run at once; a check whose password starts
+    with ``hold`` waits for :attr:`release` first (so a test can keep the cap full)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.running = 0
+        self.most = 0
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def verify(self, hash_: str, password: str) -> bool:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if password.startswith("hold"):
+                self.holding.set()
+                assert self.release.wait(30)
+            return bool(self.real.verify(hash_, password))
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def hash(self, password: str) -> str:
+        return str(self.real.hash(password))
+
+
+def overlap_app(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, **changes: Any
+) -> tuple[Flask, OverlapHasher]:
+    app = make_app(**changes)
+    users = app.extensions["mailgate"].users
+    hasher = OverlapHasher(users._hasher)
+    monkeypatch.setattr(users, "_hasher", hasher)
+    return app, hasher
+
+
+def test_no_more_password_checks_run_at_once_than_the_cap(
+    make_app: MakeApp, users: UserStore, accounts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, hasher = overlap_app(
+        make_app, monkeypatch, password_checks=2, password_check_wait_seconds=60.0
+    )
+    start, codes = threading.Barrier(12), []
+
+    def guess(n: int) -> None:
+        client = app.test_client()
+        start.wait()
+        # Each from its own address and under its own name: no throttle stops any of them.
+        codes.append(send(client, f"{accounts[0]}-{n}", "wrong", f"198.51.100.{100 + n}"))
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert codes == ["305"] * 12  # every check ran, none refused: they queued
+    assert hasher.calls == 12
+    assert hasher.most == 2  # 64 MiB each: the memory of two, however many callers
+
+
+def test_a_check_that_waits_past_the_bound_is_503_and_cached_credentials_never_wait(
+    make_app: MakeApp, users: UserStore, accounts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, hasher = overlap_app(
+        make_app, monkeypatch, password_checks=1, password_check_wait_seconds=0.3
+    )
+    owner, newcomer = accounts
+    client = app.test_client()
+    assert send(client, owner, f"{owner}-pw", "203.0.113.40") == "200"  # now in the cache
+    holder = threading.Thread(
+        target=lambda: send(app.test_client(), newcomer, "hold-me", "203.0.113.41")
+    )
+    holder.start()
+    try:
+        assert hasher.holding.wait(30)  # the one slot is taken
+        calls = hasher.calls
+        # A new check waits 0.3 s for the slot, then gets 503: nothing was queued.
+        started = time.monotonic()
+        assert send(client, newcomer, f"{newcomer}-pw", "203.0.113.42") == "503"
+        assert 0.3 <= time.monotonic() - started < 5
+        token = base64.b64encode(f"{newcomer}:{newcomer}-pw".encode()).decode()
+        response = client.post(
+            "/api/v1/emails",
+            json={"recipients": ["a@x.example"], "text": "m"},
+            headers={"Authorization": f"Basic {token}"},
+            environ_base={"REMOTE_ADDR": "203.0.113.43"},
+        )
+        assert response.status_code == 503
+        assert response.get_json()["error"]["code"] == "unavailable"
+        assert int(response.headers["Retry-After"]) >= 1
+        # Known-good credentials from the cache pass at once, no argon2 and no wait.
+        started = time.monotonic()
+        assert send(client, owner, f"{owner}-pw", "203.0.113.40") == "200"
+        assert time.monotonic() - started < 0.3
+        assert hasher.calls == calls
+    finally:
+        hasher.release.set()
+        holder.join(30)
+    # A 503 is no failed login: the newcomer's right password works at once.
+    assert send(client, newcomer, f"{newcomer}-pw", "203.0.113.42") == "200"
+
+
+# --- the slow lane: an attacker who takes it every minute does not lock the owner out ----------
+
+
+def test_an_owner_on_a_new_address_gets_in_while_the_guesser_holds_the_slow_lane(
+    make_app: MakeApp,
+    settings: Settings,
+    users: UserStore,
+    accounts: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tight = replace(settings, login_failures_per_user="10/hour")
+    victim = accounts[0]
+    app, hasher = counted_app(make_app(tight), monkeypatch)
+    client = app.test_client()
+    # The guesser fills the name's hourly scope from its network, then takes the slow lane.
+    codes = [send(client, victim, f"wrong-{i}", f"192.0.2.{i}") for i in range(1, 12)]
+    assert codes == ["305"] * 11  # ten in the scope, the eleventh through the slow lane
+    # The owner, from an address it never used, with the right password: in at once.
+    assert send(client, victim, f"{victim}-pw", "203.0.113.77") == "200"
+    # Guessing stays cut off: the guesser's network has used its lane for this minute, from
+    # any of its addresses, and the owner's success opened nothing for anyone else.
+    assert [send(client, victim, f"again-{i}", f"192.0.2.{i}") for i in (11, 12, 200)] == [
+        "429"
+    ] * 3
+    assert hasher.calls == 12
+    # A second network of the guesser's gets one guess this minute, then nothing either.
+    assert [send(client, victim, f"other-{i}", f"198.18.7.{i}") for i in (1, 2)] == ["305", "429"]

@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from mailgate.config import Settings
-from mailgate.errors import AuthFailed, UserError
+from mailgate.errors import AuthFailed, Unavailable, UserError
 from mailgate.users import MIN_PASSWORD_CHARS, Account, UserStore, weakness
 from tests.conftest import RunCli
 from tests.support import wait_for
@@ -301,3 +301,47 @@ def test_passwd_takes_effect_on_the_running_api_at_once(
     assert after == ["404"]  # when the old one stopped working, the new one already worked
     assert _code(api_url, name, "rotate-new-password") == "404"
     assert _code(api_url, name, "rotate-old-password") == "305"
+
+
+def test_a_renewal_never_waits_for_a_busy_password_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = UserStore(tmp_path / "users.toml", 60, concurrent_checks=1, check_wait_seconds=0.2)
+    store.add("alice", "pw-alice")
+    store.add("bob", "pw-bob")
+    store.authenticate("alice", "pw-alice")
+    entered, release = threading.Event(), threading.Event()
+    real = store._hasher
+
+    class Holding:
+        def verify(self, hash_: str, password: str) -> bool:
+            if password == "hold":
+                entered.set()
+                release.wait(30)
+            return bool(real.verify(hash_, password))
+
+    monkeypatch.setattr(store, "_hasher", Holding())
+    outcomes: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            store.verify("bob", "hold")
+        except AuthFailed as exc:
+            outcomes.append(exc)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert entered.wait(30)  # the one check slot is busy
+        with pytest.raises(Unavailable):  # a new check waits 0.2 s, then gives up
+            store.verify("bob", "pw-bob")
+        clock = [time.monotonic() + store.cache_seconds * 0.9]  # alice's entry: renew it now
+        monkeypatch.setattr("mailgate.users.time.monotonic", lambda: clock[0])
+        assert store.cached("alice", "pw-alice") is None  # this caller is the one to renew
+        started = time.perf_counter()
+        assert store.verify("alice", "pw-alice").name == "alice"  # the cache answers at once
+        assert time.perf_counter() - started < 0.2
+    finally:
+        release.set()
+        holder.join(30)
+    assert len(outcomes) == 1  # the held check ran to its end: a wrong password

@@ -1,10 +1,12 @@
-"""Break each delivery guarantee's mechanism in turn and check that the tests notice.
+"""Break each guarantee's mechanism in turn and check that the tests notice.
 
-Each mutant is one targeted edit of the guarantee code (the claim, the final check, the
-attempt count, the deadline, the content drop, the TTL, the due-set lease). It is applied to a
-temporary copy of the working tree, never to the checkout, and the tests that guard that
-mechanism (all of them part of ``make test``) run against the copy. A mutant is *killed* when
-those tests fail. The run first checks that the same tests pass on the unmutated copy.
+Each mutant is one targeted edit of the code behind a guarantee: on the delivery side the claim,
+the final check, the attempt count, the deadline, the content drop, the TTL, the due-set lease;
+on the API side the idempotency key, the send rate, the login throttle and its slow lane, the
+cap on password checks, the owner and sender checks, the quota of e-mails not yet final. It is
+applied to a temporary copy of the working tree, never to the checkout, and the tests that guard
+that mechanism (all of them part of ``make test``) run against the copy. A mutant is *killed*
+when those tests fail. The run first checks that the same tests pass on the unmutated copy.
 
     python tools/mutate.py            # every mutant; exit 1 if any survives
     python tools/mutate.py --only claim-nx --keep
@@ -25,6 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 G = "tests/test_guarantees.py::"
 POISON = "tests/test_faults.py::test_a_poison_message_ends_failed_instead_of_looping"
+API = "tests/test_api.py::"
+REST = "tests/test_rest.py::"
+SEC = "tests/test_security.py::"
+QUOTA = "tests/test_quota.py::"
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,16 @@ MUTANTS = [
     Mutant(
         "final-check", "a record already Sent or Failed is attempted again",
         (("mailgate/status/scripts.py",
-          "if status == 'Sent' or status == 'Failed' or status == 'Cancelled' then "
-          "return {'final'} end\n", ""),),
+          "if status == 'Sent' or status == 'Failed' or status == 'Cancelled' or status == "
+          "'Bounced'\n   or status == 'PartlyBounced' then return {'final'} end\n", ""),),
         (G + "test_a_final_email_is_acknowledged_without_sending",),
     ),
     Mutant(
         "count-after-smtp", "the attempt is counted with the outcome, after SMTP",
         (("mailgate/status/scripts.py", "redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n", ""),
-         ("mailgate/status/store.py", "        pipe.rpush(log, json.dumps(entry))\n",
-          "        pipe.rpush(log, json.dumps(entry))\n"
+         ("mailgate/status/store.py",
+          "            pipe.hdel(key, *drop)\n        pipe.rpush(log, json.dumps(entry))\n",
+          "            pipe.hdel(key, *drop)\n        pipe.rpush(log, json.dumps(entry))\n"
           "        pipe.hincrby(key, 'attempts', 1)\n")),
         (G + "test_the_attempt_is_counted_before_smtp_is_touched",
          G + "test_an_email_whose_attempts_are_used_up_fails_without_smtp", POISON),
@@ -91,7 +98,9 @@ MUTANTS = [
     Mutant(
         "ttl-on-change", "a change does not renew the record's TTL",
         (("mailgate/status/store.py",
-          "        pipe.expire(key, self.ttl)\n        pipe.expire(log, self.ttl)\n", ""),),
+          "        pipe.expire(key, self.ttl)\n        pipe.expire(log, self.ttl)\n"
+          "        if due is None:\n",
+          "        if due is None:\n"),),
         (G + "test_the_ttl_counts_from_the_last_change",),
     ),
     Mutant(
@@ -101,11 +110,93 @@ MUTANTS = [
         ("tests/test_batched_store.py::test_outcomes_write_what_the_plain_store_writes",),
     ),
     Mutant(
+        "content-drop-batched", "the worker's batched outcomes drop no field (a Sent e-mail "
+        "keeps its content)",
+        (("mailgate/status/scripts.py",
+          "  if #o.drop > 0 then redis.call('HDEL', o.key, unpack(o.drop)) end\n", ""),),
+        ("tests/test_batched_store.py::test_outcomes_write_what_the_plain_store_writes",),
+    ),
+    Mutant(
         "due-lease", "taking due e-mails does not lease them (two schedulers publish both)",
         (("mailgate/status/scripts.py",
           "for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end\n", ""),),
         (G + "test_a_due_email_is_taken_by_one_scheduler_until_its_lease_ends",
          G + "test_concurrent_schedulers_never_take_the_same_email"),
+    ),
+    # The API side.
+    Mutant(
+        "idempotency-nx", "an idempotency key is bound by a GET then a SET, not SET NX",
+        (("mailgate/status/store.py", "if self.redis.set(name, value, nx=True, ex=ttl):",
+          "if self.redis.get(name) is None and self.redis.set(name, value, ex=ttl):"),),
+        (API + "test_concurrent_calls_with_one_idempotency_key_queue_one_email",),
+    ),
+    Mutant(
+        "send-rate", "an account's send rate is not enforced",
+        (("api/ratelimit.py",
+          'if account.rate and not self._limiter.hit(parse(account.rate), "send", account.name):',
+          "if False:"),),
+        (API + "test_rate_limit_answers_429",
+         REST + "test_over_the_send_rate_is_429_with_retry_after"),
+    ),
+    Mutant(
+        "login-throttle", "a refused login reservation lets the password check run anyway",
+        (("api/ratelimit.py", "        if not taken:\n", "        if False:\n"),),
+        (SEC + "test_brute_force_is_cut_off_fast_without_hashing",),
+    ),
+    Mutant(
+        "login-client-scope", "failed logins of one address and user name are not limited",
+        (("api/ratelimit.py", "if full(2) then return 0 end\n", ""),),
+        (SEC + "test_brute_force_is_cut_off_fast_without_hashing",
+         SEC + "test_parallel_guesses_never_run_more_argon2_checks_than_the_limit"),
+    ),
+    Mutant(
+        "slow-lane-per-user", "one slow lane per user name: a guesser holding it locks owners out",
+        (("api/ratelimit.py", 'f"mailgate:login:overflow:{user}:{digest(network(address))}"',
+          'f"mailgate:login:overflow:{user}"'),),
+        (SEC + "test_an_owner_on_a_new_address_gets_in_while_the_guesser_holds_the_slow_lane",),
+    ),
+    Mutant(
+        "password-check-cap", "password checks run without a cap (64 MiB each)",
+        (("mailgate/users.py", "threading.BoundedSemaphore(concurrent_checks)",
+          "threading.BoundedSemaphore(10_000)"),),
+        (SEC + "test_no_more_password_checks_run_at_once_than_the_cap",
+         SEC + "test_a_check_that_waits_past_the_bound_is_503_and_cached_credentials_never_wait"),
+    ),
+    Mutant(
+        "owner-check", "any account reads and cancels any e-mail",
+        (("api/accept.py", "if record is None or record.owner != account.name:",
+          "if record is None:"),),
+        (API + "test_status_is_only_for_the_owner", REST + "test_another_accounts_email_is_404"),
+    ),
+    Mutant(
+        "sender-check", "the sender is not checked against the account's globs",
+        (("api/accept.py",
+          "if not account.may_send_as(bare(sender), svc.settings.default_sender):",
+          "if False:"),),
+        (API + "test_errors_answer_their_code_and_enqueue_nothing",),
+    ),
+    Mutant(
+        "sender-globs", "every sender matches an account's globs",
+        (("mailgate/users.py",
+          "return any(fnmatchcase(address, pattern.lower()) for pattern in self.senders)",
+          "return True"),),
+        ("tests/test_users.py::test_sender_globs",
+         API + "test_errors_answer_their_code_and_enqueue_nothing"),
+    ),
+    Mutant(
+        "quota-check", "an account's count of e-mails not yet final is not checked",
+        (("mailgate/status/scripts.py",
+          "if ARGV[7] ~= '0' and emails >= tonumber(ARGV[7]) then return 'emails' end\n", ""),),
+        (QUOTA + "test_over_the_quota_nothing_is_written",
+         QUOTA + "test_concurrent_accepts_never_pass_the_quota",
+         QUOTA + "test_over_the_account_s_count_is_429_naming_it_until_one_is_cancelled"),
+    ),
+    Mutant(
+        "quota-settle-once", "a repeated final outcome counts its e-mail down again",
+        (("mailgate/status/scripts.py",
+          "  if redis.call('HDEL', key, 'pending') == 0 then return end\n",
+          "  redis.call('HDEL', key, 'pending')\n"),),
+        (QUOTA + "test_an_email_is_counted_until_it_is_final_and_counted_down_once",),
     ),
 ]  # fmt: skip
 

@@ -26,6 +26,7 @@ from mailgate.status.counters import count
 from mailgate.status.keys import (
     DUE_KEY,
     METRICS_KEY,
+    PENDING_KEYS,
     REPORTS_DUE_KEY,
     claim_key,
     email_key,
@@ -150,7 +151,8 @@ class BatchedStatusStore(StatusStore):
         # One script for all: each e-mail's outcome stays atomic (the whole batch is).
         specs = [self._outcome(*args, **kwargs) for args, kwargs in items]
         self._outcomes(
-            keys=[DUE_KEY, REPORTS_DUE_KEY, METRICS_KEY], args=[self.ttl, HISTORY_LIMIT, *specs]
+            keys=[DUE_KEY, REPORTS_DUE_KEY, METRICS_KEY, *PENDING_KEYS],
+            args=[self.ttl, HISTORY_LIMIT, *specs],
         )
         return [None] * len(items)
 
@@ -181,6 +183,8 @@ class BatchedStatusStore(StatusStore):
             spec["index"], spec["at"] = status_index_key(Status.FAILED), _wire(now)
         if token is not None:
             spec["claim"], spec["token"] = claim_key(email_id), token
+        if Status(fields["status"]).final:
+            spec["final"] = True
         return json.dumps(spec)
 
 

@@ -9,6 +9,11 @@ REPORTS_DUE_KEY = "mailgate:reports:due"
 METRICS_KEY = "mailgate:metrics"
 REPLICATION_KEY = "mailgate:replication"
 """A counter written before each Redis WAIT (see StatusStore.replicated)."""
+PENDING_EMAILS_KEY = "mailgate:pending:emails"
+"""Hash: owner -> how many of its e-mails are not yet final (the quota's count)."""
+PENDING_BYTES_KEY = "mailgate:pending:bytes"
+"""Hash: owner -> the bytes of those e-mails (the quota's size)."""
+PENDING_KEYS = [PENDING_EMAILS_KEY, PENDING_BYTES_KEY]
 
 
 EMAIL_PREFIX = "mailgate:email:"

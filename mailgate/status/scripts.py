@@ -1,5 +1,37 @@
 """The Lua scripts the status store runs: each one a step that must be atomic in Redis."""
 
+# The per-account count and bytes of e-mails not yet final (keys.PENDING_EMAILS_KEY and
+# PENDING_BYTES_KEY, hashes by owner). A record is counted while it holds the field 'pending':
+# CREATE and REQUEUE set it with the counts, settle() takes it away with them, in the same step
+# as the change that makes the e-mail final. So a repeated or retried outcome can never count
+# an e-mail down twice, and no crash can leave a count without its record's mark.
+SETTLE = """
+local function settle(key, emails, bytes)
+  if redis.call('HDEL', key, 'pending') == 0 then return end
+  local owner, size = unpack(redis.call('HMGET', key, 'owner', 'size'))
+  if redis.call('HINCRBY', emails, owner, -1) <= 0 then
+    redis.call('HDEL', emails, owner)
+    redis.call('HDEL', bytes, owner)
+  else
+    redis.call('HINCRBY', bytes, owner, -tonumber(size or '0'))
+  end
+end
+"""
+
+# Count a record as pending again (a requeue): only if it is not counted now.
+_COUNT = """
+local function count(key, emails, bytes)
+  if redis.call('HSETNX', key, 'pending', '1') == 0 then return end
+  local owner, size = unpack(redis.call('HMGET', key, 'owner', 'size'))
+  redis.call('HINCRBY', emails, owner, 1)
+  redis.call('HINCRBY', bytes, owner, tonumber(size or '0'))
+end
+"""
+
+# An outcome written by StatusStore._update's transaction that makes its e-mail final.
+# KEYS: the record, the two pending hashes.
+SETTLE_ONE = SETTLE + "settle(KEYS[1], KEYS[2], KEYS[3])\nreturn 1\n"
+
 # Take up to ARGV[2] due ids and push each one's due time to ARGV[3] (a lease), atomically, so
 # two schedulers never publish the same id at once and a crash before publishing only delays it.
 TAKE_DUE = """
@@ -31,10 +63,12 @@ return 0
 """
 
 # Failed (with its job still stored) -> Queued with a fresh attempt budget and deadline, out of
-# the Failed index (KEYS[3]).
-REQUEUE = """
+# the Failed index, and counted as pending again. KEYS: the record, the due set, the Failed
+# index, the two pending hashes.
+_REQUEUE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'Failed' then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'job') == 0 then return 0 end
+count(KEYS[1], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], 'status', 'Queued', 'attempts', 0, 'since', ARGV[1],
            'updated_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'next_attempt_at', 'report_status', 'report_attempts', 'report_error')
@@ -44,21 +78,29 @@ redis.call('ZREM', KEYS[3], ARGV[4])
 return 1
 """
 
-# Write the report's outcome only onto a record that still exists: an expired one must not come
-# back as a stray hash without a TTL. updated_at is left alone; it dates the e-mail's own state.
+# The delivery report's outcome and its watchdog in one step, so nobody sees a settled report
+# still due, or a retrying one with no next try. The outcome is written only onto a record that
+# still exists: an expired one must not come back as a stray hash without a TTL. updated_at is
+# left alone; it dates the e-mail's own state. KEYS: the record, the report due set.
+# ARGV: status, attempts, error, EmailId, the next try's time or '' (settled: off the due set).
 REPORT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2],
-           'report_error', ARGV[3])
-return 1
+local written = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'report_status', ARGV[1], 'report_attempts', ARGV[2],
+             'report_error', ARGV[3])
+  written = 1
+end
+if ARGV[5] == '' then redis.call('ZREM', KEYS[2], ARGV[4])
+else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4]) end
+return written
 """
 
 # Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what
 # StatusStore._update does in its transaction: the record's fields, the history entry, both
 # TTLs, the due set, the report watchdog, the Failed index (a Failed outcome only), the counters
-# (last_outcome_at too), and the release of the claim if still this worker's. The records' keys
-# come inside the arguments (one Redis, no cluster slots).
-OUTCOMES = """
+# (last_outcome_at too), the release of the claim if still this worker's, and (final outcomes)
+# the pending counts. The records' keys come inside the arguments (one Redis, no cluster slots).
+_OUTCOMES = """
 local ttl, limit = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV do
   local o = cjson.decode(ARGV[i])
@@ -80,15 +122,17 @@ for i = 3, #ARGV do
     end
   end
   if o.claim and redis.call('GET', o.claim) == o.token then redis.call('DEL', o.claim) end
+  if o.final then settle(o.key, KEYS[4], KEYS[5]) end
 end
 return #ARGV - 2
 """
 
 # CancelEmail: only a Scheduled, Queued or Retrying e-mail (no worker holds it) becomes
 # Cancelled; its content and due entry go, so no task already on the broker can send it. It
-# joins the Cancelled index (KEYS[5]), where entries older than the TTL are pruned.
+# joins the Cancelled index (KEYS[5]), where entries older than the TTL are pruned, and leaves
+# the pending counts (KEYS[6], KEYS[7]).
 # Returns {'cancelled', job} or {current status} ({'missing'} when there is no record).
-CANCEL = """
+_CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if status ~= 'Scheduled' and status ~= 'Queued' and status ~= 'Retrying' then return {status} end
@@ -104,15 +148,17 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'outcome:cancelled', 1)
 redis.call('ZADD', KEYS[5], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[4]))
+settle(KEYS[1], KEYS[6], KEYS[7])
 return {'cancelled', job}
 """
 
 # Take back a just-accepted e-mail that did not reach enough replicas, unless it is final
 # already. A worker that claimed it has not sent it: with MAILGATE_REDIS_MIN_REPLICAS it waits
 # for the same replicas before SMTP, finds the record gone and drops the task.
-WITHDRAW = """
+_WITHDRAW = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'Sent' or status == 'Failed' then return 0 end
+settle(KEYS[1], KEYS[4], KEYS[5])
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
@@ -120,14 +166,24 @@ return 1
 
 # A new Queued record, its TTL and its watchdog entry, and (ARGV[4] not empty) the delivery task
 # pushed onto the broker queue KEYS[3]: recorded and queued together or not at all, in one
-# command (a MULTI of five costs the API about half as much again to pack and parse).
-# ARGV: ttl, watchdog time, EmailId, task message or '', then the record's field/value pairs.
+# command (a MULTI of five costs the API about half as much again to pack and parse). First the
+# owner's quota of e-mails not yet final (KEYS[4], KEYS[5]: the pending hashes): over it, nothing
+# is written and the answer names the limit ('emails' or 'bytes'); else the record is counted.
+# ARGV: ttl, watchdog time, EmailId, task message or '', owner, size, the owner's limits of
+# e-mails and bytes (0: none), then the record's field/value pairs.
 CREATE = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local owner, size = ARGV[5], tonumber(ARGV[6])
+local emails = tonumber(redis.call('HGET', KEYS[4], owner) or '0')
+local bytes = tonumber(redis.call('HGET', KEYS[5], owner) or '0')
+if ARGV[7] ~= '0' and emails >= tonumber(ARGV[7]) then return 'emails' end
+if ARGV[8] ~= '0' and bytes + size > tonumber(ARGV[8]) then return 'bytes' end
+redis.call('HSET', KEYS[1], 'owner', owner, 'size', ARGV[6], 'pending', '1', unpack(ARGV, 9))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
-return 1
+redis.call('HINCRBY', KEYS[4], owner, 1)
+redis.call('HINCRBY', KEYS[5], owner, ARGV[6])
+return 'ok'
 """
 
 # A listing's filter, run where the records are: a page of record keys in; out, for each record
@@ -147,3 +203,9 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+
+# The scripts that make an e-mail final or count it again carry the helpers they call.
+REQUEUE = _COUNT + _REQUEUE
+OUTCOMES = SETTLE + _OUTCOMES
+CANCEL = SETTLE + _CANCEL
+WITHDRAW = SETTLE + _WITHDRAW

@@ -20,6 +20,9 @@ from mailgate.status.keys import (
     DUE_KEY,
     EMAIL_PREFIX,
     METRICS_KEY,
+    PENDING_BYTES_KEY,
+    PENDING_EMAILS_KEY,
+    PENDING_KEYS,
     REPLICATION_KEY,
     REPORTS_DUE_KEY,
     claim_key,
@@ -95,6 +98,7 @@ class StatusStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._create = client.register_script(scripts.CREATE)
+        self._settle = client.register_script(scripts.SETTLE_ONE)
         self._matching = client.register_script(scripts.MATCHING)
 
     @classmethod
@@ -129,7 +133,7 @@ class StatusStore:
     def withdraw(self, email_id: str) -> bool:
         """Delete a new e-mail that did not reach enough replicas; False if it is final
         already (then it was sent, or failed, and stays)."""
-        keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
+        keys = [email_key(email_id), claim_key(email_id), DUE_KEY, *PENDING_KEYS]
         return bool(self._withdraw(keys=keys, args=[email_id]))
 
     def create(
@@ -138,13 +142,17 @@ class StatusStore:
         watchdog_at: float,
         task: tuple[str, str] | None = None,
         send_at: float | None = None,
-    ) -> None:
-        """Write a new Queued record and its watchdog entry in one atomic step (a Lua script).
+        quota: tuple[int, int] = (0, 0),
+    ) -> str:
+        """Write a new Queued record and its watchdog entry in one atomic step (a Lua script);
+        "" when written, else the quota limit it would break ("emails" or "bytes").
 
         ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
         step, so the e-mail is recorded and queued together or not at all.
         ``send_at``: the record is Scheduled instead, its due entry (``watchdog_at``) is then
         the moment the scheduler publishes it, and its retry deadline starts there.
+        ``quota``: the most e-mails and bytes (:func:`pending_size`) the owner may have not
+        yet final (0: no limit); within it, the e-mail is counted until it is final.
         """
         now = time.time()
         queue, message = task if task is not None else (DUE_KEY, "")
@@ -153,15 +161,26 @@ class StatusStore:
         if send_at is not None:
             status, since = Status.SCHEDULED.value, send_at
             scheduled = ["next_attempt_at", send_at]
-        self._create(
-            keys=[email_key(job.email_id), DUE_KEY, queue],
+        content = job.to_json()
+        verdict = self._create(
+            keys=[email_key(job.email_id), DUE_KEY, queue, *PENDING_KEYS],
             args=[
                 self.ttl, watchdog_at, job.email_id, message,
-                "owner", job.owner, "status", status, "attempts", 0,
-                "created_at", now, "updated_at", now, "since", since, "job", job.to_json(),
+                job.owner, pending_size(job, content), *quota,
+                "status", status, "attempts", 0,
+                "created_at", now, "updated_at", now, "since", since, "job", content,
                 "callback_url", job.callback_url, *scheduled,
             ],
         )  # fmt: skip
+        return "" if verdict == "ok" else str(verdict)
+
+    def pending(self, owner: str) -> tuple[int, int]:
+        """How many e-mails of ``owner`` are not yet final, and their bytes (the quota)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(PENDING_EMAILS_KEY, owner)
+        pipe.hget(PENDING_BYTES_KEY, owner)
+        emails, size = pipe.execute()
+        return int(emails or 0), int(size or 0)
 
     def get(self, email_id: str) -> Record | None:
         """The record, or None when there is none (never sent, or expired)."""
@@ -187,6 +206,7 @@ class StatusStore:
             DUE_KEY,
             METRICS_KEY,
             status_index_key(Status.CANCELLED),
+            *PENDING_KEYS,
         ]
         args: list[str | int | float] = [time.time(), email_id, "cancelled by its owner", self.ttl]
         result = [str(item) for item in self._cancel(keys=keys, args=args)]
@@ -386,15 +406,11 @@ class StatusStore:
         error: str = "",
         next_due: float | None = None,
     ) -> bool:
-        """Record the delivery report's outcome and move or clear its watchdog; False when
-        the record is gone."""
-        args = [status.value, attempts, error]
-        written = bool(self._report(keys=[email_key(email_id)], args=args))
-        if status.final or next_due is None:
-            self.forget_report_due(email_id)
-        else:
-            self.schedule_report(email_id, next_due)
-        return written
+        """Record the delivery report's outcome and move or clear its watchdog, in one atomic
+        step; False when the record is gone."""
+        due = "" if status.final or next_due is None else next_due
+        args = [status.value, attempts, error, email_id, due]
+        return bool(self._report(keys=[email_key(email_id), REPORTS_DUE_KEY], args=args))
 
     def schedule_report(self, email_id: str, at: float) -> None:
         """Have the scheduler publish this e-mail's report at ``at`` (a retry, a wait)."""
@@ -406,7 +422,7 @@ class StatusStore:
 
     def requeue(self, email_id: str, watchdog_at: float) -> bool:
         """Make a Failed e-mail Queued again (fresh attempts and deadline); False if not Failed."""
-        keys = [email_key(email_id), DUE_KEY, status_index_key(Status.FAILED)]
+        keys = [email_key(email_id), DUE_KEY, status_index_key(Status.FAILED), *PENDING_KEYS]
         return bool(self._requeue(keys=keys, args=[time.time(), watchdog_at, self.ttl, email_id]))
 
     def requeueable(self, email_id: str) -> bool:
@@ -556,11 +572,20 @@ class StatusStore:
         count(pipe, fields["status"], fields.get("smtp_response"), latency)
         if token is not None:
             self._release(keys=[claim_key(email_id)], args=[token], client=pipe)
+        if Status(fields["status"]).final:
+            self._settle(keys=[key, *PENDING_KEYS], client=pipe)
 
     def metrics(self) -> dict[str, float]:
         """The delivery counters (see :func:`_count`)."""
         raw = cast(dict[str, str], self.redis.hgetall(METRICS_KEY))
         return {name: float(value) for name, value in raw.items()}
+
+
+def pending_size(job: EmailJob, content: str | None = None) -> int:
+    """What an e-mail weighs against its owner's quota: its record's content (the job, as
+    stored in Redis) and its attachments' bytes (spooled uploads, or files on disk)."""
+    stored = len((content if content is not None else job.to_json()).encode())
+    return stored + sum(attachment.size for attachment in job.attachments)
 
 
 def _pages(ids: Iterable[str]) -> Iterator[tuple[str, ...]]:
