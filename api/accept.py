@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from api.ratelimit import send_rate
 from api.services import Services
 from mailgate.addresses import bare
 from mailgate.broker import publish, redis_task_message, uses_redis_broker
@@ -24,8 +25,9 @@ from mailgate.errors import (
     Unavailable,
 )
 from mailgate.jobs import QUEUE, EmailJob, canonical_email_id, is_email_id
-from mailgate.status import AttemptLog, Record, Suppressions
+from mailgate.status import AttemptLog, Record
 from mailgate.status.store import pending_size
+from mailgate.status.suppressions import SuppressedRecipient
 from mailgate.users import Account
 from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
 
@@ -35,6 +37,20 @@ log = logging.getLogger(__name__)
 Quota = tuple[int, int]
 """An owner's limits of e-mails not yet final and their bytes (0: none)."""
 NO_QUOTA: Quota = (0, 0)
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What the status store's create step checks before it writes (one round trip)."""
+
+    quota: Quota = NO_QUOTA
+    rate: tuple[int, int] = (0, 0)
+    """The owner's send rate: at most so many e-mails in so many seconds (0: none)."""
+    suppressed: tuple[tuple[str, str], ...] = ()
+    """(parameter, address) of each recipient looked up in the owner's suppressions."""
+
+
+NO_CHECKS = Checks()
 QUOTA_RETRY_SECONDS = 60
 """The Retry-After of a quota's 429: e-mails become final at the relay's pace, not a window's."""
 
@@ -80,7 +96,6 @@ def accept(
     sender = request.sender or svc.settings.default_sender
     if not account.may_send_as(bare(sender), svc.settings.default_sender):
         raise SenderNotAllowed(f"{account.name} may not send as {sender}")
-    check_suppressed(svc, account, request)
     job = EmailJob(
         email_id=str(uuid.uuid4()),
         owner=account.name,
@@ -108,16 +123,18 @@ def accept(
             if earlier[1] != job.fingerprint():
                 raise IdempotencyMismatch()
             return Accepted(earlier[0], repeat=True)
+    # The suppressions, the send rate and the quota are checked in the step that writes the
+    # record (one round trip): a refusal writes nothing and takes no place in the rate.
+    checks = Checks(
+        quota=account.quota(svc.settings.max_pending_emails, svc.settings.max_pending_bytes),
+        rate=send_rate(account),
+        suppressed=suppression_lookups(job) if svc.settings.suppression else (),
+    )
     try:
-        try:
-            svc.limits.check_send(account)
-        except RedisError:
-            raise Unavailable("the rate limiter is unavailable") from None
-        quota = account.quota(svc.settings.max_pending_emails, svc.settings.max_pending_bytes)
         if send_at is None:
-            _record_and_publish(svc, job, quota)
+            _record_and_publish(svc, job, checks)
         else:
-            _record_scheduled(svc, job, send_at, quota)
+            _record_scheduled(svc, job, send_at, checks)
     except ApiError:
         if idempotency_key:  # not accepted after all: a retry with the same key may go ahead
             _release(svc, account, idempotency_key)
@@ -127,33 +144,25 @@ def accept(
     return Accepted(job.email_id)
 
 
-def check_suppressed(svc: Services, account: Account, request: SendRequest) -> None:
-    """Refuse (302, REST 422) a recipient this account's e-mail hard-bounced from lately."""
-    if not svc.settings.suppression:
-        return
-    named = [
-        *(("Recipient", a) for a in request.recipients),
-        *(("Cc", a) for a in request.cc),
-        *(("Bcc", a) for a in request.bcc),
-    ]
-    try:
-        found = Suppressions(svc.store.redis).find(account.name, [a for _, a in named])
-    except RedisError:
-        raise Unavailable("the status store is unavailable") from None
-    if found is not None:
-        index, suppression = found
-        raise Suppressed(named[index][0], suppression.explain())
+def suppression_lookups(job: EmailJob) -> tuple[tuple[str, str], ...]:
+    """(parameter, address) of every recipient whose suppression refuses the e-mail (302, REST
+    422): an address this account's e-mail hard-bounced from lately."""
+    return (
+        *(("Recipient", a) for a in job.recipients),
+        *(("Cc", a) for a in job.cc),
+        *(("Bcc", a) for a in job.bcc),
+    )
 
 
-def _record_and_publish(svc: Services, job: EmailJob, quota: Quota = NO_QUOTA) -> None:
+def _record_and_publish(svc: Services, job: EmailJob, checks: Checks = NO_CHECKS) -> None:
     watchdog_at = time.time() + svc.settings.redelivery_seconds
     if uses_redis_broker(svc.settings):
         # Record and task in one Redis transaction: both or neither, in one round trip.
         task = (QUEUE, redis_task_message(svc.celery, job.email_id))
-        _create(svc, job, watchdog_at, quota, "Redis", task=task)
+        _create(svc, job, watchdog_at, checks, "Redis", task=task)
         return
     # Another broker: the record comes first, since a worker may look for it at once.
-    _create(svc, job, watchdog_at, quota, "the status store")
+    _create(svc, job, watchdog_at, checks, "the status store")
     try:
         publish(svc.celery, job.email_id)
     except Exception as exc:
@@ -166,30 +175,44 @@ def _record_and_publish(svc: Services, job: EmailJob, quota: Quota = NO_QUOTA) -
 
 
 def _record_scheduled(
-    svc: Services, job: EmailJob, send_at: float, quota: Quota = NO_QUOTA
+    svc: Services, job: EmailJob, send_at: float, checks: Checks = NO_CHECKS
 ) -> None:
-    _create(svc, job, send_at, quota, "the status store", send_at=send_at)
+    _create(svc, job, send_at, checks, "the status store", send_at=send_at)
 
 
 def _create(
     svc: Services,
     job: EmailJob,
     due_at: float,
-    quota: Quota,
+    checks: Checks,
     what: str,
     task: tuple[str, str] | None = None,
     send_at: float | None = None,
 ) -> None:
-    """Write the record (and ``task`` with it) within the owner's quota, then hold it to the
-    replica rule; 429 over the quota, 503 when ``what`` (the Redis that failed, for the
-    caller) does not answer."""
+    """Write the record (and ``task`` with it) unless ``checks`` refuse it, then hold it to the
+    replica rule; 302 for a suppressed recipient, 429 over the rate or the quota, 503 when
+    ``what`` (the Redis that failed, for the caller) does not answer."""
+    lookups = checks.suppressed
     try:
-        over = svc.store.create(job, due_at, task=task, send_at=send_at, quota=quota)
+        over = svc.store.create(
+            job,
+            due_at,
+            task=task,
+            send_at=send_at,
+            quota=checks.quota,
+            rate=checks.rate,
+            suppressed=[address for _, address in lookups],
+        )
+    except SuppressedRecipient as exc:
+        raise Suppressed(lookups[exc.index][0], exc.suppression.explain()) from None
     except RedisError as exc:
         log.warning("%s unavailable: %s", what, type(exc).__name__)
         raise Unavailable(f"{what} is unavailable") from None
+    if over == "rate":
+        emails, seconds = checks.rate
+        raise RateLimited(f"{job.owner} may send {emails} e-mail(s) per {seconds} s")
     if over:
-        raise _over_quota(job, over, quota)
+        raise _over_quota(job, over, checks.quota)
     _ensure_replicated(svc, job.email_id)
 
 

@@ -1,6 +1,8 @@
 """Rate limits, counted in Redis so they hold across every API process.
 
-- Per-account send rates (``rate = "20/second"`` in the users file), by the ``limits`` library.
+- Per-account send rates (``rate = "20/second"`` in the users file): parsed by the ``limits``
+  library, counted as its moving window is, in the status store's create step
+  (:func:`send_rate`).
 - Failed-login throttles that slow the guesser, not the owner (docs/security.md):
 
   * Every argon2 check first *reserves* a slot in Redis, atomically (one Lua script), in the
@@ -27,14 +29,14 @@ import hashlib
 import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 import redis
 from limits import RateLimitItem, parse
-from limits.strategies import MovingWindowRateLimiter
 
 from mailgate.config import Settings
 from mailgate.errors import AuthFailed, RateLimited
-from mailgate.redisconn import limits_storage, pool_size, redis_client
+from mailgate.redisconn import pool_size, redis_client
 from mailgate.users import Account
 
 KNOWN_CLIENT_SECONDS = 7 * 24 * 3600
@@ -96,6 +98,19 @@ def network(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{LANE_PREFIX[ip.version]}", strict=False))
 
 
+def send_rate(account: Account) -> tuple[int, int]:
+    """The account's send rate (``rate = "20/second"``) as (e-mails, seconds), (0, 0) for
+    none: the status store's create step counts it (a moving window) in the round trip that
+    records the e-mail, so only an accepted e-mail takes a place in it."""
+    return _window(account.rate) if account.rate else (0, 0)
+
+
+@lru_cache(maxsize=256)
+def _window(rate: str) -> tuple[int, int]:
+    item = parse(rate)
+    return item.amount, item.get_expiry()
+
+
 class Limits:
     """The API's rate limits over one Redis server."""
 
@@ -104,7 +119,6 @@ class Limits:
         options = {"socket_timeout": 5, "socket_connect_timeout": 2}
         if threads:
             options["max_connections"] = pool_size(threads)
-        self._limiter = MovingWindowRateLimiter(limits_storage(settings.redis_url, **options))
         self._redis = redis_client(settings.redis_url, **options)
         self._reserve = self._redis.register_script(_RESERVE)
         self._succeeded = self._redis.register_script(_SUCCEEDED)
@@ -116,11 +130,6 @@ class Limits:
         )
         items: list[RateLimitItem] = [parse(rate) for rate in scopes]
         self._login_args = [n for item in items for n in (item.amount, item.get_expiry())]
-
-    def check_send(self, account: Account) -> None:
-        """Count one e-mail against the account's rate; 429 when over it."""
-        if account.rate and not self._limiter.hit(parse(account.rate), "send", account.name):
-            raise RateLimited(f"{account.name} may send {account.rate}")
 
     @contextmanager
     def login_attempt(self, address: str, name: str) -> Iterator[None]:

@@ -106,9 +106,10 @@ def spool_bytes(data: bytes, filename: str, content_type: str, settings: Setting
 
 def with_uploads(request: SendRequest, settings: Settings) -> SendRequest:
     """The request with this request's uploads after its path attachments, within the limits."""
-    uploads = tuple(_pending().attachments)
-    if not uploads:
+    pending: _Pending | None = g.get("mailgate_uploads")
+    if pending is None or not pending.attachments:  # most requests upload nothing
         return request
+    uploads = tuple(pending.attachments)
     every = request.attachments + uploads
     if len(every) > settings.max_attachments:
         raise _invalid(f"more than {settings.max_attachments} files")
@@ -121,8 +122,9 @@ def with_uploads(request: SendRequest, settings: Settings) -> SendRequest:
 
 def claim_uploads(accepted: Accepted) -> Accepted:
     """A new e-mail now owns this request's uploads (a repeat's copies are dropped)."""
-    if not accepted.repeat:
-        _pending().claimed = True
+    pending: _Pending | None = g.get("mailgate_uploads")
+    if pending is not None and not accepted.repeat:
+        pending.claimed = True
     return accepted
 
 

@@ -68,6 +68,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--accept-seconds", type=float, help="each accept run (full: 20)")
     parser.add_argument("--connections", type=int, help="HTTP connections (default 32)")
     parser.add_argument(
+        "--accept-only",
+        action="store_true",
+        help="only the accept figures: the baselines, mailgate's GET and each shape's POST",
+    )
+    parser.add_argument(
         "--workers",
         default="",
         help="extra drains with this many worker processes, e.g. 1,2,4 (default: none; the "
@@ -102,6 +107,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         "accept_seconds",
         "connections",
         "e2e_rate",
+        "accept_only",
     ):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
@@ -129,15 +135,20 @@ def measure(ctx: phases.Context, gateway: Gateway, results: Results) -> None:
         accepted[name] = summarise(phases.accept(ctx, base, queued, server.pid))
         ctx.stack.stop(server)
         figures = accepted[name]
-        say(f"  {_fmt(figures, 'rps', 'req/s')}, p99 {_fmt(figures, 'p99_ms', 'ms')}, "
-            f"CPU {_fmt(figures, 'cpu_ms', 'ms/request', 3)}")  # fmt: skip
+        _say_accept(figures)
     say("accept: mailgate")
     server, base = gateway.start_api()
     accepted["mailgate"] = summarise(phases.accept(ctx, base, gateway.queued, server.pid))
     results["memory"] = {"api": figure([sum(gateway.api_rss(server))])}
-    say(f"  {_fmt(accepted['mailgate'], 'rps', 'req/s')}, "
-        f"p99 {_fmt(accepted['mailgate'], 'p99_ms', 'ms')}, "
-        f"CPU {_fmt(accepted['mailgate'], 'cpu_ms', 'ms/request', 3)}")  # fmt: skip
+    _say_accept(accepted["mailgate"])
+    for shape in phases.ACCEPT_SHAPES:
+        say(f"accept: mailgate, {shape} form POSTed")
+        runs = phases.accept(ctx, base, gateway.queued, server.pid, shape)
+        results["accept_shapes"][shape] = summarise(runs)
+        _say_accept(results["accept_shapes"][shape])
+    if plan.accept_only:
+        ctx.stack.stop(server)
+        return
     say(f"drain, local sink, the mix: mailgate worker as shipped, backlog {plan.backlog:,}")
     drained["mailgate"] = summarise(drain.drain_mailgate(ctx, base))
     _say_drain(drained["mailgate"])
@@ -184,6 +195,11 @@ def measure(ctx: phases.Context, gateway: Gateway, results: Results) -> None:
     say(f"  {_fmt(drained['smtplib_ceiling'], 'rate', 'mails/s')}")
 
 
+def _say_accept(summary: dict[str, Any]) -> None:
+    say(f"  {_fmt(summary, 'rps', 'req/s')}, p99 {_fmt(summary, 'p99_ms', 'ms')}, "
+        f"CPU {_fmt(summary, 'cpu_ms', 'ms/request', 3)}")  # fmt: skip
+
+
 def _say_drain(summary: dict[str, Any]) -> None:
     say(f"  {_fmt(summary, 'rate', 'mails/s')}, CPU {_fmt(summary, 'cpu_ms_per_mail', 'ms')}"
         f"/mail, largest process {_fmt(summary, 'rss_max_mb', 'MiB')}")  # fmt: skip
@@ -222,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     results: Results = {
         "timestamp": stamp, "command": " ".join(["python -m bench", *argv]),
         "machine": describe(), "generator": generator.name, "plan": asdict(plan),
-        "accept": {}, "drain": {}, "shapes": {}, "relay": {}, "relay_plain": {},
+        "accept": {}, "accept_shapes": {}, "drain": {}, "shapes": {}, "relay": {},
+        "relay_plain": {},
     }  # fmt: skip
     say(f"{plan.mode} run, load generator: {generator.name}; logs in {workdir}")
     stack = Stack(workdir, child_env())

@@ -13,10 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import payload
 from bench.servers import BenchError
 
 LUA_REPORT = Path(__file__).with_name("wrk_report.lua")
@@ -53,16 +55,24 @@ def wrk_version(binary: str) -> str:
     return lines[0].split(" [", 1)[0].split(" Copyright", 1)[0] if lines else "wrk"
 
 
-def run_wrk(binary: str, url: str, connections: int, seconds: float) -> LoadResult:
-    """wrk with as many threads as cores (at most one per connection) for ``seconds``."""
+def run_wrk(
+    binary: str, url: str, connections: int, seconds: float, form: str | None = None
+) -> LoadResult:
+    """wrk with as many threads as cores (at most one per connection) for ``seconds``; with
+    ``form``, each request POSTs it (``application/x-www-form-urlencoded``) to ``url``."""
     threads = max(1, min(os.cpu_count() or 1, connections))
-    args = [
-        binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-        "--timeout", "10s", "-s", str(LUA_REPORT), url,
-    ]  # fmt: skip
-    started_at = time.time()
-    result = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
-    ended_at = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as folder:
+        script = Path(folder) / "report.lua"
+        script.write_text(
+            post_lua(form) + LUA_REPORT.read_text() if form else LUA_REPORT.read_text()
+        )
+        args = [
+            binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(script), url,
+        ]  # fmt: skip
+        started_at = time.time()
+        result = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
+        ended_at = time.time()
     lines = [line for line in result.stdout.splitlines() if line.startswith(JSON_MARK)]
     if result.returncode != 0 or not lines:
         raise BenchError(f"wrk failed ({result.returncode}): {result.stderr or result.stdout}")
@@ -76,6 +86,17 @@ def run_wrk(binary: str, url: str, connections: int, seconds: float) -> LoadResu
         ended_at=ended_at,
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
+    )
+
+
+def post_lua(form: str) -> str:
+    """wrk's request set up as a form POST of ``form`` (once, at start: no per-request Lua)."""
+    if "]==]" in form:
+        raise BenchError("the form cannot be written as a Lua long string")
+    return (
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        f"wrk.body = [==[{form}]==]\n"
     )
 
 
@@ -138,7 +159,19 @@ class Generator:
         return cls("bench.client (Python asyncio, keep-alive, one process; wrk not installed)",
                    None)  # fmt: skip
 
-    def run(self, url: str, connections: int, seconds: float) -> LoadResult:
+    def run(
+        self,
+        url: str,
+        connections: int,
+        seconds: float,
+        shape: str | None = None,
+        voicemail: Path | None = None,
+    ) -> LoadResult:
+        """Closed-loop load on ``url``: its GET, or with ``shape`` that shape's SendEmail form
+        POSTed (``voicemail``: the WAV the voicemail shape attaches)."""
         if self.wrk is not None:
-            return run_wrk(self.wrk, url, connections, seconds)
-        return run_python(url, connections, seconds)
+            form = None
+            if shape is not None:
+                form = payload.form(payload.SHAPES[shape], voicemail)
+            return run_wrk(self.wrk, url, connections, seconds, form)
+        return run_python(url, connections, seconds, shape=shape, voicemail=voicemail)

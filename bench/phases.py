@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from bench import payload
-from bench.load import Generator
+from bench.load import Generator, LoadResult
 from bench.machine import cpu_seconds
 from bench.plan import Plan
 from bench.servers import Stack
@@ -89,22 +89,38 @@ def wipe(client: redis.Redis) -> None:
         client.unlink(*keys[start : start + 1000])
 
 
+ACCEPT_SHAPES = ("accented", "html", "voicemail")
+"""The shapes whose accept is measured as well as the plain GET's (issue 23): each POSTs its
+form, as real clients send a receipt with accented text, an HTML receipt and a voicemail
+attached by path."""
+
+
 def api_url(base: str) -> str:
     return f"{base}/api?{payload.query()}"
 
 
 def accept(
-    ctx: Context, base: str, recorded: Callable[[], int] | None, server: int | None = None
+    ctx: Context,
+    base: str,
+    recorded: Callable[[], int] | None,
+    server: int | None = None,
+    shape: str | None = None,
 ) -> list[AcceptRun]:
-    """Closed-loop SendEmail load at ``connections``, after a warm-up, ``runs`` times.
+    """Closed-loop SendEmail load at ``connections``, after a warm-up, ``runs`` times: the
+    plain request's GET, or with ``shape`` that shape's form POSTed (:data:`ACCEPT_SHAPES`).
 
     ``server``: the server's process id, to measure its CPU time per request."""
-    url, runs = api_url(base), []
+    url = api_url(base) if shape is None else f"{base}/api"
+    runs: list[AcceptRun] = []
+
+    def load_for(seconds: float) -> LoadResult:
+        return ctx.generator.run(url, ctx.plan.connections, seconds, shape, ctx.voicemail)
+
     for _ in range(ctx.plan.runs):
-        ctx.generator.run(url, ctx.plan.connections, ctx.plan.warmup_seconds)
+        load_for(ctx.plan.warmup_seconds)
         wipe(ctx.redis)
         cpu_before = cpu_seconds(server) if server else 0.0
-        load = ctx.generator.run(url, ctx.plan.connections, ctx.plan.accept_seconds)
+        load = load_for(ctx.plan.accept_seconds)
         cpu_ms = (cpu_seconds(server) - cpu_before) * 1000 / load.requests if server else None
         settle(ctx.redis)
         queued = recorded() if recorded else None

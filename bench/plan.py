@@ -32,6 +32,8 @@ class Plan:
     drain runs ``mailgate worker`` as shipped (one process per core)."""
     e2e_rate: str = "auto"
     """Sustained-load rate: auto (0.7 x the measured drain rate), max (closed loop) or a number."""
+    accept_only: bool = False
+    """Measure the accept figures only (no drains, relay or end-to-end load)."""
     stall_seconds: float = 30.0
     """A drain whose sink count does not move for this long has failed."""
 

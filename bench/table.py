@@ -66,7 +66,12 @@ def markdown(results: Results) -> str:
     vs("accept", "bare_flask", "p99_ms", "accept p99 ms", 1, goal="accept p99")
     vs("accept", "naive_celery", "p99_ms", "accept p99 ms", 1)
     vs("accept", "bare_flask", "cpu_ms", "API CPU ms per request", 3)
-    vs("accept", "naive_celery", "cpu_ms", "API CPU ms per request", 3)
+    vs("accept", "naive_celery", "cpu_ms", "API CPU ms per request", 3, goal="API CPU")
+    shaped = (("rps", "req/s", 0), ("p99_ms", "p99 ms", 1), ("cpu_ms", "API CPU ms per request", 3))
+    for shape in results.get("accept_shapes", {}):
+        for key, label, digits in shaped:
+            value = cell(results, "accept_shapes", shape, key, digits=digits)
+            rows.append((f"accept, {shape} form POSTed: {label}", value, "", "", ""))
     vs(
         "drain",
         "naive_celery",

@@ -18,7 +18,6 @@ from typing import Any, cast
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import redis
-from limits.storage import RedisSentinelStorage, Storage, storage_from_string
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel", "sentinel")
@@ -174,19 +173,3 @@ def same_redis(a: str, b: str) -> bool:
     if is_sentinel(a) and is_sentinel(b):
         return SentinelTarget.parse(a).identity() == SentinelTarget.parse(b).identity()
     return a == b
-
-
-def limits_storage(url: str, **options: Any) -> Storage:
-    """The rate limiter's storage on ``url``; with Sentinel, always the master (a replica's
-    count may lag)."""
-    if not is_sentinel(url):
-        return cast(Storage, storage_from_string(url, **options))
-    target = SentinelTarget.parse(url)
-    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
-    return RedisSentinelStorage(
-        target._url("redis+sentinel", f"/{quote(target.master)}"),
-        use_replicas=False,
-        sentinel_kwargs=target.sentinel_kwargs(**timeouts),
-        db=target.db,
-        **options,
-    )

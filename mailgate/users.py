@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import hmac
 import ipaddress
 import os
@@ -169,7 +168,7 @@ class UserStore:
         return self.accounts().get(name)
 
     def _digest(self, name: str, password: str) -> bytes:
-        return hmac.new(self._cache_key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
+        return hmac.digest(self._cache_key, f"{name}\x00{password}".encode(), "sha256")
 
     def cached(self, name: str, password: str) -> Account | None:
         """The account if these exact credentials were verified recently (no argon2 work).

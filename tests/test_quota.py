@@ -5,11 +5,12 @@ final. Real Redis; the worker test runs a real Celery worker and SMTP server."""
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -22,7 +23,9 @@ from mailgate.config import Settings
 from mailgate.jobs import EmailJob
 from mailgate.status import DUE_KEY, StatusStore, email_key
 from mailgate.status.batched import BatchedStatusStore
+from mailgate.status.keys import send_rate_key, suppression_key
 from mailgate.status.store import pending_size
+from mailgate.status.suppressions import SuppressedRecipient, Suppression
 from mailgate.users import UserStore
 from tests.conftest import MakeApp, RunCli
 from tests.support import RedisServer, SmtpServer, wait_for
@@ -81,6 +84,50 @@ def test_an_email_is_counted_until_it_is_final_and_counted_down_once(
     FINAL[way](store, other)
     assert store.pending("acct") == (0, 0)
     assert scratch.hlen("mailgate:pending:emails") == 0  # no owner left with a zero entry
+
+
+def test_the_send_rate_counts_only_the_emails_written(scratch: redis.Redis) -> None:
+    # The create step checks the rate, then the quota: an e-mail the quota refuses takes no
+    # place in the rate's window, and the window holds the rate's count of e-mails, no more.
+    store = StatusStore(scratch, 3600)
+    rate, quota = (2, 60), (1, 0)
+    first = new_job()
+    assert store.create(first, time.time() + 60, quota=quota, rate=rate) == ""
+    assert store.create(new_job(), time.time() + 60, quota=quota, rate=rate) == "emails"
+    assert scratch.llen(send_rate_key("acct")) == 1
+    store.cancel(first.email_id)
+    assert store.create(new_job(), time.time() + 60, quota=quota, rate=rate) == ""
+    refused = new_job()
+    assert store.create(refused, time.time() + 60, rate=rate) == "rate"
+    assert not scratch.exists(email_key(refused.email_id))
+    assert scratch.zscore(DUE_KEY, refused.email_id) is None
+    assert scratch.llen(send_rate_key("acct")) == 2
+    assert 0 < scratch.ttl(send_rate_key("acct")) <= 60
+    # Another account's rate is its own; a window that has passed leaves room again.
+    assert store.create(new_job(owner="other"), time.time() + 60, rate=rate) == ""
+    assert store.create(new_job(), time.time() + 60, rate=(2, 1)) == "rate"
+    wait_for(lambda: store.create(new_job(), time.time() + 60, rate=(2, 1)) == "", 5)
+
+
+def test_a_suppressed_recipient_is_refused_by_the_create_step_writing_nothing(
+    scratch: redis.Redis,
+) -> None:
+    store = StatusStore(scratch, 3600)
+    bounced = Suppression("acct", "Gone@Example.com", "5.1.1", "user unknown", 1.0, 2.0, "x")
+    scratch.set(suppression_key("acct", "gone@example.com"), json.dumps(asdict(bounced)))
+    job = new_job()
+    lookups = ["kept@example.com", "Jane <GONE@example.com>"]
+    with pytest.raises(SuppressedRecipient) as refused:
+        store.create(job, time.time() + 60, rate=(5, 60), suppressed=lookups)
+    assert (refused.value.index, refused.value.suppression) == (1, bounced)
+    assert not scratch.exists(email_key(job.email_id))
+    assert scratch.zscore(DUE_KEY, job.email_id) is None
+    assert store.pending("acct") == (0, 0)
+    assert not scratch.exists(send_rate_key("acct"))  # a refusal takes no place in the rate
+    # Suppressions are per account: another one may send there.
+    other = new_job(owner="other")
+    assert store.create(other, time.time() + 60, suppressed=lookups) == ""
+    assert scratch.exists(email_key(other.email_id))
 
 
 def test_a_requeued_email_counts_again_until_it_is_final(scratch: redis.Redis) -> None:

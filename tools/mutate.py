@@ -132,11 +132,18 @@ MUTANTS = [
     ),
     Mutant(
         "send-rate", "an account's send rate is not enforced",
-        (("api/ratelimit.py",
-          'if account.rate and not self._limiter.hit(parse(account.rate), "send", account.name):',
-          "if False:"),),
+        (("mailgate/status/scripts.py",
+          "  if oldest and tonumber(oldest) >= now - window then return {'rate'} end\n", ""),),
         (API + "test_rate_limit_answers_429",
-         REST + "test_over_the_send_rate_is_429_with_retry_after"),
+         REST + "test_over_the_send_rate_is_429_with_retry_after",
+         QUOTA + "test_the_send_rate_counts_only_the_emails_written"),
+    ),
+    Mutant(
+        "suppression-check", "a suppressed recipient is not looked up in the create step",
+        (("mailgate/status/scripts.py",
+          "  if found then return {'suppressed', i - 7, found} end\n", ""),),
+        (QUOTA + "test_a_suppressed_recipient_is_refused_by_the_create_step_writing_nothing",
+         "tests/test_bounces.py::test_a_hard_bounced_address_is_refused_at_acceptance_until_removed"),
     ),
     Mutant(
         "login-throttle", "a refused login reservation lets the password check run anyway",
@@ -186,7 +193,7 @@ MUTANTS = [
     Mutant(
         "quota-check", "an account's count of e-mails not yet final is not checked",
         (("mailgate/status/scripts.py",
-          "if ARGV[7] ~= '0' and emails >= tonumber(ARGV[7]) then return 'emails' end\n", ""),),
+          "if ARGV[7] ~= '0' and emails >= tonumber(ARGV[7]) then return {'emails'} end\n", ""),),
         (QUOTA + "test_over_the_quota_nothing_is_written",
          QUOTA + "test_concurrent_accepts_never_pass_the_quota",
          QUOTA + "test_over_the_account_s_count_is_429_naming_it_until_one_is_cancelled"),

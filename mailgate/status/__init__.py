@@ -24,6 +24,8 @@ Key names (all of them live in keys.py):
                                    first answer, kept for MAILGATE_IDEMPOTENCY_SECONDS
 - ``mailgate:suppressed:<owner>:<address>``  JSON: a hard bounce that suppresses the address
                                    for that account, kept for MAILGATE_SUPPRESSION_SECONDS
+- ``mailgate:rate:send:<owner>``   list: the times of the account's last e-mails accepted,
+                                   newest first, as many as its send rate allows per window
 """
 
 from mailgate.status.bounces import Reported

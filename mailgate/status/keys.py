@@ -46,6 +46,11 @@ def claim_key(email_id: str) -> str:
     return f"mailgate:claim:{email_id}"
 
 
+def send_rate_key(owner: str) -> str:
+    """The times of an account's last e-mails accepted, newest first (its send rate's window)."""
+    return f"mailgate:rate:send:{owner}"
+
+
 SUPPRESSION_PREFIX = "mailgate:suppressed:"
 
 

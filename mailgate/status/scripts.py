@@ -166,24 +166,46 @@ return 1
 
 # A new Queued record, its TTL and its watchdog entry, and (ARGV[4] not empty) the delivery task
 # pushed onto the broker queue KEYS[3]: recorded and queued together or not at all, in one
-# command (a MULTI of five costs the API about half as much again to pack and parse). First the
-# owner's quota of e-mails not yet final (KEYS[4], KEYS[5]: the pending hashes): over it, nothing
-# is written and the answer names the limit ('emails' or 'bytes'); else the record is counted.
+# command (a MULTI of five costs the API about half as much again to pack and parse). Every
+# check that reads Redis comes first, in the same step, so a refusal writes nothing and costs
+# the API no round trip of its own:
+# - the suppressions of the e-mail's recipients (KEYS[7] on): the first found is answered
+#   {'suppressed', its position, its JSON};
+# - the owner's send rate (KEYS[6]): a moving window as the limits library keeps one, the times
+#   of the last ARGV[9] e-mails accepted, newest first; the oldest of them within ARGV[10]
+#   seconds of now (ARGV[11]) means the rate is used up: {'rate'};
+# - the owner's quota of e-mails not yet final (KEYS[4], KEYS[5]: the pending hashes): over it
+#   the answer names the limit ({'emails'} or {'bytes'}); else the record is counted.
 # ARGV: ttl, watchdog time, EmailId, task message or '', owner, size, the owner's limits of
-# e-mails and bytes (0: none), then the record's field/value pairs.
+# e-mails and bytes (0: none), its rate's e-mails and seconds (0: none), now, then the record's
+# field/value pairs.
 CREATE = """
 local owner, size = ARGV[5], tonumber(ARGV[6])
+for i = 7, #KEYS do
+  local found = redis.call('GET', KEYS[i])
+  if found then return {'suppressed', i - 7, found} end
+end
+local rate, window, now = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+if rate > 0 then
+  local oldest = redis.call('LINDEX', KEYS[6], rate - 1)
+  if oldest and tonumber(oldest) >= now - window then return {'rate'} end
+end
 local emails = tonumber(redis.call('HGET', KEYS[4], owner) or '0')
 local bytes = tonumber(redis.call('HGET', KEYS[5], owner) or '0')
-if ARGV[7] ~= '0' and emails >= tonumber(ARGV[7]) then return 'emails' end
-if ARGV[8] ~= '0' and bytes + size > tonumber(ARGV[8]) then return 'bytes' end
-redis.call('HSET', KEYS[1], 'owner', owner, 'size', ARGV[6], 'pending', '1', unpack(ARGV, 9))
+if ARGV[7] ~= '0' and emails >= tonumber(ARGV[7]) then return {'emails'} end
+if ARGV[8] ~= '0' and bytes + size > tonumber(ARGV[8]) then return {'bytes'} end
+redis.call('HSET', KEYS[1], 'owner', owner, 'size', ARGV[6], 'pending', '1', unpack(ARGV, 12))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
 redis.call('HINCRBY', KEYS[4], owner, 1)
 redis.call('HINCRBY', KEYS[5], owner, ARGV[6])
-return 'ok'
+if rate > 0 then
+  redis.call('LPUSH', KEYS[6], ARGV[11])
+  redis.call('LTRIM', KEYS[6], 0, rate - 1)
+  redis.call('EXPIRE', KEYS[6], math.ceil(window))
+end
+return {'ok'}
 """
 
 # A listing's filter, run where the records are: a page of record keys in; out, for each record

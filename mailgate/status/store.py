@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, TypedDict, Unpack, cast
 
@@ -29,10 +29,19 @@ from mailgate.status.keys import (
     email_key,
     history_key,
     idempotency_key,
+    send_rate_key,
     status_index_key,
     suppression_key,
 )
-from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, parse_record
+from mailgate.status.records import (
+    AttemptLog,
+    Record,
+    ReportStatus,
+    Status,
+    envelope_address,
+    parse_record,
+)
+from mailgate.status.suppressions import SuppressedRecipient, Suppression
 
 HISTORY_LIMIT = 50
 INDEXED = (Status.FAILED, Status.CANCELLED, Status.BOUNCED, Status.PARTLY_BOUNCED)
@@ -143,9 +152,11 @@ class StatusStore:
         task: tuple[str, str] | None = None,
         send_at: float | None = None,
         quota: tuple[int, int] = (0, 0),
+        rate: tuple[int, float] = (0, 0),
+        suppressed: Sequence[str] = (),
     ) -> str:
         """Write a new Queued record and its watchdog entry in one atomic step (a Lua script);
-        "" when written, else the quota limit it would break ("emails" or "bytes").
+        "" when written, else the limit it would break ("rate", "emails" or "bytes").
 
         ``task`` = (queue, message): on a Redis broker, the delivery task is pushed in the same
         step, so the e-mail is recorded and queued together or not at all.
@@ -153,6 +164,10 @@ class StatusStore:
         the moment the scheduler publishes it, and its retry deadline starts there.
         ``quota``: the most e-mails and bytes (:func:`pending_size`) the owner may have not
         yet final (0: no limit); within it, the e-mail is counted until it is final.
+        ``rate``: the owner's send rate, at most so many e-mails in so many seconds (0: none),
+        counted only for an e-mail written.
+        ``suppressed``: addresses (header or envelope form) looked up first in the owner's
+        suppressions: the first found raises :class:`SuppressedRecipient`, nothing written.
         """
         now = time.time()
         queue, message = task if task is not None else (DUE_KEY, "")
@@ -163,16 +178,21 @@ class StatusStore:
             scheduled = ["next_attempt_at", send_at]
         content = job.to_json()
         verdict = self._create(
-            keys=[email_key(job.email_id), DUE_KEY, queue, *PENDING_KEYS],
+            keys=[
+                email_key(job.email_id), DUE_KEY, queue, *PENDING_KEYS, send_rate_key(job.owner),
+                *(suppression_key(job.owner, envelope_address(a)) for a in suppressed),
+            ],
             args=[
                 self.ttl, watchdog_at, job.email_id, message,
-                job.owner, pending_size(job, content), *quota,
+                job.owner, pending_size(job, content), *quota, *rate, now,
                 "status", status, "attempts", 0,
                 "created_at", now, "updated_at", now, "since", since, "job", content,
                 "callback_url", job.callback_url, *scheduled,
             ],
         )  # fmt: skip
-        return "" if verdict == "ok" else str(verdict)
+        if verdict[0] == "suppressed":
+            raise SuppressedRecipient(int(verdict[1]), Suppression.from_json(str(verdict[2])))
+        return "" if verdict[0] == "ok" else str(verdict[0])
 
     def pending(self, owner: str) -> tuple[int, int]:
         """How many e-mails of ``owner`` are not yet final, and their bytes (the quota)."""

@@ -55,6 +55,16 @@ class Suppression:
         )
 
 
+class SuppressedRecipient(Exception):
+    """Raised by :meth:`mailgate.status.StatusStore.create`: the e-mail's address at
+    ``index`` (of those it was given) is suppressed for its owner, so nothing was written."""
+
+    def __init__(self, index: int, suppression: Suppression) -> None:
+        super().__init__(suppression.explain())
+        self.index = index
+        self.suppression = suppression
+
+
 class Suppressions:
     """Reads and removes suppressions (the bounce recorder writes them)."""
 
