@@ -28,7 +28,7 @@ from mailgate.broker import make_celery
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter
 from mailgate.jobs import REPORT_TASK_NAME, EmailJob
-from mailgate.status import REPORTS_DUE_KEY, Record, ReportStatus, Status, StatusStore
+from mailgate.status import REPORTS_DUE_KEY, Outcome, Record, ReportStatus, Status, StatusStore
 from mailgate.status import iso as iso_utc
 from mailgate.users import UserStore
 from mailgate.validation import check_callback_url
@@ -41,7 +41,7 @@ from tests.support import (
     wait_for,
     worker_args,
 )
-from worker.delivery import Delivery, Outcome
+from worker.delivery import Delivery
 from worker.report_http import (
     Answer,
     Verdict,

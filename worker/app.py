@@ -17,7 +17,7 @@ from mailgate.errors import ConfigError
 from mailgate.logs import configure_logging
 from mailgate.spool import sweep
 from mailgate.status import StatusStore
-from mailgate.status.batched import BatchedStatusStore
+from mailgate.status.group_commit import BatchedStatusStore
 from mailgate.users import UserStore
 from worker import logs as worker_logs
 from worker.batch import DeliveryPool

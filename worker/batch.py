@@ -11,7 +11,7 @@ task-succeeded events Celery's own request would send (task-failed for an e-mail
 the worker's event dispatcher (which buffers them and publishes them in groups).
 
 What it gains (``bench/README.md``): the threads share Redis round trips through
-:class:`mailgate.status.batched.BatchedStatusStore`, each keeps its SMTP session, and there
+:class:`mailgate.status.group_commit.BatchedStatusStore`, each keeps its SMTP session, and there
 can be many more of them (``MAILGATE_WORKER_CONCURRENCY``, SMTP sessions in flight) than
 Celery's pool threads, for relays that answer slowly.
 """

@@ -41,6 +41,7 @@ from mailgate.status.keys import (
 from mailgate.status.records import (
     AttemptLog,
     Bounce,
+    Outcome,
     RecipientOutcome,
     Record,
     ReportStatus,
@@ -57,6 +58,7 @@ __all__ = [
     "REPORTS_DUE_KEY",
     "AttemptLog",
     "Bounce",
+    "Outcome",
     "RecipientOutcome",
     "Record",
     "ReportStatus",

@@ -15,7 +15,7 @@ from mailgate.jobs import EmailJob
 from mailgate.redisconn import pool_size, redis_client
 from mailgate.status import scripts
 from mailgate.status.bounces import Reported, Settled, settle, suppresses
-from mailgate.status.counters import count
+from mailgate.status.counters import counter_writes
 from mailgate.status.keys import (
     DUE_KEY,
     EMAIL_PREFIX,
@@ -32,7 +32,14 @@ from mailgate.status.keys import (
     status_index_key,
     suppression_key,
 )
-from mailgate.status.records import AttemptLog, Record, ReportStatus, Status, parse_record
+from mailgate.status.records import (
+    AttemptLog,
+    Outcome,
+    Record,
+    ReportStatus,
+    Status,
+    parse_record,
+)
 
 HISTORY_LIMIT = 50
 INDEXED = (Status.FAILED, Status.CANCELLED, Status.BOUNCED, Status.PARTLY_BOUNCED)
@@ -98,7 +105,7 @@ class StatusStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._create = client.register_script(scripts.CREATE)
-        self._settle = client.register_script(scripts.SETTLE_ONE)
+        self._outcomes = client.register_script(scripts.OUTCOMES)
         self._matching = client.register_script(scripts.MATCHING)
 
     @classmethod
@@ -189,11 +196,9 @@ class StatusStore:
 
     def start_attempt(
         self, email_id: str, token: str, lease_seconds: float, watchdog_at: float
-    ) -> tuple[str, Record | None]:
-        """Claim the e-mail and begin an attempt in one round trip.
-
-        ("go", the record with this attempt counted), or ("final" | "busy" | "missing", None).
-        """
+    ) -> Record | Outcome:
+        """Claim the e-mail and begin an attempt in one round trip: the record with this
+        attempt counted, or why not (Outcome.ALREADY_FINAL, BUSY or MISSING)."""
         keys, args = _start_call(email_id, token, lease_seconds, watchdog_at)
         return _start_result(email_id, self._start(keys=keys, args=args))
 
@@ -532,48 +537,23 @@ class StatusStore:
         self.redis.zrem(DUE_KEY, email_id)
 
     def _update(
-        self, email_id: str, attempt: int, fields: dict[str, Any], detail: str,
+        self,
+        email_id: str,
+        attempt: int,
+        fields: dict[str, Any],
+        detail: str,
         **change: Unpack[Change],
-    ) -> None:  # fmt: skip
-        """Apply one outcome atomically: fields, history, TTLs, the due set, the metrics
-        counters, and (with ``token``) the release of the worker's claim."""
-        pipe = self.redis.pipeline(transaction=True)
-        self._queue_update(pipe, email_id, attempt, fields, detail, **change)
-        pipe.execute()
+    ) -> None:
+        """Apply one outcome atomically (see :func:`outcome_spec`)."""
+        self._write_outcomes([outcome_spec(email_id, attempt, fields, detail, **change)])
 
-    def _queue_update(
-        self, pipe: redis.client.Pipeline, email_id: str, attempt: int, fields: dict[str, Any],
-        detail: str, **change: Unpack[Change],
-    ) -> None:  # fmt: skip
-        """Queue the commands of :meth:`_update` on ``pipe`` (a transaction) without running it."""
-        drop, due, token = change.get("drop", ()), change.get("due"), change.get("token")
-        latency, report_due = change.get("latency"), change.get("report_due")
-        now = time.time()
-        key, log = email_key(email_id), history_key(email_id)
-        fields["updated_at"] = now
-        entry = {"attempt": attempt, "at": now, "outcome": fields["status"], "detail": detail}
-        pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
-        if drop:
-            pipe.hdel(key, *drop)
-        pipe.rpush(log, json.dumps(entry))
-        pipe.ltrim(log, -HISTORY_LIMIT, -1)
-        pipe.expire(key, self.ttl)
-        pipe.expire(log, self.ttl)
-        if due is None:
-            pipe.zrem(DUE_KEY, email_id)
-        else:
-            pipe.zadd(DUE_KEY, {email_id: due})
-        if report_due is not None:  # the report's watchdog, set with the final state
-            pipe.zadd(REPORTS_DUE_KEY, {email_id: report_due})
-        if fields["status"] == Status.FAILED:  # Failed only: Sent writes no more than before
-            index = status_index_key(Status.FAILED)
-            pipe.zadd(index, {email_id: now})
-            pipe.zremrangebyscore(index, "-inf", now - self.ttl)
-        count(pipe, fields["status"], fields.get("smtp_response"), latency)
-        if token is not None:
-            self._release(keys=[claim_key(email_id)], args=[token], client=pipe)
-        if Status(fields["status"]).final:
-            self._settle(keys=[key, *PENDING_KEYS], client=pipe)
+    def _write_outcomes(self, specs: list[str]) -> None:
+        """Run the OUTCOMES script, the one write of delivery outcomes, over ``specs`` (from
+        :func:`outcome_spec`): each e-mail's outcome atomic, all of them in one round trip."""
+        self._outcomes(
+            keys=[DUE_KEY, REPORTS_DUE_KEY, METRICS_KEY, *PENDING_KEYS],
+            args=[self.ttl, HISTORY_LIMIT, *specs],
+        )
 
     def metrics(self) -> dict[str, float]:
         """The delivery counters (see :func:`_count`)."""
@@ -586,6 +566,51 @@ def pending_size(job: EmailJob, content: str | None = None) -> int:
     stored in Redis) and its attachments' bytes (spooled uploads, or files on disk)."""
     stored = len((content if content is not None else job.to_json()).encode())
     return stored + sum(attachment.size for attachment in job.attachments)
+
+
+def outcome_spec(
+    email_id: str, attempt: int, fields: dict[str, Any], detail: str, **change: Unpack[Change]
+) -> str:
+    """One delivery outcome for the OUTCOMES script, as JSON: the record's fields (and those to
+    drop), the history entry, the due set, the report watchdog, the Failed index (a Failed
+    outcome only: Sent writes no more than before), the counters, the claim to release (with
+    ``token``) and, for a final outcome, the pending counts. Values go as redis-py writes them.
+    """
+    drop, due, token = change.get("drop", ()), change.get("due"), change.get("token")
+    latency, report_due = change.get("latency"), change.get("report_due")
+    now = time.time()
+    fields["updated_at"] = now
+    status = Status(fields["status"])
+    entry = {"attempt": attempt, "at": now, "outcome": status.value, "detail": detail}
+    spec: dict[str, Any] = {
+        "id": email_id,
+        "key": email_key(email_id),
+        "log": history_key(email_id),
+        "fields": [wire(item) for pair in fields.items() for item in pair],
+        "drop": list(drop),
+        "entry": json.dumps(entry),
+        "counters": counter_writes(status, fields.get("smtp_response"), latency),
+    }
+    if due is not None:
+        spec["due"] = wire(due)
+    if report_due is not None:  # the report's watchdog, set with the final state
+        spec["report_due"] = wire(report_due)
+    if status is Status.FAILED:
+        spec["index"], spec["at"] = status_index_key(Status.FAILED), wire(now)
+    if token is not None:
+        spec["claim"], spec["token"] = claim_key(email_id), token
+    if status.final:
+        spec["final"] = True
+    return json.dumps(spec)
+
+
+def wire(value: Any) -> str:
+    """A value as redis-py sends it (floats by repr, like its Encoder)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def _pages(ids: Iterable[str]) -> Iterator[tuple[str, ...]]:
@@ -606,10 +631,10 @@ def _start_call(
     return keys, args
 
 
-def _start_result(email_id: str, result: Any) -> tuple[str, Record | None]:
-    """The START script's reply as (verdict, the record when the verdict is "go")."""
-    verdict = str(result[0])
-    if verdict != "go":
-        return verdict, None
+def _start_result(email_id: str, result: Any) -> Record | Outcome:
+    """The START script's reply: the claimed record, or the Outcome that stops the attempt."""
+    if str(result[0]) != "go":
+        return Outcome(str(result[0]))
     flat = [str(item) for item in result[1]]
-    return verdict, parse_record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+    record = parse_record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+    return record if record is not None else Outcome.MISSING
