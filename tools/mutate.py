@@ -60,7 +60,8 @@ MUTANTS = [
         "count-after-smtp", "the attempt is counted with the outcome, after SMTP",
         (("mailgate/status/scripts.py", "redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n", ""),
          ("mailgate/status/scripts.py", "  redis.call('RPUSH', o.log, o.entry)\n",
-          "  redis.call('RPUSH', o.log, o.entry)\n  redis.call('HINCRBY', o.key, 'attempts', 1)\n")),
+          "  redis.call('RPUSH', o.log, o.entry)\n"
+          "  redis.call('HINCRBY', o.key, 'attempts', 1)\n")),
         (G + "test_the_attempt_is_counted_before_smtp_is_touched",
          G + "test_an_email_whose_attempts_are_used_up_fails_without_smtp", POISON),
     ),
