@@ -21,7 +21,7 @@ delivery's claim finds it already Sent).
 
 kombu's Redis channel acknowledges a message with a round trip of its own (ZREM from the
 unacked index, HDEL from the unacked hash). :meth:`BatchAcks.ack_many` does the same for
-several messages in one (worker.batch gathers the acks of deliveries that finished together).
+several messages in one (worker.pool gathers the acks of deliveries that finished together).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def commands(settings: Settings) -> dict[str, str]:
 
 def worker_argv(settings: Settings, name: str, extra: Sequence[str] = ()) -> list[str]:
     """One worker process: Celery's threads pool, ``MAILGATE_WORKER_CONCURRENCY`` e-mails in
-    flight (worker.batch), the mailgate queue, task events on for Flower, node name ``name``;
+    flight (worker.pool), the mailgate queue, task events on for Flower, node name ``name``;
     ``extra``: more Celery options."""
     return [
         str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "worker",
