@@ -26,8 +26,8 @@ import redis
 from api.accept import _record_and_publish
 from api.services import Services
 from mailgate.broker import make_celery, uses_redis_broker
+from mailgate.cli.dev.embedded import redis_args, redis_server_binary
 from mailgate.config import Settings
-from mailgate.embedded import redis_args, redis_server_binary
 from mailgate.errors import ConfigError, Unavailable
 from mailgate.jobs import EmailJob
 from mailgate.redisconn import SentinelTarget

@@ -20,10 +20,10 @@ from mailgate.status import StatusStore
 from mailgate.status.group_commit import BatchedStatusStore
 from mailgate.users import UserStore
 from worker import logs as worker_logs
-from worker.pool import DeliveryPool
 from worker.delivery import Delivery
 from worker.dkim import Signer
 from worker.flower import flower_address, guard_flower
+from worker.pool import DeliveryPool
 from worker.relays import default_relays
 from worker.reports import Reporter
 from worker.scheduler import Scheduler

@@ -10,8 +10,8 @@ from celery.signals import celeryd_after_setup
 
 from mailgate.errors import EmailFailed
 from mailgate.jobs import QUEUE, REPORT_TASK_NAME, TASK_NAME
-from worker.pool import DeliveryPool
 from worker.delivery import Delivery
+from worker.pool import DeliveryPool
 from worker.reports import Reporter
 
 log = logging.getLogger(__name__)
