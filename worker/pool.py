@@ -14,6 +14,8 @@ What it gains (``bench/README.md``): the threads share Redis round trips through
 :class:`mailgate.status.group_commit.BatchedStatusStore`, each keeps its SMTP session, and there
 can be many more of them (``MAILGATE_WORKER_CONCURRENCY``, SMTP sessions in flight) than
 Celery's pool threads, for relays that answer slowly.
+
+A patch on Celery's internals: see :mod:`mailgate.library_fixes` (item 3) for when it can go.
 """
 
 from __future__ import annotations
