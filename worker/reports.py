@@ -123,8 +123,12 @@ class Reporter:
             url = check_callback_url(record.callback_url, self.settings.callback_allowed)
         except InvalidParameter as exc:
             self._record(email_id, ReportStatus.FAILED, attempt - 1, str(exc.reason))
-            log.warning("report of %s to %s refused: %s", email_id,
-                        safe_url(record.callback_url), exc.reason)  # fmt: skip
+            log.warning(
+                "report of %s to %s refused: %s",
+                email_id,
+                safe_url(record.callback_url),
+                exc.reason,
+            )
             return Result.REFUSED
         body = form_body(record)
         headers = report_headers(body, self.settings.callback_secret, int(self.clock()))
@@ -140,8 +144,13 @@ class Reporter:
             log.info("report of %s, attempt %d: %s", email_id, attempt, answer.error)
             return Result.RETRYING
         self._record(email_id, ReportStatus.FAILED, attempt, answer.error)
-        log.warning("report of %s to %s given up after %d attempt(s): %s", email_id,
-                    safe_url(url), attempt, answer.error)  # fmt: skip
+        log.warning(
+            "report of %s to %s given up after %d attempt(s): %s",
+            email_id,
+            safe_url(url),
+            attempt,
+            answer.error,
+        )
         return Result.FAILED
 
     def _record(

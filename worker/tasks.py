@@ -37,9 +37,12 @@ def register_tasks(
             log.info("delivery reports use at most %d of %d threads", size, instance.concurrency)
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+        name=TASK_NAME,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
         **options,
-    )  # fmt: skip
+    )
     def deliver(email_id: str) -> str:
         result = delivery.run(email_id)
         if result.failure is not None:

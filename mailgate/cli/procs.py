@@ -229,19 +229,37 @@ def worker_argv(settings: Settings, name: str, extra: Sequence[str] = ()) -> lis
     flight (worker.pool), the mailgate queue, task events on for Flower, node name ``name``;
     ``extra``: more Celery options."""
     return [
-        str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "worker",
-        "--pool", "threads", "--concurrency", str(settings.worker_concurrency), "-Q", QUEUE,
-        "-E", "-n", name, "--loglevel", "INFO", *extra,
-    ]  # fmt: skip
+        str(Path(sys.executable).parent / "celery"),
+        "-A",
+        "worker.app",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(settings.worker_concurrency),
+        "-Q",
+        QUEUE,
+        "-E",
+        "-n",
+        name,
+        "--loglevel",
+        "INFO",
+        *extra,
+    ]
 
 
 def flower_argv(address: str, port: int, extra: Sequence[str] = ()) -> list[str]:
     """Flower on the worker app (which hands it MAILGATE_FLOWER_BASIC_AUTH and refuses an
     address beyond loopback without one); ``extra``: more Flower options."""
     return [
-        str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "flower",
-        f"--address={address}", f"--port={port}", *extra,
-    ]  # fmt: skip
+        str(Path(sys.executable).parent / "celery"),
+        "-A",
+        "worker.app",
+        "flower",
+        f"--address={address}",
+        f"--port={port}",
+        *extra,
+    ]
 
 
 def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int:

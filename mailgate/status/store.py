@@ -117,9 +117,13 @@ class StatusStore:
         :func:`mailgate.redisconn.pool_size`; 0 keeps redis-py's 100)."""
         pool = {"max_connections": pool_size(threads)} if threads else {}
         client = redis_client(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
-            health_check_interval=15, **pool,
-        )  # fmt: skip
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=15,
+            **pool,
+        )
         return cls(client, ttl_seconds, min_replicas)
 
     def replicated(self) -> bool:
@@ -172,13 +176,30 @@ class StatusStore:
         verdict = self._create(
             keys=[email_key(job.email_id), DUE_KEY, queue, *PENDING_KEYS],
             args=[
-                self.ttl, watchdog_at, job.email_id, message,
-                job.owner, pending_size(job, content), *quota,
-                "status", status, "attempts", 0,
-                "created_at", now, "updated_at", now, "since", since, "job", content,
-                "callback_url", job.callback_url, *scheduled,
+                self.ttl,
+                watchdog_at,
+                job.email_id,
+                message,
+                job.owner,
+                pending_size(job, content),
+                *quota,
+                "status",
+                status,
+                "attempts",
+                0,
+                "created_at",
+                now,
+                "updated_at",
+                now,
+                "since",
+                since,
+                "job",
+                content,
+                "callback_url",
+                job.callback_url,
+                *scheduled,
             ],
-        )  # fmt: skip
+        )
         return "" if verdict == "ok" else str(verdict)
 
     def pending(self, owner: str) -> tuple[int, int]:
@@ -256,9 +277,15 @@ class StatusStore:
         if rcpt is not None:
             fields["rcpt"] = rcpt
         self._update(
-            email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"),
-            token=token, latency=latency, report_due=report_due,
-        )  # fmt: skip
+            email_id,
+            attempt,
+            fields,
+            smtp_response,
+            drop=("job", "next_attempt_at"),
+            token=token,
+            latency=latency,
+            report_due=report_due,
+        )
 
     def mark_retry(
         self,
@@ -271,8 +298,10 @@ class StatusStore:
     ) -> None:
         """Record a transient failure and when the next attempt is due."""
         fields: dict[str, Any] = {
-            "status": Status.RETRYING.value, "last_error": error, "next_attempt_at": next_at,
-        }  # fmt: skip
+            "status": Status.RETRYING.value,
+            "last_error": error,
+            "next_attempt_at": next_at,
+        }
         if smtp_response:
             fields["smtp_response"] = smtp_response
         self._update(email_id, attempt, fields, error, due=next_at, token=token)
@@ -294,9 +323,14 @@ class StatusStore:
         if rcpt is not None:
             fields["rcpt"] = rcpt
         self._update(
-            email_id, attempt, fields, error, drop=("next_attempt_at",), token=token,
+            email_id,
+            attempt,
+            fields,
+            error,
+            drop=("next_attempt_at",),
+            token=token,
             report_due=report_due,
-        )  # fmt: skip
+        )
 
     def record_bounces(
         self,
@@ -626,8 +660,12 @@ def _start_call(
     """The keys and arguments of the START script for one e-mail."""
     keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
     args: list[str | int | float] = [
-        token, int(lease_seconds * 1000), watchdog_at, time.time(), email_id,
-    ]  # fmt: skip
+        token,
+        int(lease_seconds * 1000),
+        watchdog_at,
+        time.time(),
+        email_id,
+    ]
     return keys, args
 
 
