@@ -28,7 +28,6 @@ from mailgate.validation import check_callback_url
 from worker.report_http import (
     TIMEOUT_SECONDS,
     Poster,
-    Verdict,
     classify,
     form_body,
     http_post,
@@ -133,12 +132,12 @@ class Reporter:
         body = form_body(record)
         headers = report_headers(body, self.settings.callback_secret, int(self.clock()))
         answer = self.post(url, body, headers, self.timeout)
-        verdict = classify(answer.status)
-        if verdict is Verdict.DELIVERED:
+        outcome = classify(answer.status)
+        if outcome is ReportStatus.DELIVERED:
             self._record(email_id, ReportStatus.DELIVERED, attempt)
             log.info("report of %s delivered on attempt %d", email_id, attempt)
             return Result.DELIVERED
-        if verdict is Verdict.RETRY and attempt < MAX_ATTEMPTS:
+        if outcome is ReportStatus.RETRYING and attempt < MAX_ATTEMPTS:
             next_due = self.clock() + self.retry_delay(attempt)
             self._record(email_id, ReportStatus.RETRYING, attempt, answer.error, next_due)
             log.info("report of %s, attempt %d: %s", email_id, attempt, answer.error)
