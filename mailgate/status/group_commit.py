@@ -16,12 +16,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, Unpack
+from typing import Generic, TypeVar
 
 import redis
 
 from mailgate.status.records import Outcome, Record
-from mailgate.status.store import Change, StatusStore, _start_call, _start_result, outcome_spec
+from mailgate.status.store import StatusStore, _start_call, _start_result
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -111,16 +111,9 @@ class BatchedStatusStore(StatusStore):
     ) -> Record | Outcome:
         return self._starts((email_id, token, lease_seconds, watchdog_at))
 
-    def _update(
-        self,
-        email_id: str,
-        attempt: int,
-        fields: dict[str, Any],
-        detail: str,
-        **change: Unpack[Change],
-    ) -> None:
-        # The outcome is written out here, in the caller's thread; the round trip is shared.
-        self._updates(outcome_spec(email_id, attempt, fields, detail, **change))
+    def _commit(self, spec: str) -> None:
+        # The outcome was written out in the caller's thread; the round trip is shared.
+        self._updates(spec)
 
     def _run_starts(self, items: list[_Start]) -> list[Record | Outcome]:
         if len(items) == 1:

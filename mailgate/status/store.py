@@ -579,7 +579,11 @@ class StatusStore:
         **change: Unpack[Change],
     ) -> None:
         """Apply one outcome atomically (see :func:`outcome_spec`)."""
-        self._write_outcomes([outcome_spec(email_id, attempt, fields, detail, **change)])
+        self._commit(outcome_spec(email_id, attempt, fields, detail, **change))
+
+    def _commit(self, spec: str) -> None:
+        """Write one outcome (the group commit shares the round trip with other threads')."""
+        self._write_outcomes([spec])
 
     def _write_outcomes(self, specs: list[str]) -> None:
         """Run the OUTCOMES script, the one write of delivery outcomes, over ``specs`` (from
