@@ -594,7 +594,7 @@ class StatusStore:
         )
 
     def metrics(self) -> dict[str, float]:
-        """The delivery counters (see :func:`_count`)."""
+        """The delivery counters (see :func:`mailgate.status.counters.counter_writes`)."""
         raw = cast(dict[str, str], self.redis.hgetall(METRICS_KEY))
         return {name: float(value) for name, value in raw.items()}
 
