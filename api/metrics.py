@@ -1,8 +1,8 @@
 """Prometheus metrics at ``GET /metrics``, safe under the server's several processes.
 
 Request counters and the accept-latency histogram live in each API process (multiprocess
-mode when ``mailgate web`` sets PROMETHEUS_MULTIPROC_DIR, see mailgate.web); queue depth and the
-workers' delivery counters are read from Redis at scrape time, so one scrape of any API
+mode when ``mailgate web`` sets PROMETHEUS_MULTIPROC_DIR, see mailgate.cli.server); queue depth
+and the workers' delivery counters are read from Redis at scrape time, so one scrape of any API
 process shows the whole deployment.
 """
 

@@ -10,10 +10,10 @@ from flask import current_app
 
 from api.ratelimit import Limits
 from mailgate.broker import broker_redis, make_celery
+from mailgate.cli.server import request_threads
 from mailgate.config import Settings
 from mailgate.status import StatusStore
 from mailgate.users import UserStore
-from mailgate.web import request_threads
 
 
 @dataclass

@@ -32,8 +32,8 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 
 from mailgate.attachments import check_path
+from mailgate.cli.dev.embedded import free_port
 from mailgate.config import Settings
-from mailgate.embedded import free_port
 from mailgate.jobs import EmailJob
 from mailgate.relays import SmtpTarget
 from worker.delivery import Delivery

@@ -22,7 +22,7 @@ from bench.servers import (
     wait_for,
 )
 from bench.sink import SinkClient
-from mailgate.embedded import free_port
+from mailgate.cli.dev.embedded import free_port
 from mailgate.status import DUE_KEY
 from mailgate.users import UserStore
 

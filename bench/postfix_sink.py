@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.servers import BenchError, Process, Stack, wait_for
-from mailgate.embedded import free_port
+from mailgate.cli.dev.embedded import free_port
 
 _COUNT = re.compile(rb"mesg=(\d+)")
 SMTP_SINK = shutil.which("smtp-sink") or (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from mailgate.embedded import free_port, redis_args
+from mailgate.cli.dev.embedded import free_port, redis_args
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent

@@ -144,9 +144,13 @@ def check_path(raw: str, roots: Sequence[Path]) -> Attachment:
     except NotCarried as exc:
         raise AttachmentRefused(f"file name: {exc}") from None
     return Attachment(
-        path=real, size=info.st_size, mtime_ns=info.st_mtime_ns,
-        device=info.st_dev, inode=info.st_ino, ctime_ns=info.st_ctime_ns,
-    )  # fmt: skip
+        path=real,
+        size=info.st_size,
+        mtime_ns=info.st_mtime_ns,
+        device=info.st_dev,
+        inode=info.st_ino,
+        ctime_ns=info.st_ctime_ns,
+    )
 
 
 def open_checked(attachment: Attachment, roots: Sequence[Path]) -> io.BufferedReader:
@@ -190,8 +194,13 @@ def _check_opened(fd: int, attachment: Attachment, roots: Sequence[Path]) -> Non
 
 def _same_file(info: os.stat_result, attachment: Attachment) -> bool:
     seen = (info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns)
-    kept = (attachment.size, attachment.mtime_ns, attachment.device, attachment.inode,
-            attachment.ctime_ns)  # fmt: skip
+    kept = (
+        attachment.size,
+        attachment.mtime_ns,
+        attachment.device,
+        attachment.inode,
+        attachment.ctime_ns,
+    )
     # Older records lack device, inode and ctime (None): compare what they hold.
     return all(want is None or want == got for got, want in zip(seen, kept, strict=True))
 

@@ -13,6 +13,8 @@ the connection. And rather than flushing after every buffered event (Celery asks
 and under load that is one publish, one broker round trip on the loop thread, for every two or
 three events), the loop flushes every :data:`FLUSH_INTERVAL`: a batch of e-mails' events in one
 message. Flower sees each event that much later, and no fewer of them.
+
+A patch on Celery's internals: see :mod:`mailgate.library_fixes` (item 2) for when it can go.
 """
 
 from __future__ import annotations

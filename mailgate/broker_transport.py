@@ -21,7 +21,9 @@ delivery's claim finds it already Sent).
 
 kombu's Redis channel acknowledges a message with a round trip of its own (ZREM from the
 unacked index, HDEL from the unacked hash). :meth:`BatchAcks.ack_many` does the same for
-several messages in one (worker.batch gathers the acks of deliveries that finished together).
+several messages in one (worker.pool gathers the acks of deliveries that finished together).
+
+A patch on kombu's internals: see :mod:`mailgate.library_fixes` (item 1) for when it can go.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class _ClosedConnectionGuard:
-    """Mixin for kombu's Redis channel classes (see the module docstring)."""
+    """Mixin for kombu's Redis channel classes: a channel whose connection is gone raises a
+    connection error rather than kombu's AttributeError (the crash the module describes)."""
 
     connection: Any
 
@@ -48,7 +51,7 @@ class _ClosedConnectionGuard:
 
 class SharedClient:
     """Mixin for kombu's Redis channel classes: one synchronous Redis client per connection
-    pool, given out every time (see the module docstring)."""
+    pool, given out every time, rather than a new client object for each command kombu runs."""
 
     _shared_client: Any = None
     pool: Any

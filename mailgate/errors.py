@@ -201,8 +201,9 @@ class NotCancellable(InvalidParameter):
     rest_code = "not_cancellable"
 
     def __init__(self, status: str, name: str = "EmailId") -> None:
-        reason = f"the e-mail is {status}: only Scheduled, Queued or Retrying e-mail " \
-                 "can be cancelled"  # fmt: skip
+        reason = (
+            f"the e-mail is {status}: only Scheduled, Queued or Retrying e-mail can be cancelled"
+        )
         super().__init__(name, reason, "CancelEmail")
         self.status = status
 

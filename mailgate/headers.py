@@ -320,8 +320,9 @@ def _word(piece: list[str], use_q: bool) -> str:
 def _rfc2231(name: str, value: str) -> list[str]:
     """``name*=utf-8''...`` (RFC 2231, percent-encoded UTF-8), split into ``name*0*``,
     ``name*1*``... sections of whole characters where one line would not hold it."""
-    characters = ["".join(chr(b) if b in _PCT_SAFE else f"%{b:02X}" for b in char.encode())
-                  for char in value]  # fmt: skip
+    characters = [
+        "".join(chr(b) if b in _PCT_SAFE else f"%{b:02X}" for b in char.encode()) for char in value
+    ]
     single = f"{name}*=utf-8''{''.join(characters)}"
     if len(single) + 1 < MAX_LINE:
         return [single]

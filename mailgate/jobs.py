@@ -108,10 +108,13 @@ class EmailJob:
     def fingerprint(self) -> str:
         """A digest of what the caller asked for, to tell a true repeat from a reused key."""
         content = {
-            "sender": self.sender, "recipients": self.recipients, "subject": self.subject,
-            "message": self.message, "attachments": [a.identity for a in self.attachments],
+            "sender": self.sender,
+            "recipients": self.recipients,
+            "subject": self.subject,
+            "message": self.message,
+            "attachments": [a.identity for a in self.attachments],
             "callback_url": self.callback_url,
-        }  # fmt: skip
+        }
         # Added later: left out when empty, so older keys keep matching their fingerprints.
         extra = {"cc": self.cc, "bcc": self.bcc, "reply_to": self.reply_to, "html": self.html}
         content.update({name: value for name, value in extra.items() if value})

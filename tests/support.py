@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import redis
 from aiosmtpd.controller import Controller
 
-from mailgate.embedded import port_is_free, redis_args
+from mailgate.cli.dev.embedded import port_is_free, redis_args
 
 T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
@@ -38,7 +38,7 @@ PORT_BLOCK = 100
 def free_port() -> int:
     """A loopback port for a test server: free now, and not one another process is handed.
 
-    The kernel's port 0 trick (mailgate.embedded.free_port) releases its port before the
+    The kernel's port 0 trick (mailgate.cli.dev.embedded.free_port) releases its port before the
     server binds it, and meanwhile any outgoing connection or a test run alongside may take
     it. These ports lie below the ephemeral range, so no outgoing connection gets one, in a
     block chosen by this process's id, so runs side by side draw from different blocks.
@@ -124,7 +124,7 @@ class RedisServer:
             redis_args(self.port, self.data_dir),
             stdout=open(self.data_dir / "redis.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
-            umask=0o077,  # as mailgate.embedded.redis_command: the AOF is owner-only
+            umask=0o077,  # as mailgate.cli.dev.embedded.redis_command: the AOF is owner-only
         )
         client = self.client()
         wait_for(lambda: _pings(client) or proc.poll() is not None, 10, "redis to answer")

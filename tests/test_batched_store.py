@@ -20,9 +20,9 @@ from mailgate.status import (
     claim_key,
     status_index_key,
 )
-from mailgate.status.batched import BatchedStatusStore, GroupCommit
 from mailgate.status.counters import LAST_OUTCOME
-from mailgate.status.records import Status
+from mailgate.status.group_commit import BatchedStatusStore, GroupCommit
+from mailgate.status.records import Outcome, Record, Status
 from tests.support import RedisServer
 
 SCRATCH_DB = 3  # a database no worker of the session consumes
@@ -86,8 +86,8 @@ def test_outcomes_write_what_the_plain_store_writes(client: redis.Redis, outcome
         client.delete(METRICS_KEY)
         email_id = uuid.uuid4().hex
         store.create(_job(email_id), time.time() + 60)
-        verdict, record = store.start_attempt(email_id, "tok", 30, time.time() + 60)
-        assert verdict == "go" and record is not None and record.attempts == 1
+        record = store.start_attempt(email_id, "tok", 30, time.time() + 60)
+        assert isinstance(record, Record) and record.attempts == 1
         client.expire(f"mailgate:email:{email_id}", 10**6)  # as if accepted long ago
         before = time.time()
         OUTCOMES[outcome](store, email_id, "tok")
@@ -119,8 +119,9 @@ def test_batched_claims_treat_cancelled_and_final_as_final(client: redis.Redis) 
     store.start_attempt(sent, "t", 30, time.time() + 60)
     store.mark_sent(sent, 1, "250 ok", token="t")
     items = [(i, "tok", 30.0, time.time() + 60) for i in (cancelled, sent, queued, "gone")]
-    verdicts = [verdict for verdict, _ in store._run_starts(items)]  # one pipelined batch
-    assert verdicts == ["final", "final", "go", "missing"]
+    verdicts = store._run_starts(items)  # one pipelined batch
+    assert verdicts[0] is Outcome.ALREADY_FINAL and verdicts[1] is Outcome.ALREADY_FINAL
+    assert isinstance(verdicts[2], Record) and verdicts[3] is Outcome.MISSING
     assert client.hget(f"mailgate:email:{cancelled}", "status") == "Cancelled"
 
 
@@ -145,19 +146,19 @@ def test_concurrent_claims_and_outcomes_share_round_trips(client: redis.Redis) -
         return original(items)
 
     store._starts._run = counting
-    results: dict[str, str] = {}
+    results: dict[str, bool] = {}
 
     def one(email_id: str) -> None:
-        verdict, _ = store.start_attempt(email_id, "tok-" + email_id, 30, time.time() + 60)
+        claimed = store.start_attempt(email_id, "tok-" + email_id, 30, time.time() + 60)
         store.mark_sent(email_id, 1, "250 ok", token="tok-" + email_id)
-        results[email_id] = verdict
+        results[email_id] = isinstance(claimed, Record)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in ids]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert results == dict.fromkeys(ids, "go")
+    assert results == dict.fromkeys(ids, True)
     assert sum(calls) == len(ids) and len(calls) < len(ids)  # batched, none lost
     assert all(client.hget(f"mailgate:email:{i}", "status") == "Sent" for i in ids)
     assert not any(client.exists(claim_key(i)) for i in ids)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.embedded import URL_FILE, remember_url
+from mailgate.cli.dev.embedded import URL_FILE, remember_url
 from tests.conftest import RunCli
 from tests.support import RedisServer, free_port
 

@@ -26,11 +26,11 @@ from flask.testing import FlaskClient
 from mailgate.config import Settings
 from mailgate.errors import TransientDelivery
 from mailgate.jobs import QUEUE, EmailJob
-from mailgate.status import DUE_KEY, Status, StatusStore
+from mailgate.status import DUE_KEY, Outcome, Record, Status, StatusStore
 from mailgate.users import UserStore
 from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import RedisServer, SmtpServer, count_records, wait_for
-from worker.delivery import Delivery, Outcome
+from worker.delivery import Delivery
 
 QUIET_DB = 11
 """A database of the session's Redis that no worker consumes: queued tasks stay put."""
@@ -106,9 +106,9 @@ def queued(store: StatusStore, job: EmailJob | None = None) -> EmailJob:
 
 def test_a_second_claim_on_an_email_being_sent_is_refused(store: StatusStore) -> None:
     job = queued(store)
-    first, record = store.start_attempt(job.email_id, "worker-a", 30, time.time() + 60)
-    assert (first, record is not None and record.status) == ("go", Status.SENDING)
-    assert store.start_attempt(job.email_id, "worker-b", 30, time.time() + 60) == ("busy", None)
+    record = store.start_attempt(job.email_id, "worker-a", 30, time.time() + 60)
+    assert isinstance(record, Record) and record.status is Status.SENDING
+    assert store.start_attempt(job.email_id, "worker-b", 30, time.time() + 60) is Outcome.BUSY
     assert store.get(job.email_id).attempts == 1  # type: ignore[union-attr]
 
 
@@ -157,8 +157,8 @@ def test_an_email_whose_attempts_are_used_up_fails_without_smtp(
 ) -> None:
     job = queued(store)
     for n in range(quiet.max_attempts):  # each one died with its worker, mid-SMTP
-        verdict, _ = store.start_attempt(job.email_id, f"dead-{n}", 0.001, time.time() + 60)
-        assert verdict == "go"
+        claimed = store.start_attempt(job.email_id, f"dead-{n}", 0.001, time.time() + 60)
+        assert isinstance(claimed, Record)
         time.sleep(0.002)  # the dead worker's lease lapses
     assert delivery.deliver(job.email_id) == Outcome.FAILED
     record = store.get(job.email_id)

@@ -37,7 +37,7 @@ from mailgate.errors import ConfigError, InvalidParameter
 from mailgate.jobs import Attachment, EmailJob
 from mailgate.relays import parse_route
 from mailgate.sizes import base64_size, encoded_size
-from mailgate.status import StatusStore
+from mailgate.status import Outcome, StatusStore
 from mailgate.status.records import Status
 from mailgate.text import first_control
 from mailgate.users import UserStore
@@ -49,7 +49,7 @@ from mailgate.validation import (
 )
 from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import SmtpServer, wait_for
-from worker.delivery import Delivery, Outcome
+from worker.delivery import Delivery
 from worker.message import MessageRefused, check_header, render
 from worker.smtp import SmtpTransport
 

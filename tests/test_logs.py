@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.cli.procs import process_name
+from mailgate.cli.server import THREADS_WARNING
 from mailgate.logs import escape_controls, redact
-from mailgate.supervise import process_name
-from mailgate.web import THREADS_WARNING
 from tests.support import (
     VENV_BIN,
     RedisServer,

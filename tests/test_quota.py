@@ -21,8 +21,8 @@ from flask.testing import FlaskClient
 
 from mailgate.config import Settings
 from mailgate.jobs import EmailJob
-from mailgate.status import DUE_KEY, StatusStore, email_key
-from mailgate.status.batched import BatchedStatusStore
+from mailgate.status import DUE_KEY, Record, StatusStore, email_key
+from mailgate.status.group_commit import BatchedStatusStore
 from mailgate.status.keys import send_rate_key, suppression_key
 from mailgate.status.store import pending_size
 from mailgate.status.suppressions import SuppressedRecipient, Suppression
@@ -50,8 +50,7 @@ def created(store: StatusStore, job: EmailJob, quota: tuple[int, int] = (0, 0)) 
 
 
 def claimed(store: StatusStore, job: EmailJob) -> None:
-    verdict, _ = store.start_attempt(job.email_id, "tok", 30, time.time() + 60)
-    assert verdict == "go"
+    assert isinstance(store.start_attempt(job.email_id, "tok", 30, time.time() + 60), Record)
 
 
 FINAL: dict[str, Callable[[StatusStore, EmailJob], object]] = {

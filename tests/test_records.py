@@ -16,7 +16,7 @@ import api.commands
 import mailgate.status
 from api import xml
 from api.rest import _status_body
-from mailgate import cli
+from mailgate.cli import commands as cli
 from mailgate.status import AttemptLog, Record, ReportStatus, Status, iso
 from mailgate.status.records import rcpt_json
 from mailgate.users import Account

@@ -28,7 +28,7 @@ from mailgate.broker import make_celery
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter
 from mailgate.jobs import REPORT_TASK_NAME, EmailJob
-from mailgate.status import REPORTS_DUE_KEY, Record, ReportStatus, Status, StatusStore
+from mailgate.status import REPORTS_DUE_KEY, Outcome, Record, ReportStatus, Status, StatusStore
 from mailgate.status import iso as iso_utc
 from mailgate.users import UserStore
 from mailgate.validation import check_callback_url
@@ -41,10 +41,9 @@ from tests.support import (
     wait_for,
     worker_args,
 )
-from worker.delivery import Delivery, Outcome
+from worker.delivery import Delivery
 from worker.report_http import (
     Answer,
-    Verdict,
     classify,
     form_body,
     http_post,
@@ -391,18 +390,18 @@ def test_the_report_task_carries_only_the_email_id(settings: Settings) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "verdict"),
+    ("status", "expected"),
     [
-        (200, Verdict.DELIVERED), (204, Verdict.DELIVERED), (299, Verdict.DELIVERED),
-        (None, Verdict.RETRY), (408, Verdict.RETRY), (429, Verdict.RETRY),
-        (500, Verdict.RETRY), (502, Verdict.RETRY), (503, Verdict.RETRY),
-        (301, Verdict.GIVE_UP), (302, Verdict.GIVE_UP), (400, Verdict.GIVE_UP),
-        (401, Verdict.GIVE_UP), (404, Verdict.GIVE_UP), (410, Verdict.GIVE_UP),
+        (200, ReportStatus.DELIVERED), (204, ReportStatus.DELIVERED), (299, ReportStatus.DELIVERED),
+        (None, ReportStatus.RETRYING), (408, ReportStatus.RETRYING), (429, ReportStatus.RETRYING),
+        (500, ReportStatus.RETRYING), (502, ReportStatus.RETRYING), (503, ReportStatus.RETRYING),
+        (301, ReportStatus.FAILED), (302, ReportStatus.FAILED), (400, ReportStatus.FAILED),
+        (401, ReportStatus.FAILED), (404, ReportStatus.FAILED), (410, ReportStatus.FAILED),
     ],
     ids=lambda v: str(v),
 )  # fmt: skip
-def test_outcome_classification(status: int | None, verdict: Verdict) -> None:
-    assert classify(status) is verdict
+def test_outcome_classification(status: int | None, expected: ReportStatus) -> None:
+    assert classify(status) is expected
 
 
 def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:

@@ -20,10 +20,10 @@ import psutil
 import pytest
 import redis
 
+from mailgate.cli.dev.embedded import port_is_free, private_dir, redis_command
+from mailgate.cli.dev.welcome import Welcome
 from mailgate.config import Settings
-from mailgate.embedded import port_is_free, private_dir, redis_command
 from mailgate.users import UserStore
-from mailgate.welcome import Welcome
 from tests.support import VENV_BIN, Service, _pings, free_port, wait_for
 
 pytestmark = pytest.mark.integration  # real processes of its own

@@ -19,7 +19,7 @@ from mailgate.errors import InvalidParameter
 from mailgate.jobs import QUEUE, Attachment, EmailJob
 from mailgate.schedule import PAST_GRACE_SECONDS, max_ahead, parse_send_at
 from mailgate.spool import create, discard_spooled, spool_root, sweep
-from mailgate.status import DUE_KEY, Status, StatusStore
+from mailgate.status import DUE_KEY, Outcome, Record, Status, StatusStore
 from mailgate.users import UserStore
 from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
 from tests.support import RedisServer, wait_for
@@ -96,8 +96,8 @@ def test_cancel_only_before_a_worker_holds_it(
     send_at = time.time() + 60 if prepare == "scheduled" else None
     store.create(job, time.time() + 60, send_at=send_at)
     if prepare != "scheduled" and prepare != "queued":
-        verdict, _ = store.start_attempt(job.email_id, "token", 30, time.time() + 60)
-        assert verdict == "go"
+        claimed = store.start_attempt(job.email_id, "token", 30, time.time() + 60)
+        assert isinstance(claimed, Record)
         if prepare == "retrying":
             store.mark_retry(job.email_id, 1, "451", "451 later", time.time() + 5, token="token")
         elif prepare == "sent":
@@ -116,7 +116,7 @@ def test_cancel_only_before_a_worker_holds_it(
     assert store.redis.zscore(DUE_KEY, job.email_id) is None
     assert store.history(job.email_id)[-1].outcome is Status.CANCELLED
     # A task still on the broker finds it final and never sends it.
-    assert store.start_attempt(job.email_id, "late", 30, time.time() + 60) == ("final", None)
+    assert store.start_attempt(job.email_id, "late", 30, time.time() + 60) is Outcome.ALREADY_FINAL
     assert store.cancel(job.email_id) == (Status.CANCELLED, None)
 
 

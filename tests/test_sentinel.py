@@ -26,12 +26,12 @@ import redis
 from api.accept import _record_and_publish
 from api.services import Services
 from mailgate.broker import make_celery, uses_redis_broker
+from mailgate.cli.dev.embedded import redis_args, redis_server_binary
 from mailgate.config import Settings
-from mailgate.embedded import redis_args, redis_server_binary
 from mailgate.errors import ConfigError, Unavailable
 from mailgate.jobs import EmailJob
 from mailgate.redisconn import SentinelTarget
-from mailgate.status import DUE_KEY, Status, StatusStore, claim_key
+from mailgate.status import DUE_KEY, Outcome, Status, StatusStore, claim_key
 from mailgate.users import UserStore
 from tests.support import (
     RedisServer,
@@ -45,7 +45,7 @@ from tests.support import (
     web_args,
     worker_args,
 )
-from worker.delivery import Delivery, Outcome
+from worker.delivery import Delivery
 
 MASTER = "mailgate-ha"
 USER, PASSWORD = "sentinel", "sentinel-test-pw"

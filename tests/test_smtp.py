@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
+from mailgate.cli.dev.embedded import port_is_free
 from mailgate.config import SmtpTarget
-from mailgate.embedded import port_is_free
 from mailgate.errors import PermanentDelivery, TransientDelivery
 from tests.support import Service, SmtpServer, free_port, wait_for
 from worker import smtp

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE
 from mailgate.status import StatusStore
-from mailgate.status.counters import LAST_OUTCOME, count
+from mailgate.status.counters import LAST_OUTCOME
 from mailgate.status.keys import DUE_KEY, METRICS_KEY
 from tests.conftest import MakeApp
 from tests.support import RedisServer, wait_for
@@ -90,9 +90,8 @@ def test_delivery_stalled_when_work_waits_without_progress(
 
 def test_every_recorded_outcome_marks_progress(stall_db: redis.Redis) -> None:
     before = time.time()
-    pipe = stall_db.pipeline()
-    count(pipe, "Retrying", "451 try later", None)
-    pipe.execute()
+    store = StatusStore(stall_db, 3600)
+    store.mark_retry("email-x", 1, "451 try later", "451 try later", time.time() + 60)
     assert float(stall_db.hget(METRICS_KEY, LAST_OUTCOME) or 0) >= before
 
 

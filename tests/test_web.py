@@ -23,10 +23,10 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+from mailgate.cli.server import HEADER_READ_TIMEOUT_MS, listen_port
 from mailgate.config import Settings
 from mailgate.errors import ConfigError
 from mailgate.users import UserStore
-from mailgate.web import HEADER_READ_TIMEOUT_MS, listen_port
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import VENV_BIN, Service, answers, free_port, wait_for, web_args
 

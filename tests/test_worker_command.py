@@ -7,9 +7,9 @@ from pathlib import Path
 
 import psutil
 
+from mailgate.cli.procs import worker_argv
 from mailgate.config import Settings
 from mailgate.jobs import QUEUE
-from mailgate.run import worker_argv
 from tests.support import VENV_BIN, RedisServer, Service, mailgate_env, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,13 +17,13 @@ from mailgate.errors import ConfigError
 from mailgate.logs import configure_logging
 from mailgate.spool import sweep
 from mailgate.status import StatusStore
-from mailgate.status.batched import BatchedStatusStore
+from mailgate.status.group_commit import BatchedStatusStore
 from mailgate.users import UserStore
 from worker import logs as worker_logs
-from worker.batch import DeliveryPool
 from worker.delivery import Delivery
 from worker.dkim import Signer
 from worker.flower import flower_address, guard_flower
+from worker.pool import DeliveryPool
 from worker.relays import default_relays
 from worker.reports import Reporter
 from worker.scheduler import Scheduler

@@ -17,17 +17,15 @@ answered (none running yet, as at every start) is dropped; a failed connection s
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
 
+from mailgate.library_fixes import shutdown_notices_as_json
 from mailgate.logs import configure_logging, json_logs
 
 INSPECT_UNANSWERED = "Inspect method %s failed"
@@ -64,7 +62,7 @@ def setup(argv: Sequence[str]) -> None:
     setup_logging.connect(_keep_ours, weak=False)
     celeryd_init.connect(_no_banner, weak=False)
     celeryd_after_setup.connect(_banner_line, weak=False)
-    _json_notices(name)
+    shutdown_notices_as_json(name)  # a patch on Celery (mailgate.library_fixes)
 
 
 def _keep_ours(loglevel: int | None = None, **_: Any) -> None:
@@ -87,29 +85,3 @@ def _banner_line(sender: str, instance: Any = None, **_: Any) -> None:
     parts = [re.sub(r"\s+", " ", line.replace(".>", "")).strip() for line in text.splitlines()]
     kept = [part for part in parts if part and not re.fullmatch(r"\[\w+\]", part)]
     logging.getLogger("celery.apps.worker").info("; ".join(kept))
-
-
-def _json_notices(name: str) -> None:
-    """Celery writes its shutdown notices ("worker: Warm shutdown (MainProcess)") straight to
-    the terminal with ``celery.apps.worker.safe_say``, from its signal handlers (so with a bare
-    ``os.write``, never through logging). Here they are written as JSON lines the same way.
-
-    A patch on Celery's internals (celery 5.7.0): remove it when Celery routes these notices
-    through logging, or stop calling this and accept two plain lines per shutdown.
-    """
-    from celery.apps import worker as celery_worker
-
-    def say(msg: str, f: Any = None) -> None:
-        entry = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": "WARNING",
-            "process": name,
-            "logger": "celery.apps.worker",
-            "message": str(msg).strip(),
-        }
-        stream = f if f is not None else celery_worker.sys.__stderr__
-        # As Celery's own: losing a notice must never stop a shutdown.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.write(stream.fileno(), (json.dumps(entry) + "\n").encode())
-
-    celery_worker.safe_say = say

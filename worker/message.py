@@ -73,8 +73,9 @@ class MessageRefused(ValueError):
 
 def envelope(job: EmailJob) -> tuple[str, list[str]]:
     """MAIL FROM and RCPT TO: bare addresses as sent; Bcc here and nowhere else."""
-    return wire_address(bare(job.sender)), [wire_address(bare(r)) for r in
-                                             job.envelope_recipients()]  # fmt: skip
+    return wire_address(bare(job.sender)), [
+        wire_address(bare(r)) for r in job.envelope_recipients()
+    ]
 
 
 def render(job: EmailJob, message_id_host: str, read: Reader, max_bytes: int) -> bytearray:
@@ -256,10 +257,15 @@ def _layout(
     while any(token.encode() in body for _, encoding, body in bodies if encoding == "7bit"):
         token = secrets.token_hex(12)  # a boundary must not occur in a part
     texts = [
-        ([f'Content-Type: text/{subtype}; charset="utf-8"',
-          f"Content-Transfer-Encoding: {encoding}"], body)
+        (
+            [
+                f'Content-Type: text/{subtype}; charset="utf-8"',
+                f"Content-Transfer-Encoding: {encoding}",
+            ],
+            body,
+        )
         for subtype, encoding, body in bodies
-    ]  # fmt: skip
+    ]
     content: list[Piece]
     if len(texts) == 1:
         content_fields, body = texts[0]

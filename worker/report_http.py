@@ -1,4 +1,4 @@
-"""A delivery report on the wire: the form body, its HMAC signature, the POST, the verdict.
+"""A delivery report on the wire: the form body, its HMAC signature, the POST, what an answer means.
 
 The body is ``application/x-www-form-urlencoded``, like Ozeki's SMS delivery reports. The
 signature, when ``MAILGATE_CALLBACK_SECRET`` is set::
@@ -20,24 +20,15 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
-from enum import StrEnum
 from typing import IO, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from mailgate import __version__
-from mailgate.status import Record, Status
+from mailgate.status import Record, ReportStatus, Status
 
 NOTIFICATION_NAME = "EmailDeliveryReport"
 TIMEOUT_SECONDS = 10.0
 USER_AGENT = f"mailgate/{__version__}"
-
-
-class Verdict(StrEnum):
-    """What an HTTP answer means for the report."""
-
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    GIVE_UP = "give-up"
 
 
 @dataclass(frozen=True)
@@ -56,13 +47,14 @@ class Poster(Protocol):
     ) -> Answer: ...
 
 
-def classify(status: int | None) -> Verdict:
-    """2xx is done; 408, 429, 5xx and no answer are worth another try; anything else is not."""
+def classify(status: int | None) -> ReportStatus:
+    """What an HTTP answer makes of the report: 2xx Delivered; 408, 429, 5xx and no answer
+    Retrying (worth another try); anything else Failed."""
     if status is None or status in (408, 429) or 500 <= status < 600:
-        return Verdict.RETRY
+        return ReportStatus.RETRYING
     if 200 <= status < 300:
-        return Verdict.DELIVERED
-    return Verdict.GIVE_UP  # other 4xx, and 3xx: redirects are not followed
+        return ReportStatus.DELIVERED
+    return ReportStatus.FAILED  # other 4xx, and 3xx: redirects are not followed
 
 
 def form_body(record: Record) -> bytes:

@@ -28,7 +28,6 @@ from mailgate.validation import check_callback_url
 from worker.report_http import (
     TIMEOUT_SECONDS,
     Poster,
-    Verdict,
     classify,
     form_body,
     http_post,
@@ -123,25 +122,34 @@ class Reporter:
             url = check_callback_url(record.callback_url, self.settings.callback_allowed)
         except InvalidParameter as exc:
             self._record(email_id, ReportStatus.FAILED, attempt - 1, str(exc.reason))
-            log.warning("report of %s to %s refused: %s", email_id,
-                        safe_url(record.callback_url), exc.reason)  # fmt: skip
+            log.warning(
+                "report of %s to %s refused: %s",
+                email_id,
+                safe_url(record.callback_url),
+                exc.reason,
+            )
             return Result.REFUSED
         body = form_body(record)
         headers = report_headers(body, self.settings.callback_secret, int(self.clock()))
         answer = self.post(url, body, headers, self.timeout)
-        verdict = classify(answer.status)
-        if verdict is Verdict.DELIVERED:
+        outcome = classify(answer.status)
+        if outcome is ReportStatus.DELIVERED:
             self._record(email_id, ReportStatus.DELIVERED, attempt)
             log.info("report of %s delivered on attempt %d", email_id, attempt)
             return Result.DELIVERED
-        if verdict is Verdict.RETRY and attempt < MAX_ATTEMPTS:
+        if outcome is ReportStatus.RETRYING and attempt < MAX_ATTEMPTS:
             next_due = self.clock() + self.retry_delay(attempt)
             self._record(email_id, ReportStatus.RETRYING, attempt, answer.error, next_due)
             log.info("report of %s, attempt %d: %s", email_id, attempt, answer.error)
             return Result.RETRYING
         self._record(email_id, ReportStatus.FAILED, attempt, answer.error)
-        log.warning("report of %s to %s given up after %d attempt(s): %s", email_id,
-                    safe_url(url), attempt, answer.error)  # fmt: skip
+        log.warning(
+            "report of %s to %s given up after %d attempt(s): %s",
+            email_id,
+            safe_url(url),
+            attempt,
+            answer.error,
+        )
         return Result.FAILED
 
     def _record(

@@ -10,8 +10,8 @@ from celery.signals import celeryd_after_setup
 
 from mailgate.errors import EmailFailed
 from mailgate.jobs import QUEUE, REPORT_TASK_NAME, TASK_NAME
-from worker.batch import DeliveryPool
 from worker.delivery import Delivery
+from worker.pool import DeliveryPool
 from worker.reports import Reporter
 
 log = logging.getLogger(__name__)
@@ -22,12 +22,12 @@ def register_tasks(
 ) -> None:
     """Register the delivery and report tasks on ``app``; each takes only the EmailId.
 
-    With ``pool``, the worker runs delivery tasks on it (worker.batch) rather than through
+    With ``pool``, the worker runs delivery tasks on it (worker.pool) rather than through
     Celery's own pool; the task body below is what both run.
     """
     options: dict[str, Any] = {}
     if pool is not None:
-        options = {"Strategy": "worker.batch:strategy", "delivery_pool": pool}
+        options = {"Strategy": "worker.pool:strategy", "delivery_pool": pool}
 
     @celeryd_after_setup.connect(weak=False)  # type: ignore[untyped-decorator]
     def _size_report_slots(sender: Any, instance: Any, **_: Any) -> None:
@@ -37,13 +37,16 @@ def register_tasks(
             log.info("delivery reports use at most %d of %d threads", size, instance.concurrency)
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+        name=TASK_NAME,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
         **options,
-    )  # fmt: skip
+    )
     def deliver(email_id: str) -> str:
         result = delivery.run(email_id)
         if result.failure is not None:
-            raise EmailFailed(result.failure)  # FAILURE in Flower, as worker.batch reports it
+            raise EmailFailed(result.failure)  # FAILURE in Flower, as worker.pool reports it
         return result.outcome.value
 
     # No Celery retries: the Reporter schedules each next try on the report due set.

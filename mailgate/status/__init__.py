@@ -43,6 +43,7 @@ from mailgate.status.keys import (
 from mailgate.status.records import (
     AttemptLog,
     Bounce,
+    Outcome,
     RecipientOutcome,
     Record,
     ReportStatus,
@@ -59,6 +60,7 @@ __all__ = [
     "REPORTS_DUE_KEY",
     "AttemptLog",
     "Bounce",
+    "Outcome",
     "RecipientOutcome",
     "Record",
     "ReportStatus",

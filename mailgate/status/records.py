@@ -1,6 +1,16 @@
 """What a status record is: states, the record itself, its attempt log, parsing, and its one
 presentation (:meth:`Record.fields`, :meth:`AttemptLog.fields`, :func:`iso`), which each output
 adapts: Ozeki XML elements, REST JSON, ``mailgate status`` lines, the delivery report's form.
+
+The words for how things stand, one set for each thing that has a state:
+
+- :class:`Status`: an e-mail's state (the contract's values; the history's ``Outcome`` too);
+- :class:`Outcome`: what one run of the delivery task did, and why a claim is refused;
+- :class:`ReportStatus`: where the delivery report stands, and what one POST's answer means
+  (``worker.report_http.classify``);
+- ``worker.reports.Result``: what one run of the report task did (a ReportStatus's words, plus
+  ``deferred``, ``refused``, ``skipped``: runs that made no POST);
+- ``mailgate.bounces.recorder.Verdict``: what became of one bounce message.
 """
 
 from __future__ import annotations
@@ -63,6 +73,21 @@ class ReportStatus(StrEnum):
     @property
     def final(self) -> bool:
         return self is not ReportStatus.RETRYING
+
+
+class Outcome(StrEnum):
+    """What one run of the delivery task did (its return value, in Flower: no personal data).
+
+    ``ALREADY_FINAL``, ``BUSY`` and ``MISSING`` are also why a claim is refused
+    (:meth:`mailgate.status.StatusStore.start_attempt`): the run ends there.
+    """
+
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    ALREADY_FINAL = "already-final"
+    BUSY = "busy"
+    MISSING = "missing"
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,6 @@ local function count(key, emails, bytes)
 end
 """
 
-# An outcome written by StatusStore._update's transaction that makes its e-mail final.
-# KEYS: the record, the two pending hashes.
-SETTLE_ONE = SETTLE + "settle(KEYS[1], KEYS[2], KEYS[3])\nreturn 1\n"
-
 # Take up to ARGV[2] due ids and push each one's due time to ARGV[3] (a lease), atomically, so
 # two schedulers never publish the same id at once and a crash before publishing only delays it.
 TAKE_DUE = """
@@ -41,13 +37,13 @@ return ids
 """
 
 # One round trip before SMTP: unless the e-mail is final or claimed by another worker, take the
-# claim, count the attempt, mark it Sending, move its watchdog, and return the record.
-# (Bounced and PartlyBounced were Sent before: final too.)
+# claim, count the attempt, mark it Sending, move its watchdog, and return {'go', the record};
+# else {why not}, an Outcome's value. (Bounced and PartlyBounced were Sent before: final too.)
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if status == 'Sent' or status == 'Failed' or status == 'Cancelled' or status == 'Bounced'
-   or status == 'PartlyBounced' then return {'final'} end
+   or status == 'PartlyBounced' then return {'already-final'} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'Sending', 'updated_at', ARGV[4])
@@ -95,9 +91,10 @@ else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4]) end
 return written
 """
 
-# Several delivery outcomes in one call (mailgate.status.batched): for each JSON argument, what
-# StatusStore._update does in its transaction: the record's fields, the history entry, both
-# TTLs, the due set, the report watchdog, the Failed index (a Failed outcome only), the counters
+# The one write of a delivery outcome (Sent, Retrying, Failed), for one e-mail (the plain store)
+# or several (the group commit: mailgate.status.group_commit). For each JSON argument (see
+# store.outcome_spec), atomically: the record's fields, the history entry, both TTLs, the due
+# set, the report watchdog, the Failed index (a Failed outcome only), the counters
 # (last_outcome_at too), the release of the claim if still this worker's, and (final outcomes)
 # the pending counts. The records' keys come inside the arguments (one Redis, no cluster slots).
 _OUTCOMES = """

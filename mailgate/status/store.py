@@ -15,7 +15,7 @@ from mailgate.jobs import EmailJob
 from mailgate.redisconn import pool_size, redis_client
 from mailgate.status import scripts
 from mailgate.status.bounces import Reported, Settled, settle, suppresses
-from mailgate.status.counters import count
+from mailgate.status.counters import counter_writes
 from mailgate.status.keys import (
     DUE_KEY,
     EMAIL_PREFIX,
@@ -35,6 +35,7 @@ from mailgate.status.keys import (
 )
 from mailgate.status.records import (
     AttemptLog,
+    Outcome,
     Record,
     ReportStatus,
     Status,
@@ -107,7 +108,7 @@ class StatusStore:
         self._cancel = client.register_script(scripts.CANCEL)
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._create = client.register_script(scripts.CREATE)
-        self._settle = client.register_script(scripts.SETTLE_ONE)
+        self._outcomes = client.register_script(scripts.OUTCOMES)
         self._matching = client.register_script(scripts.MATCHING)
 
     @classmethod
@@ -119,9 +120,13 @@ class StatusStore:
         :func:`mailgate.redisconn.pool_size`; 0 keeps redis-py's 100)."""
         pool = {"max_connections": pool_size(threads)} if threads else {}
         client = redis_client(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
-            health_check_interval=15, **pool,
-        )  # fmt: skip
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=15,
+            **pool,
+        )
         return cls(client, ttl_seconds, min_replicas)
 
     def replicated(self) -> bool:
@@ -179,17 +184,40 @@ class StatusStore:
         content = job.to_json()
         verdict = self._create(
             keys=[
-                email_key(job.email_id), DUE_KEY, queue, *PENDING_KEYS, send_rate_key(job.owner),
+                email_key(job.email_id),
+                DUE_KEY,
+                queue,
+                *PENDING_KEYS,
+                send_rate_key(job.owner),
                 *(suppression_key(job.owner, envelope_address(a)) for a in suppressed),
             ],
             args=[
-                self.ttl, watchdog_at, job.email_id, message,
-                job.owner, pending_size(job, content), *quota, *rate, now,
-                "status", status, "attempts", 0,
-                "created_at", now, "updated_at", now, "since", since, "job", content,
-                "callback_url", job.callback_url, *scheduled,
+                self.ttl,
+                watchdog_at,
+                job.email_id,
+                message,
+                job.owner,
+                pending_size(job, content),
+                *quota,
+                *rate,
+                now,
+                "status",
+                status,
+                "attempts",
+                0,
+                "created_at",
+                now,
+                "updated_at",
+                now,
+                "since",
+                since,
+                "job",
+                content,
+                "callback_url",
+                job.callback_url,
+                *scheduled,
             ],
-        )  # fmt: skip
+        )
         if verdict[0] == "suppressed":
             raise SuppressedRecipient(int(verdict[1]), Suppression.from_json(str(verdict[2])))
         return "" if verdict[0] == "ok" else str(verdict[0])
@@ -209,11 +237,9 @@ class StatusStore:
 
     def start_attempt(
         self, email_id: str, token: str, lease_seconds: float, watchdog_at: float
-    ) -> tuple[str, Record | None]:
-        """Claim the e-mail and begin an attempt in one round trip.
-
-        ("go", the record with this attempt counted), or ("final" | "busy" | "missing", None).
-        """
+    ) -> Record | Outcome:
+        """Claim the e-mail and begin an attempt in one round trip: the record with this
+        attempt counted, or why not (Outcome.ALREADY_FINAL, BUSY or MISSING)."""
         keys, args = _start_call(email_id, token, lease_seconds, watchdog_at)
         return _start_result(email_id, self._start(keys=keys, args=args))
 
@@ -271,9 +297,15 @@ class StatusStore:
         if rcpt is not None:
             fields["rcpt"] = rcpt
         self._update(
-            email_id, attempt, fields, smtp_response, drop=("job", "next_attempt_at"),
-            token=token, latency=latency, report_due=report_due,
-        )  # fmt: skip
+            email_id,
+            attempt,
+            fields,
+            smtp_response,
+            drop=("job", "next_attempt_at"),
+            token=token,
+            latency=latency,
+            report_due=report_due,
+        )
 
     def mark_retry(
         self,
@@ -286,8 +318,10 @@ class StatusStore:
     ) -> None:
         """Record a transient failure and when the next attempt is due."""
         fields: dict[str, Any] = {
-            "status": Status.RETRYING.value, "last_error": error, "next_attempt_at": next_at,
-        }  # fmt: skip
+            "status": Status.RETRYING.value,
+            "last_error": error,
+            "next_attempt_at": next_at,
+        }
         if smtp_response:
             fields["smtp_response"] = smtp_response
         self._update(email_id, attempt, fields, error, due=next_at, token=token)
@@ -309,9 +343,14 @@ class StatusStore:
         if rcpt is not None:
             fields["rcpt"] = rcpt
         self._update(
-            email_id, attempt, fields, error, drop=("next_attempt_at",), token=token,
+            email_id,
+            attempt,
+            fields,
+            error,
+            drop=("next_attempt_at",),
+            token=token,
             report_due=report_due,
-        )  # fmt: skip
+        )
 
     def record_bounces(
         self,
@@ -552,51 +591,30 @@ class StatusStore:
         self.redis.zrem(DUE_KEY, email_id)
 
     def _update(
-        self, email_id: str, attempt: int, fields: dict[str, Any], detail: str,
+        self,
+        email_id: str,
+        attempt: int,
+        fields: dict[str, Any],
+        detail: str,
         **change: Unpack[Change],
-    ) -> None:  # fmt: skip
-        """Apply one outcome atomically: fields, history, TTLs, the due set, the metrics
-        counters, and (with ``token``) the release of the worker's claim."""
-        pipe = self.redis.pipeline(transaction=True)
-        self._queue_update(pipe, email_id, attempt, fields, detail, **change)
-        pipe.execute()
+    ) -> None:
+        """Apply one outcome atomically (see :func:`outcome_spec`)."""
+        self._commit(outcome_spec(email_id, attempt, fields, detail, **change))
 
-    def _queue_update(
-        self, pipe: redis.client.Pipeline, email_id: str, attempt: int, fields: dict[str, Any],
-        detail: str, **change: Unpack[Change],
-    ) -> None:  # fmt: skip
-        """Queue the commands of :meth:`_update` on ``pipe`` (a transaction) without running it."""
-        drop, due, token = change.get("drop", ()), change.get("due"), change.get("token")
-        latency, report_due = change.get("latency"), change.get("report_due")
-        now = time.time()
-        key, log = email_key(email_id), history_key(email_id)
-        fields["updated_at"] = now
-        entry = {"attempt": attempt, "at": now, "outcome": fields["status"], "detail": detail}
-        pipe.hset(key, mapping=cast("dict[Any, Any]", fields))
-        if drop:
-            pipe.hdel(key, *drop)
-        pipe.rpush(log, json.dumps(entry))
-        pipe.ltrim(log, -HISTORY_LIMIT, -1)
-        pipe.expire(key, self.ttl)
-        pipe.expire(log, self.ttl)
-        if due is None:
-            pipe.zrem(DUE_KEY, email_id)
-        else:
-            pipe.zadd(DUE_KEY, {email_id: due})
-        if report_due is not None:  # the report's watchdog, set with the final state
-            pipe.zadd(REPORTS_DUE_KEY, {email_id: report_due})
-        if fields["status"] == Status.FAILED:  # Failed only: Sent writes no more than before
-            index = status_index_key(Status.FAILED)
-            pipe.zadd(index, {email_id: now})
-            pipe.zremrangebyscore(index, "-inf", now - self.ttl)
-        count(pipe, fields["status"], fields.get("smtp_response"), latency)
-        if token is not None:
-            self._release(keys=[claim_key(email_id)], args=[token], client=pipe)
-        if Status(fields["status"]).final:
-            self._settle(keys=[key, *PENDING_KEYS], client=pipe)
+    def _commit(self, spec: str) -> None:
+        """Write one outcome (the group commit shares the round trip with other threads')."""
+        self._write_outcomes([spec])
+
+    def _write_outcomes(self, specs: list[str]) -> None:
+        """Run the OUTCOMES script, the one write of delivery outcomes, over ``specs`` (from
+        :func:`outcome_spec`): each e-mail's outcome atomic, all of them in one round trip."""
+        self._outcomes(
+            keys=[DUE_KEY, REPORTS_DUE_KEY, METRICS_KEY, *PENDING_KEYS],
+            args=[self.ttl, HISTORY_LIMIT, *specs],
+        )
 
     def metrics(self) -> dict[str, float]:
-        """The delivery counters (see :func:`_count`)."""
+        """The delivery counters (see :func:`mailgate.status.counters.counter_writes`)."""
         raw = cast(dict[str, str], self.redis.hgetall(METRICS_KEY))
         return {name: float(value) for name, value in raw.items()}
 
@@ -606,6 +624,51 @@ def pending_size(job: EmailJob, content: str | None = None) -> int:
     stored in Redis) and its attachments' bytes (spooled uploads, or files on disk)."""
     stored = len((content if content is not None else job.to_json()).encode())
     return stored + sum(attachment.size for attachment in job.attachments)
+
+
+def outcome_spec(
+    email_id: str, attempt: int, fields: dict[str, Any], detail: str, **change: Unpack[Change]
+) -> str:
+    """One delivery outcome for the OUTCOMES script, as JSON: the record's fields (and those to
+    drop), the history entry, the due set, the report watchdog, the Failed index (a Failed
+    outcome only: Sent writes no more than before), the counters, the claim to release (with
+    ``token``) and, for a final outcome, the pending counts. Values go as redis-py writes them.
+    """
+    drop, due, token = change.get("drop", ()), change.get("due"), change.get("token")
+    latency, report_due = change.get("latency"), change.get("report_due")
+    now = time.time()
+    fields["updated_at"] = now
+    status = Status(fields["status"])
+    entry = {"attempt": attempt, "at": now, "outcome": status.value, "detail": detail}
+    spec: dict[str, Any] = {
+        "id": email_id,
+        "key": email_key(email_id),
+        "log": history_key(email_id),
+        "fields": [wire(item) for pair in fields.items() for item in pair],
+        "drop": list(drop),
+        "entry": json.dumps(entry),
+        "counters": counter_writes(status, fields.get("smtp_response"), latency),
+    }
+    if due is not None:
+        spec["due"] = wire(due)
+    if report_due is not None:  # the report's watchdog, set with the final state
+        spec["report_due"] = wire(report_due)
+    if status is Status.FAILED:
+        spec["index"], spec["at"] = status_index_key(Status.FAILED), wire(now)
+    if token is not None:
+        spec["claim"], spec["token"] = claim_key(email_id), token
+    if status.final:
+        spec["final"] = True
+    return json.dumps(spec)
+
+
+def wire(value: Any) -> str:
+    """A value as redis-py sends it (floats by repr, like its Encoder)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def _pages(ids: Iterable[str]) -> Iterator[tuple[str, ...]]:
@@ -621,15 +684,19 @@ def _start_call(
     """The keys and arguments of the START script for one e-mail."""
     keys = [email_key(email_id), claim_key(email_id), DUE_KEY]
     args: list[str | int | float] = [
-        token, int(lease_seconds * 1000), watchdog_at, time.time(), email_id,
-    ]  # fmt: skip
+        token,
+        int(lease_seconds * 1000),
+        watchdog_at,
+        time.time(),
+        email_id,
+    ]
     return keys, args
 
 
-def _start_result(email_id: str, result: Any) -> tuple[str, Record | None]:
-    """The START script's reply as (verdict, the record when the verdict is "go")."""
-    verdict = str(result[0])
-    if verdict != "go":
-        return verdict, None
+def _start_result(email_id: str, result: Any) -> Record | Outcome:
+    """The START script's reply: the claimed record, or the Outcome that stops the attempt."""
+    if str(result[0]) != "go":
+        return Outcome(str(result[0]))
     flat = [str(item) for item in result[1]]
-    return verdict, parse_record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+    record = parse_record(email_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+    return record if record is not None else Outcome.MISSING

@@ -11,9 +11,11 @@ task-succeeded events Celery's own request would send (task-failed for an e-mail
 the worker's event dispatcher (which buffers them and publishes them in groups).
 
 What it gains (``bench/README.md``): the threads share Redis round trips through
-:class:`mailgate.status.batched.BatchedStatusStore`, each keeps its SMTP session, and there
+:class:`mailgate.status.group_commit.BatchedStatusStore`, each keeps its SMTP session, and there
 can be many more of them (``MAILGATE_WORKER_CONCURRENCY``, SMTP sessions in flight) than
 Celery's pool threads, for relays that answer slowly.
+
+A patch on Celery's internals: see :mod:`mailgate.library_fixes` (item 3) for when it can go.
 """
 
 from __future__ import annotations
@@ -142,8 +144,12 @@ class DeliveryPool:
             # failure. The e-mail's due-set entry stays, so the watchdog publishes it again.
             log.error("delivery of %s raised %s", email_id, type(exc).__name__, exc_info=True)
             if send:
-                send("task-failed", uuid=task_id, exception=saferepr(exc),
-                     traceback=traceback.format_exc())  # fmt: skip
+                send(
+                    "task-failed",
+                    uuid=task_id,
+                    exception=saferepr(exc),
+                    traceback=traceback.format_exc(),
+                )
             self.acks.ack(message)
             return
         if send and result.failure is not None:
@@ -155,8 +161,12 @@ class DeliveryPool:
                 traceback=None,
             )
         elif send:
-            send("task-succeeded", uuid=task_id, result=repr(result.outcome.value),
-                 runtime=time.monotonic() - started)  # fmt: skip
+            send(
+                "task-succeeded",
+                uuid=task_id,
+                result=repr(result.outcome.value),
+                runtime=time.monotonic() - started,
+            )
         self.acks.ack(message)
 
 
@@ -180,8 +190,9 @@ def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None
     errors = consumer.connection_errors
     pool.acks.errors = tuple(errors)
 
-    def on_message(message: Any, body: Any, ack: RawAck, reject: Any, callbacks: Any,
-                   **__: Any) -> None:  # fmt: skip
+    def on_message(
+        message: Any, body: Any, ack: RawAck, reject: Any, callbacks: Any, **__: Any
+    ) -> None:
         headers = message.headers
         task_id = headers["id"]
         if task_id in revoked:
@@ -190,10 +201,18 @@ def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None
             return
         args, _kwargs, _embed = message.decode()
         if send:
-            send("task-received", uuid=task_id, name=task.name, args=headers.get("argsrepr"),
-                 kwargs=headers.get("kwargsrepr"), root_id=headers.get("root_id"),
-                 parent_id=headers.get("parent_id"), retries=headers.get("retries", 0),
-                 eta=None, expires=None)  # fmt: skip
+            send(
+                "task-received",
+                uuid=task_id,
+                name=task.name,
+                args=headers.get("argsrepr"),
+                kwargs=headers.get("kwargsrepr"),
+                root_id=headers.get("root_id"),
+                parent_id=headers.get("parent_id"),
+                retries=headers.get("retries", 0),
+                eta=None,
+                expires=None,
+            )
         pool.submit(task_id, str(args[0]), message)
 
     return on_message

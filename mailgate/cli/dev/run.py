@@ -10,20 +10,15 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from mailgate.cli.dev.embedded import port_is_free, private_dir, redis_command, remember_url
+from mailgate.cli.dev.welcome import Console, Welcome
+from mailgate.cli.procs import bind_to_parent
 from mailgate.config import Settings, environment
-from mailgate.embedded import port_is_free, private_dir, redis_command, remember_url
 from mailgate.errors import ConfigError
-from mailgate.jobs import QUEUE
-from mailgate.lifeline import bind_to_parent, die_with_parent
-from mailgate.supervise import STOP_SIGNALS, passed_on
-from mailgate.welcome import Console, Welcome
 
 SAMPLE_NAME = "hello.txt"
 STOPPED_CODES = (130, 143)
@@ -42,63 +37,6 @@ def commands(settings: Settings) -> dict[str, str]:
         "worker": f"{_bin('mailgate')} worker",
         "flower": f"{_bin('mailgate')} flower --address 127.0.0.1",
     }
-
-
-def worker_argv(settings: Settings, name: str, extra: Sequence[str] = ()) -> list[str]:
-    """One worker process: Celery's threads pool, ``MAILGATE_WORKER_CONCURRENCY`` e-mails in
-    flight (worker.batch), the mailgate queue, task events on for Flower, node name ``name``;
-    ``extra``: more Celery options."""
-    return [
-        str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "worker",
-        "--pool", "threads", "--concurrency", str(settings.worker_concurrency), "-Q", QUEUE,
-        "-E", "-n", name, "--loglevel", "INFO", *extra,
-    ]  # fmt: skip
-
-
-def flower_argv(address: str, port: int, extra: Sequence[str] = ()) -> list[str]:
-    """Flower on the worker app (which hands it MAILGATE_FLOWER_BASIC_AUTH and refuses an
-    address beyond loopback without one); ``extra``: more Flower options."""
-    return [
-        str(Path(sys.executable).parent / "celery"), "-A", "worker.app", "flower",
-        f"--address={address}", f"--port={port}", *extra,
-    ]  # fmt: skip
-
-
-def run_workers(settings: Settings, name: str, extra: Sequence[str] = ()) -> int:
-    """``mailgate worker``: ``settings.worker_processes`` worker processes (one process is
-    bound to one core by the GIL), node names ``<name>-<n>@%h``.
-
-    One process: this one becomes the worker (exec), so signals reach Celery itself. Several:
-    they share this process group (a signal to the group reaches each once), die with this
-    process, and are stopped together; the exit code is that of the first to stop.
-    """
-    count = settings.worker_processes or os.cpu_count() or 1
-    if count <= 1:
-        argv = worker_argv(settings, f"{name}@%h", extra)
-        os.execv(argv[0], argv)  # noqa: S606 (no shell: the arguments as they are)
-    children: list[subprocess.Popen[bytes]] = []
-    stopping = threading.Event()
-
-    def stop_all(signum: int, frame: FrameType | None = None) -> None:
-        stopping.set()
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(passed_on(signum))
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop_all)
-    for index in range(1, count + 1):
-        argv = worker_argv(settings, f"{name}-{index}@%h", extra)
-        children.append(subprocess.Popen(argv, preexec_fn=die_with_parent()))
-    code = os.waitpid(-1, 0)  # the first to stop (or all of them, on a stop signal)
-    first = next((c for c in children if c.pid == code[0]), None)
-    if first is not None:
-        first.returncode = os.waitstatus_to_exitcode(code[1])
-    if not stopping.is_set():
-        stop_all(signal.SIGTERM)
-    for child in children:
-        child.wait()
-    return int(first.returncode if first is not None else 0)
 
 
 def run_all() -> int:
@@ -128,7 +66,7 @@ def run_all() -> int:
             raise ConfigError("MAILGATE_SINK_PORT", f"port {sink_port} is already in use")
         private_dir(var / "outbox")
         python = shlex.quote(sys.executable)
-        sink = f"exec {python} -m mailgate.sink --port {sink_port} --outbox var/outbox"
+        sink = f"exec {python} -m mailgate.cli.dev.sink --port {sink_port} --outbox var/outbox"
         extra.append(("smtp-sink", sink))
         env["MAILGATE_SMTP_URL"] = f"smtp://127.0.0.1:{sink_port}"
     # The banner's curl lines name MAILGATE_PORT: a PORT left in the shell must not move the API.
@@ -154,7 +92,7 @@ def run_all() -> int:
     # Each under `mailgate supervise`: a process that exits is started again, instead of
     # honcho stopping all the others; Ctrl-C still stops everything. `exec`: no shell stays
     # between honcho and the supervisor, so honcho's signal and its exit code are the
-    # supervisor's own, and the supervisor dies with honcho's reader (mailgate.lifeline).
+    # supervisor's own, and the supervisor dies with honcho's reader (mailgate.cli.procs).
     supervise = f"exec {_bin('mailgate')} supervise --owner {top} --name"
     for name, command in extra:
         # Shell lines (the embedded Redis sets its umask first) that end in `exec`, so the

@@ -15,7 +15,6 @@ import redis
 from kombu.exceptions import OperationalError
 
 from mailgate.config import Settings, environment
-from mailgate.embedded import URL_FILE, remembered_url
 from mailgate.errors import ConfigError, UserError
 from mailgate.jobs import canonical_email_id
 from mailgate.redisconn import display_url
@@ -62,6 +61,8 @@ def _gateway_env() -> tuple[dict[str, str], str]:
     env = environment()
     if env.get("MAILGATE_REDIS_URL", "").strip():
         return env, "MAILGATE_REDIS_URL"
+    from mailgate.cli.dev.embedded import URL_FILE, remembered_url
+
     found = remembered_url()
     if found:
         env["MAILGATE_REDIS_URL"] = found
@@ -107,7 +108,7 @@ def run() -> None:
                 f"`mailgate run` needs the run extra, not installed here ({module} is missing): "
                 "pip install '.[run]' in mailgate's source folder (make run does)"
             ) from None
-    from mailgate.run import run_all
+    from mailgate.cli.dev.run import run_all
 
     try:
         sys.exit(run_all())
@@ -137,7 +138,7 @@ def worker(
     """Start the delivery workers: one Celery process per core; CELERY_ARGS go to each."""
     from dataclasses import replace
 
-    from mailgate.run import run_workers
+    from mailgate.cli.procs import run_workers
 
     settings = _process_settings()
     settings = replace(
@@ -163,7 +164,7 @@ def worker(
 @_friendly
 def flower(address: str | None, port: int | None, flower_args: tuple[str, ...]) -> None:
     """Start Flower on the workers' Celery app; FLOWER_ARGS go to Flower."""
-    from mailgate.run import flower_argv
+    from mailgate.cli.procs import flower_argv
 
     settings = _process_settings()
     argv = flower_argv(
@@ -200,9 +201,9 @@ def supervise(name: str | None, owner: int | None, command: tuple[str, ...]) -> 
     """Run COMMAND and start it again whenever it exits (mailgate supervise -- CMD ...)."""
     import logging
 
+    from mailgate.cli.procs import process_name
+    from mailgate.cli.procs import supervise as run_supervised
     from mailgate.logs import configure_logging
-    from mailgate.supervise import process_name
-    from mailgate.supervise import supervise as run_supervised
 
     name = name or process_name(command)
     configure_logging(process=name)
@@ -230,8 +231,8 @@ def supervise(name: str | None, owner: int | None, command: tuple[str, ...]) -> 
 @_friendly
 def web(workers: int | None, threads: int | None, access_log: bool) -> None:
     """Serve the API (granian, WSGI) on MAILGATE_HOST and $PORT, else MAILGATE_PORT."""
+    from mailgate.cli.server import options, serve
     from mailgate.logs import json_logs
-    from mailgate.web import options, serve
 
     settings = _process_settings()
     # The command line wins over MAILGATE_WEB_WORKERS / MAILGATE_WEB_THREADS.

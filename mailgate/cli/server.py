@@ -129,7 +129,7 @@ def log_config(json_lines: bool) -> dict[str, Any]:
         "filters": {
             "redact": {"()": "mailgate.logs.RedactingFilter"},
             "quoted": {"()": "mailgate.logs.QuotedFieldsFilter"},
-            "known": {"()": "mailgate.web.KnownWarnings"},
+            "known": {"()": "mailgate.cli.server.KnownWarnings"},
         },
         "handlers": {
             "console": {

@@ -1,4 +1,4 @@
-"""worker.batch.Acks, the logic alone: which messages are acknowledged together, and when.
+"""worker.pool.Acks, the logic alone: which messages are acknowledged together, and when.
 
 Fakes stand for kombu's channels here; tests/test_worker_transport.py checks ``ack_many`` on a
 real Redis, and the guarantee tests run it inside real workers.
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support import wait_for
-from worker.batch import Acks
+from worker.pool import Acks
 
 
 class BatchQoS:
@@ -81,7 +81,7 @@ def test_a_channel_without_ack_many_acks_each_message_at_once(channel: Any) -> N
     acks = Acks(errors)
     message = Message(channel, "tag")
     acks.ack(message)
-    assert message.acked == [(logging.getLogger("worker.batch"), errors)]
+    assert message.acked == [(logging.getLogger("worker.pool"), errors)]
 
 
 def test_a_lost_connection_is_logged_and_later_acks_still_go(

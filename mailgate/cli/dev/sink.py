@@ -1,6 +1,6 @@
 """The local SMTP sink for development: stores each message as ``<EmailId>.eml``.
 
-Run as ``python -m mailgate.sink --port 2525 --outbox var/outbox``.
+Run as ``python -m mailgate.cli.dev.sink --port 2525 --outbox var/outbox``.
 """
 
 from __future__ import annotations

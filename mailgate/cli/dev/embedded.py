@@ -37,17 +37,27 @@ def redis_args(port: int, data_dir: Path, appendfsync: str = "everysec") -> list
     """
     return [
         redis_server_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--appendfsync", appendfsync,
-        "--save", "",
-        "--maxmemory-policy", "noeviction",
-        "--protected-mode", "yes",
-        "--auto-aof-rewrite-percentage", "100",
-        "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE,
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        appendfsync,
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "yes",
+        "--auto-aof-rewrite-percentage",
+        "100",
+        "--auto-aof-rewrite-min-size",
+        AOF_REWRITE_MIN_SIZE,
+    ]
 
 
 def redis_command(port: int, data_dir: Path, appendfsync: str = "everysec") -> str:
