@@ -208,7 +208,7 @@ def procfile_worker_args() -> list[str]:
 
 
 def accept_bulk(store: StatusStore, app: Celery, count: int, redis_broker: bool) -> list[str]:
-    """Accept ``count`` e-mails the way the API does (api.accept._record_and_publish): on the
+    """Accept ``count`` e-mails the way the API does (api.emails._record_and_publish): on the
     Redis broker, status record and task in one transaction; otherwise record, then publish."""
     ids = []
     for i in range(count):

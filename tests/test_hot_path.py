@@ -15,7 +15,7 @@ from dataclasses import asdict
 import email_validator
 import pytest
 
-from api.xml import Field, render, render_etree
+from api.ozeki import Field, render, render_etree
 from mailgate.broker import build_task_message, make_celery, redis_task_message
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter

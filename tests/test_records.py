@@ -12,9 +12,8 @@ from xml.etree import ElementTree as ET
 import pytest
 from click.testing import CliRunner
 
-import api.commands
+import api.ozeki
 import mailgate.status
-from api import xml
 from api.rest import _status_body
 from mailgate import cli
 from mailgate.status import AttemptLog, Record, ReportStatus, Status, iso
@@ -84,12 +83,12 @@ def test_iso_is_utc_with_milliseconds(timestamp: float, zone: str, text: str) ->
 
 
 def ozeki(record: Record, history: list[AttemptLog], monkeypatch: pytest.MonkeyPatch) -> bytes:
-    monkeypatch.setattr(api.commands, "status_of", lambda *_: (record, history))
+    monkeypatch.setattr(api.ozeki, "status_of", lambda *_: (record, history))
     svc: Any = None
-    fields = api.commands.get_email_status(
+    fields = api.ozeki.get_email_status(
         {"emailid": record.email_id}, Account("shop", "unused"), svc
     )
-    return xml.render(200, xml.SUCCESS_MESSAGE, fields)
+    return api.ozeki.render(200, api.ozeki.SUCCESS_MESSAGE, fields)
 
 
 def test_the_ozeki_status_shows_known_fields_in_order(monkeypatch: pytest.MonkeyPatch) -> None:

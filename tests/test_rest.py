@@ -352,7 +352,7 @@ def test_an_unexpected_error_is_a_json_500_without_details(
     def broken(*args: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(api.rest, "validate_send", broken)
+    monkeypatch.setattr(api.rest, "send_params", broken)
     response = client.post(EMAILS, json=mail(), headers=SEED)
     assert response.status_code == 500
     assert response.get_json() == {

@@ -23,7 +23,7 @@ from xml.etree import ElementTree as ET
 import pytest
 import redis
 
-from api.accept import _record_and_publish
+from api.emails import _record_and_publish
 from api.services import Services
 from mailgate.broker import make_celery, uses_redis_broker
 from mailgate.config import Settings

@@ -6,7 +6,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from api.xml import render
+from api.ozeki import render
 from mailgate.errors import UnknownCommand
 
 

@@ -164,13 +164,13 @@ MUTANTS = [
     ),
     Mutant(
         "owner-check", "any account reads and cancels any e-mail",
-        (("api/accept.py", "if record is None or record.owner != account.name:",
+        (("api/emails.py", "if record is None or record.owner != account.name:",
           "if record is None:"),),
         (API + "test_status_is_only_for_the_owner", REST + "test_another_accounts_email_is_404"),
     ),
     Mutant(
         "sender-check", "the sender is not checked against the account's globs",
-        (("api/accept.py",
+        (("api/emails.py",
           "if not account.may_send_as(bare(sender), svc.settings.default_sender):",
           "if False:"),),
         (API + "test_errors_answer_their_code_and_enqueue_nothing",),

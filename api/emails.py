@@ -1,4 +1,10 @@
-"""Accepting an e-mail and reading its status: the logic both API styles (Ozeki, REST) share."""
+"""What both API styles (Ozeki ``/api``, REST ``/api/v1``) do to an e-mail: accept it, read
+its status, cancel it. Only this module calls the status store for them.
+
+Redis's errors are mapped once, in :func:`api_error`: every store, rate-limit and login-throttle
+call runs inside a request of one of the two endpoints, and both hand what a request raised to
+it, so a Redis error anywhere is a 503 (nothing queued), never a 500 or a traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from api.services import Services
+from api.uploads import claim_uploads, with_uploads
 from mailgate.addresses import bare
 from mailgate.broker import publish, redis_task_message, uses_redis_broker
 from mailgate.errors import (
@@ -17,6 +24,7 @@ from mailgate.errors import (
     IdempotencyMismatch,
     InvalidField,
     InvalidParameter,
+    NotCancellable,
     NotFound,
     RateLimited,
     SenderNotAllowed,
@@ -24,10 +32,11 @@ from mailgate.errors import (
     Unavailable,
 )
 from mailgate.jobs import QUEUE, EmailJob, canonical_email_id, is_email_id
-from mailgate.status import AttemptLog, Record, Suppressions
+from mailgate.spool import discard_spooled
+from mailgate.status import AttemptLog, Record, Status, Suppressions
 from mailgate.status.store import pending_size
 from mailgate.users import Account
-from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
+from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok, validate_send
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,22 @@ def checked_key(key: str | None, field: str = "") -> str:
     raise InvalidParameter("IdempotencyKey", reason, "SendEmail")
 
 
+def send(
+    svc: Services,
+    account: Account,
+    params: dict[str, str],
+    idempotency_key: str = "",
+    send_at: float | None = None,
+) -> Accepted:
+    """SendEmail for both endpoints: check the parameters (lower-cased Ozeki names), add the
+    request's uploads, accept; the uploads become the new e-mail's (a repeat's are dropped)."""
+    request = with_uploads(validate_send(params, svc.settings), svc.settings)
+    accepted = accept(svc, account, request, idempotency_key, send_at)
+    if not accepted.repeat:
+        claim_uploads()
+    return accepted
+
+
 def accept(
     svc: Services,
     account: Account,
@@ -97,33 +122,30 @@ def accept(
         html=request.html,
     )
     if idempotency_key:
-        try:
-            earlier = svc.store.remember_key(
-                account.name, idempotency_key, job.email_id, job.fingerprint(),
-                svc.settings.idempotency_seconds,
-            )  # fmt: skip
-        except RedisError:
-            raise Unavailable("the status store is unavailable") from None
+        earlier = svc.store.remember_key(
+            account.name,
+            idempotency_key,
+            job.email_id,
+            job.fingerprint(),
+            svc.settings.idempotency_seconds,
+        )
         if earlier is not None:
             if earlier[1] != job.fingerprint():
                 raise IdempotencyMismatch()
             return Accepted(earlier[0], repeat=True)
     try:
-        try:
-            svc.limits.check_send(account)
-        except RedisError:
-            raise Unavailable("the rate limiter is unavailable") from None
+        svc.limits.check_send(account)
         quota = account.quota(svc.settings.max_pending_emails, svc.settings.max_pending_bytes)
         if send_at is None:
             _record_and_publish(svc, job, quota)
         else:
             _record_scheduled(svc, job, send_at, quota)
-    except ApiError:
+    except Exception:
         if idempotency_key:  # not accepted after all: a retry with the same key may go ahead
             _release(svc, account, idempotency_key)
         raise
-    log.info("accepted %s from %s for %d recipient(s)", job.email_id, account.name,
-             len(job.recipients))  # fmt: skip
+    count = len(job.recipients)
+    log.info("accepted %s from %s for %d recipient(s)", job.email_id, account.name, count)
     return Accepted(job.email_id)
 
 
@@ -136,10 +158,7 @@ def check_suppressed(svc: Services, account: Account, request: SendRequest) -> N
         *(("Cc", a) for a in request.cc),
         *(("Bcc", a) for a in request.bcc),
     ]
-    try:
-        found = Suppressions(svc.store.redis).find(account.name, [a for _, a in named])
-    except RedisError:
-        raise Unavailable("the status store is unavailable") from None
+    found = Suppressions(svc.store.redis).find(account.name, [a for _, a in named])
     if found is not None:
         index, suppression = found
         raise Suppressed(named[index][0], suppression.explain())
@@ -150,10 +169,10 @@ def _record_and_publish(svc: Services, job: EmailJob, quota: Quota = NO_QUOTA) -
     if uses_redis_broker(svc.settings):
         # Record and task in one Redis transaction: both or neither, in one round trip.
         task = (QUEUE, redis_task_message(svc.celery, job.email_id))
-        _create(svc, job, watchdog_at, quota, "Redis", task=task)
+        _create(svc, job, watchdog_at, quota, task=task)
         return
     # Another broker: the record comes first, since a worker may look for it at once.
-    _create(svc, job, watchdog_at, quota, "the status store")
+    _create(svc, job, watchdog_at, quota)
     try:
         publish(svc.celery, job.email_id)
     except Exception as exc:
@@ -168,7 +187,7 @@ def _record_and_publish(svc: Services, job: EmailJob, quota: Quota = NO_QUOTA) -
 def _record_scheduled(
     svc: Services, job: EmailJob, send_at: float, quota: Quota = NO_QUOTA
 ) -> None:
-    _create(svc, job, send_at, quota, "the status store", send_at=send_at)
+    _create(svc, job, send_at, quota, send_at=send_at)
 
 
 def _create(
@@ -176,18 +195,12 @@ def _create(
     job: EmailJob,
     due_at: float,
     quota: Quota,
-    what: str,
     task: tuple[str, str] | None = None,
     send_at: float | None = None,
 ) -> None:
     """Write the record (and ``task`` with it) within the owner's quota, then hold it to the
-    replica rule; 429 over the quota, 503 when ``what`` (the Redis that failed, for the
-    caller) does not answer."""
-    try:
-        over = svc.store.create(job, due_at, task=task, send_at=send_at, quota=quota)
-    except RedisError as exc:
-        log.warning("%s unavailable: %s", what, type(exc).__name__)
-        raise Unavailable(f"{what} is unavailable") from None
+    replica rule; 429 over the quota."""
+    over = svc.store.create(job, due_at, task=task, send_at=send_at, quota=quota)
     if over:
         raise _over_quota(job, over, quota)
     _ensure_replicated(svc, job.email_id)
@@ -213,19 +226,14 @@ def _ensure_replicated(svc: Services, email_id: str) -> None:
     """With MAILGATE_REDIS_MIN_REPLICAS, a 200 means that many replicas hold the e-mail, so a
     failover cannot lose it. Short of that the e-mail is withdrawn and the answer is 503 (no
     worker sends before the same replicas hold its claim); one already final stays."""
-    try:
-        if svc.store.replicated():
-            return
-        withdrawn = svc.store.withdraw(email_id)
-    except RedisError as exc:
-        log.warning("Redis failed while waiting for replicas of %s: %s", email_id,
-                    type(exc).__name__)  # fmt: skip
-        raise Unavailable("Redis is unavailable") from None
+    if svc.store.replicated():
+        return
+    withdrawn = svc.store.withdraw(email_id)
     if not withdrawn:
         log.info("%s reached too few replicas but is final already", email_id)
         return
-    log.warning("withdrew %s: fewer than %d replica(s) confirmed it", email_id,
-                svc.store.min_replicas)  # fmt: skip
+    replicas = svc.store.min_replicas
+    log.warning("withdrew %s: fewer than %d replica(s) confirmed it", email_id, replicas)
     raise Unavailable("too few Redis replicas confirmed the e-mail") from None
 
 
@@ -238,16 +246,13 @@ def _release(svc: Services, account: Account, key: str) -> None:
 
 def status_of(svc: Services, account: Account, email_id: str) -> tuple[Record, list[AttemptLog]]:
     """The caller's own e-mail and its attempt history; 404 for any other id."""
-    try:
-        record = own_record(svc, account, email_id)
-        return record, svc.store.history(record.email_id)
-    except RedisError:
-        raise Unavailable("the status store is unavailable") from None
+    record = own_record(svc, account, email_id)
+    return record, svc.store.history(record.email_id)
 
 
 def own_record(svc: Services, account: Account, email_id: str) -> Record:
     """The record of one of the caller's own e-mails; 404 for any other id, so nobody learns
-    which ids exist (RedisError passes: the caller answers 503). An id that is not a
+    which ids exist. An id that is not a
     well-formed EmailId is 404 at once: no Redis key is built from it."""
     email_id = canonical_email_id(email_id)
     if not is_email_id(email_id):
@@ -256,3 +261,33 @@ def own_record(svc: Services, account: Account, email_id: str) -> Record:
     if record is None or record.owner != account.name:
         raise NotFound()
     return record
+
+
+def cancel(svc: Services, account: Account, email_id: str, name: str = "EmailId") -> None:
+    """Cancel one of the caller's own e-mails; cancelling a Cancelled one again is a no-op.
+
+    404 for anyone else's id; :class:`NotCancellable` once a worker holds it or it is final.
+    """
+    email_id = own_record(svc, account, email_id).email_id
+    status, job = svc.store.cancel(email_id)
+    if status is None:
+        raise NotFound()  # expired between the two calls
+    if status is not Status.CANCELLED:
+        raise NotCancellable(status.value, name)
+    if job is not None:
+        discard_spooled(job, svc.settings)  # the uploads are never needed now
+        log.info("cancelled %s for %s", email_id, account.name)
+
+
+def api_error(exc: Exception) -> ApiError | None:
+    """The API error ``exc`` stands for, for either endpoint's answer; None for a fault.
+
+    This is where Redis's errors become 503, once for every store call of both endpoints (as
+    httpx maps httpcore's errors in one place): nothing was queued when one is raised.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RedisError):
+        log.warning("Redis unavailable: %s", type(exc).__name__)
+        return Unavailable("Redis is unavailable")
+    return None
