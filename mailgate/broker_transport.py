@@ -35,7 +35,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class _ClosedConnectionGuard:
-    """Mixin for kombu's Redis channel classes (see the module docstring)."""
+    """Mixin for kombu's Redis channel classes: a channel whose connection is gone raises a
+    connection error, not an AttributeError (the crash the module docstring describes)."""
 
     connection: Any
 
@@ -48,7 +49,8 @@ class _ClosedConnectionGuard:
 
 class SharedClient:
     """Mixin for kombu's Redis channel classes: one synchronous Redis client per connection
-    pool, given out every time (see the module docstring)."""
+    pool, given out every time, rather than a new client per call (docs/design.md, "How the
+    worker runs deliveries": the acks of many threads)."""
 
     _shared_client: Any = None
     pool: Any

@@ -576,7 +576,7 @@ class StatusStore:
             self._settle(keys=[key, *PENDING_KEYS], client=pipe)
 
     def metrics(self) -> dict[str, float]:
-        """The delivery counters (see :func:`_count`)."""
+        """The delivery counters (see :func:`mailgate.status.counters.count`)."""
         raw = cast(dict[str, str], self.redis.hgetall(METRICS_KEY))
         return {name: float(value) for name, value in raw.items()}
 
