@@ -100,7 +100,7 @@ def test_a_real_delivery_marks_progress(
     settings: Settings, worker: object, api_url: str, smtp_server: object
 ) -> None:
     """The session's worker delivers one e-mail: the counter it bumps carries the time."""
-    from tests.test_e2e import send
+    from tests.system.test_e2e import send
 
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
     before = time.time()

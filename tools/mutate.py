@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 G = "tests/test_guarantees.py::"
-POISON = "tests/test_faults.py::test_a_poison_message_ends_failed_instead_of_looping"
+POISON = "tests/system/test_faults.py::test_a_poison_message_ends_failed_instead_of_looping"
 API = "tests/test_api.py::"
 REST = "tests/test_rest.py::"
 SEC = "tests/test_security.py::"

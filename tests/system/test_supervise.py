@@ -19,7 +19,7 @@ from tests.support import VENV_BIN, Service, answers, free_port, wait_for
 
 pytestmark = pytest.mark.integration  # real processes of its own
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def supervised(tmp_path: Path, script: str, name: str = "child") -> Service:

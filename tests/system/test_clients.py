@@ -32,7 +32,7 @@ CREDS = {"Username": SEED_USER, "Password": SEED_PASSWORD}
 BASIC = "Basic " + base64.b64encode(f"{SEED_USER}:{SEED_PASSWORD}".encode()).decode()
 UPLOAD_LIMIT = 300_000
 """MAILGATE_MAX_ATTACHMENT_BYTES of the session (conftest.py)."""
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 File = tuple[str, bytes, str]
 """An uploaded file: its name, content and declared type ("" for none)."""
 

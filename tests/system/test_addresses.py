@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import Received, Service, SmtpServer, free_port, wait_for, web_args
-from tests.test_clients import call, ozeki, sent, xml
+from tests.system.test_clients import call, ozeki, sent, xml
 
 pytestmark = pytest.mark.usefixtures("worker")
 CREDS = {"Username": SEED_USER, "Password": SEED_PASSWORD}
@@ -229,7 +229,7 @@ def test_unknown_ozeki_parameters_are_named_in_a_warning_and_counted(
     assert received.rcpt_tos == ["warned@example.com"]  # the typo dropped nothing silently
     # Every API process counts its own; a scrape may reach another: wait for the sum.
     wait_for(lambda: metric(api_url, counted) >= before + 2, 10, "the unknown-parameter count")
-    # The REST API refuses them (tests/test_real_clients.py), and counts them too.
+    # The REST API refuses them (tests/system/test_real_clients.py), and counts them too.
     status, body = rest(api_url, {"recipients": ["w@example.com"], "text": "x", "bcc_typo": []})
     assert (status, body["error"]["field"]) == (400, "bcc_typo")
     wait_for(lambda: metric(api_url, counted) >= before + 3, 10, "the unknown-field count")
