@@ -93,7 +93,7 @@ def env(
         "MAILGATE_SMTP_URL": smtp_server.url,
         "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
         "MAILGATE_ATTACHMENT_ROOTS": str(attachment_root),
-        # Windows paths of an Ozeki box onto folders under the root (tests/system/test_addresses.py).
+        # Windows paths of an Ozeki box onto folders under the root (system/test_addresses.py).
         "MAILGATE_ATTACHMENT_PATH_MAP": f"C:\\Recordings={attachment_root}/recordings;"
         f"\\\\pbx\\share={attachment_root}/pbx",
         "MAILGATE_RETRY_BASE_SECONDS": "0.2",
