@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import hypothesis
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
@@ -27,6 +28,7 @@ from mailgate import cli
 from mailgate.config import Settings
 from mailgate.users import UserStore
 from tests.support import (
+    FAST_EXAMPLES,
     RedisServer,
     Service,
     SmtpServer,
@@ -35,6 +37,12 @@ from tests.support import (
     web_args,
     worker_args,
 )
+
+# Property tests: every example in `make test`; `make test-fast` sets HYPOTHESIS_PROFILE=fast,
+# which caps each test's examples (tests.support.examples caps those that set their own).
+hypothesis.settings.register_profile("fast", max_examples=FAST_EXAMPLES)
+if os.environ.get("HYPOTHESIS_PROFILE") == "fast":
+    hypothesis.settings.load_profile("fast")
 
 # The accounts every test can use. Passwords here are test fixtures, never real secrets.
 SEED_USER, SEED_PASSWORD = "HTTP_User_1", "qwe123"

@@ -434,3 +434,13 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+FAST_EXAMPLES = 20
+"""Hypothesis examples per property test in `make test-fast` (HYPOTHESIS_PROFILE=fast)."""
+
+
+def examples(full: int) -> int:
+    """A property test's examples: ``full`` in `make test`, fewer in `make test-fast`."""
+    fast = os.environ.get("HYPOTHESIS_PROFILE") == "fast"
+    return min(full, FAST_EXAMPLES) if fast else full

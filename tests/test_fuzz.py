@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mailgate.config import Settings
 from tests.conftest import SEED_PASSWORD, SEED_USER, new_address
-from tests.support import RedisServer, count_records
+from tests.support import RedisServer, count_records, examples
 
 KNOWN = {"200", "300", "301", "302", "304", "305", "306", "307", "404", "413", "429", "503"}
 NAMES = ["command", "Command", "COMMAND", "Recipient", "Message", "Sender", "Subject",
@@ -57,7 +57,9 @@ def check(response_status: int, content_type: str, body: bytes) -> None:
 
 
 fuzz = hyp_settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(250),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 

@@ -48,7 +48,7 @@ from mailgate.validation import (
     validate_send,
 )
 from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
-from tests.support import SmtpServer, wait_for
+from tests.support import SmtpServer, examples, wait_for
 from worker.delivery import Delivery, Outcome
 from worker.message import MessageRefused, check_header, render
 from worker.smtp import SmtpTransport
@@ -615,7 +615,7 @@ def test_a_report_url_no_request_line_can_carry_is_302(url: str) -> None:
 
 
 @given(path=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30))
-@hyp_settings(max_examples=300, deadline=None)
+@hyp_settings(max_examples=examples(300), deadline=None)
 def test_every_accepted_report_url_goes_on_the_wire(path: str) -> None:
     url = f"https://hooks.example/{path}"
     try:

@@ -41,6 +41,7 @@ from mailgate.headers import (
 )
 from mailgate.jobs import Attachment, EmailJob
 from mailgate.validation import check_subject, normalize_address
+from tests.support import examples
 from worker import message as writer
 from worker.delivery import Delivery
 from worker.message import MessageRefused, base64_lines, check_header, render, text_body
@@ -228,7 +229,9 @@ def write(job: EmailJob, contents: list[bytes], max_bytes: int = 1 << 24) -> byt
     return render(job, HOST, lambda a: by_path[a.path], max_bytes)
 
 
-@hyp_settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hyp_settings(
+    max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(jobs())
 def test_every_shape_reads_back_exactly_as_meant(case: tuple[EmailJob, list[bytes]]) -> None:
     job, contents = case
@@ -512,7 +515,7 @@ def test_the_worker_fails_an_oversized_email_with_its_cause(settings: Settings) 
         delivery._render(job_of())
 
 
-@hyp_settings(max_examples=500, deadline=None)
+@hyp_settings(max_examples=examples(500), deadline=None)
 @given(st.one_of(st.sampled_from(NAMES), st.text(st.characters(exclude_categories=["Cs"]),
                                                  max_size=30)),
        st.sampled_from(LOCALS), st.sampled_from(DOMAINS), st.booleans())  # fmt: skip
