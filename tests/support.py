@@ -321,10 +321,17 @@ class Service:
 def worker_args(concurrency: int = 4, processes: int = 1) -> list[str]:
     """The Procfile's ``worker`` line (``mailgate worker``), one process unless told."""
     return [
-        str(VENV_BIN / "mailgate"), "worker", "--processes", str(processes),
-        "--concurrency", str(concurrency), "--name", f"test-{os.getpid()}-{time.monotonic_ns()}",
-        "--without-mingle", "--without-gossip",
-    ]  # fmt: skip
+        str(VENV_BIN / "mailgate"),
+        "worker",
+        "--processes",
+        str(processes),
+        "--concurrency",
+        str(concurrency),
+        "--name",
+        f"test-{os.getpid()}-{time.monotonic_ns()}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
 
 
 def web_args() -> list[str]:

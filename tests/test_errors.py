@@ -94,6 +94,8 @@ def test_a_new_error_needs_no_mapping_anywhere() -> None:
     exc = Teapot("short and stout")
     assert error_response(exc).status_code == 418
     assert json.loads(error_response(exc).get_data())["error"] == {
-        "code": "teapot", "field": None, "message": "short and stout"
-    }  # fmt: skip
+        "code": "teapot",
+        "field": None,
+        "message": "short and stout",
+    }
     assert ET.fromstring(ozeki.error(exc).get_data()).findtext("Code") == "399"

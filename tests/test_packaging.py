@@ -64,16 +64,28 @@ def test_shipped_code_imports_without_the_run_extra() -> None:
     # mailgate.run too: `mailgate worker` and `mailgate flower` take their command lines there.
     shipped = "import api, worker.app, mailgate.cli, mailgate.run"
     code = f"import sys; {blocked}; {shipped}; api.create_app; mailgate.run.run_workers"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False, cwd=ROOT, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_mailgate_run_without_the_run_extra_says_so_in_one_line(tmp_path: Path) -> None:
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in RUN_ONLY)
     code = f"import sys; {blocked}; from mailgate.cli import main; main(['run'])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False, cwd=tmp_path, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert "pip install '.[run]'" in result.stderr

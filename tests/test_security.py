@@ -26,11 +26,16 @@ def code(response_body: bytes) -> str:
 def send(client: FlaskClient, user: str, password: str, address: str, **headers: str) -> str:
     response = client.get(
         "/api",
-        query_string={"command": "SendEmail", "Recipient": "a@x.example", "Message": "m",
-                      "Username": user, "Password": password},
+        query_string={
+            "command": "SendEmail",
+            "Recipient": "a@x.example",
+            "Message": "m",
+            "Username": user,
+            "Password": password,
+        },
         environ_base={"REMOTE_ADDR": address},
         headers=headers,
-    )  # fmt: skip
+    )
     return code(response.data)
 
 
@@ -176,10 +181,15 @@ def test_long_user_names_never_reach_redis(
     for i in range(20):
         response = client.post(
             "/api",
-            data={"command": "SendEmail", "Recipient": "a@x.example", "Message": "m",
-                  "Username": f"{name}{i}", "Password": "x"},
+            data={
+                "command": "SendEmail",
+                "Recipient": "a@x.example",
+                "Message": "m",
+                "Username": f"{name}{i}",
+                "Password": "x",
+            },
             environ_base={"REMOTE_ADDR": "198.51.100.201"},
-        )  # fmt: skip
+        )
         assert code(response.data) in {"305", "429"}
     # 20 names of 100 kB each would add 2 MB if stored; hashed they add a few hundred bytes.
     assert int(redis.info("memory")["used_memory"]) - before < 200_000
@@ -212,10 +222,15 @@ def test_network_acl(make_app: MakeApp, office_account: str) -> None:
     assert send(client, office_account, "office-pw", "10.1.2.3") == "200"
     response = client.get(
         "/api",
-        query_string={"command": "SendEmail", "Recipient": "a@x.example", "Message": "m",
-                      "Username": office_account, "Password": "office-pw"},
+        query_string={
+            "command": "SendEmail",
+            "Recipient": "a@x.example",
+            "Message": "m",
+            "Username": office_account,
+            "Password": "office-pw",
+        },
         environ_base={"REMOTE_ADDR": "192.0.2.50"},
-    )  # fmt: skip
+    )
     body = ET.fromstring(response.data)
     assert (body.findtext("Code"), body.findtext("Message")) == (
         "307",

@@ -39,8 +39,9 @@ def metrics_client(settings: Settings, make_app: MakeApp, stall_db: redis.Redis)
 
 def scrape(client: FlaskClient) -> dict[str, float]:
     text = client.get("/metrics").get_data(as_text=True)
-    found = re.findall(r"^(mailgate_(?:delivery_stalled|seconds_since_last_delivery)) (\S+)$",
-                       text, re.MULTILINE)  # fmt: skip
+    found = re.findall(
+        r"^(mailgate_(?:delivery_stalled|seconds_since_last_delivery)) (\S+)$", text, re.MULTILINE
+    )
     return {name: float(value) for name, value in found}
 
 

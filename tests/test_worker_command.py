@@ -32,8 +32,16 @@ def test_several_processes_start_and_stop_together(
 ) -> None:
     url = redis_server.url.rsplit("/", 1)[0] + "/5"  # a database no other worker consumes
     env = mailgate_env(tmp_path, url, "smtp://127.0.0.1:9")
-    args = [str(VENV_BIN / "mailgate"), "worker", "--processes", "2", "--name", "pair",
-            "--without-mingle", "--without-gossip"]  # fmt: skip
+    args = [
+        str(VENV_BIN / "mailgate"),
+        "worker",
+        "--processes",
+        "2",
+        "--name",
+        "pair",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     service = Service("workers", args, env, tmp_path / "workers.log").start()
     try:
         wait_for(lambda: service.output().count("ready.") >= 2, 90, "both workers ready")
