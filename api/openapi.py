@@ -143,18 +143,20 @@ def _list() -> Json:
     }
 
 
+EMAIL_ID: Json = {
+    "name": "email_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+"""The path parameter of the operations on one e-mail."""
+
+
 def _status() -> Json:
     return {
         "operationId": "getEmailStatus",
         "summary": "Read the status of one of the account's e-mails",
-        "parameters": [
-            {
-                "name": "email_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "minLength": 1},
-            }
-        ],
+        "parameters": [EMAIL_ID],
         "responses": {
             "200": _json("The status record and its attempt history.", "EmailStatus"),
             **_refs("401", "403", "404", "429", "500", "503"),
@@ -166,14 +168,7 @@ def _cancel() -> Json:
     return {
         "operationId": "cancelEmail",
         "summary": "Cancel a Scheduled, Queued or Retrying e-mail; it is never sent",
-        "parameters": [
-            {
-                "name": "email_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "minLength": 1},
-            }
-        ],
+        "parameters": [EMAIL_ID],
         "responses": {
             "200": _json("Cancelled (now, or earlier): the status record.", "EmailStatus"),
             "409": _json("Already Sending, Sent or Failed: no longer cancellable.", "Error"),
