@@ -170,6 +170,7 @@ def test_an_account_route_is_built_once_and_follows_the_users_file(tmp_path: Pat
     assert relays.handoff("a", b"m", "s@x", ["r@x"]).relay == "default:25"
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_the_cli_sets_shows_and_clears_an_account_route(tmp_path: Path, mailgate: RunCli) -> None:
     env = {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml")}
     route = "smtp://u:relay-pw@mx1.example:587?starttls=true smtp://mx2.example:25"

@@ -51,6 +51,7 @@ def test_changes_by_another_process_apply_without_restart(store: UserStore) -> N
         running.authenticate("carol", "pw-carol")
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_cache_skips_argon2_for_a_repeat_and_never_for_a_miss(
     store: UserStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,6 +105,7 @@ def test_duplicate_and_missing_users(store: UserStore) -> None:
         store.remove("bob")
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_cli_user_add_list_remove(tmp_path: Path, mailgate: RunCli) -> None:
     env = {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml")}
     added = mailgate(
@@ -186,6 +188,7 @@ def test_an_entry_is_renewed_by_one_caller_before_it_expires(
     assert store.cached("alice", "pw-alice") is not None
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_a_new_password_replaces_the_old_at_once_with_no_moment_without_either(
     store: UserStore,
 ) -> None:
@@ -231,6 +234,7 @@ def test_password_strength(password: str, weak: bool) -> None:
     assert (weakness(password) is not None) == weak
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_cli_passwd_and_the_strength_rule(tmp_path: Path, mailgate: RunCli) -> None:
     users_file = tmp_path / "users.toml"
     env = {"MAILGATE_USERS_FILE": str(users_file)}
