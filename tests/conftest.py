@@ -50,7 +50,8 @@ OTHER_USER, OTHER_PASSWORD = "other", "other-secret-pw"
 LIMITED_USER, LIMITED_PASSWORD = "limited", "limited-secret-pw"
 PASSWORDS = (SEED_PASSWORD, OTHER_PASSWORD, LIMITED_PASSWORD)
 
-# A test that uses the session's worker or web process is an integration test wherever it is.
+# Tests that start processes live in tests/system/ (integration by place). The few elsewhere that
+# use the session's worker or web process are integration tests too, by that fixture.
 PROCESS_FIXTURES = frozenset({"worker", "api_url"})
 
 
