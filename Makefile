@@ -31,7 +31,7 @@ test: $(STAMP) browser mailservers ops-tools
 # The fast subset while working: no test that starts a worker, web or other process of its own
 # (the session's Redis and SMTP server still start). `make test`, and CI, run everything.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not integration and not browser"
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q -m "not slow and not integration and not browser"
 
 # The Flower browser test drives Debian's chromium with Playwright; install it when missing
 # (as root, with apt). Without it that one test is skipped, with its reason printed.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.rest_errors import CODES
-from api.rest_input import IDEMPOTENCY_HEADER, LIST_LIMIT, LISTED, MAX_KEY_LENGTH
+from api import rest  # read when the document is built: api.rest serves it
 from mailgate.config import Settings
 from mailgate.schedule import max_ahead
 from mailgate.status import ReportStatus, Status
@@ -68,7 +67,7 @@ def document(settings: Settings) -> Json:
                 ),
             },
         },
-    }  # fmt: skip
+    }
 
 
 def _send() -> Json:
@@ -76,28 +75,38 @@ def _send() -> Json:
     return {
         "operationId": "sendEmail",
         "summary": "Queue an e-mail for delivery",
-        "parameters": [{
-            "name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
-            "description": "Same as the `idempotency_key` field; both may be given if equal.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-        }],
+        "parameters": [
+            {
+                "name": rest.IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Same as the `idempotency_key` field; both may be given if equal.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": rest.MAX_KEY_LENGTH},
+            }
+        ],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _ref("SendRequest")},
-                        "multipart/form-data": {"schema": _ref("SendForm")}},
+            "content": {
+                "application/json": {"schema": _ref("SendRequest")},
+                "multipart/form-data": {"schema": _ref("SendForm")},
+            },
         },
         "responses": {
             "202": _json("Queued; nothing is sent yet.", "Accepted", located),
-            "200": _json("A repeat of an idempotency key with the same content: nothing new was "
-                         "queued; the first e-mail's id and current status.", "Accepted", located),
+            "200": _json(
+                "A repeat of an idempotency key with the same content: nothing new was "
+                "queued; the first e-mail's id and current status.",
+                "Accepted",
+                located,
+            ),
             **_refs("400", "401", "403", "409", "413", "415", "422", "429", "500", "503"),
             "404": _json("The e-mail a repeated idempotency key names has expired.", "Error"),
         },
-    }  # fmt: skip
+    }
 
 
 def _list() -> Json:
-    default, most = LIST_LIMIT
+    default, most = rest.LIST_LIMIT
     return {
         "operationId": "listEmails",
         "summary": "List the account's own e-mails in one state, the latest change first",
@@ -108,7 +117,7 @@ def _list() -> Json:
                 "required": True,
                 "description": "The state (any case). Sent e-mails are not listed: read each "
                 "by its id.",
-                "schema": {"type": "string", "enum": [status.value for status in LISTED]},
+                "schema": {"type": "string", "enum": [status.value for status in rest.LISTED]},
             },
             {
                 "name": "since",
@@ -134,31 +143,38 @@ def _list() -> Json:
     }
 
 
+EMAIL_ID: Json = {
+    "name": "email_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+"""The path parameter of the operations on one e-mail."""
+
+
 def _status() -> Json:
     return {
         "operationId": "getEmailStatus",
         "summary": "Read the status of one of the account's e-mails",
-        "parameters": [{"name": "email_id", "in": "path", "required": True,
-                        "schema": {"type": "string", "minLength": 1}}],
+        "parameters": [EMAIL_ID],
         "responses": {
             "200": _json("The status record and its attempt history.", "EmailStatus"),
             **_refs("401", "403", "404", "429", "500", "503"),
         },
-    }  # fmt: skip
+    }
 
 
 def _cancel() -> Json:
     return {
         "operationId": "cancelEmail",
         "summary": "Cancel a Scheduled, Queued or Retrying e-mail; it is never sent",
-        "parameters": [{"name": "email_id", "in": "path", "required": True,
-                        "schema": {"type": "string", "minLength": 1}}],
+        "parameters": [EMAIL_ID],
         "responses": {
             "200": _json("Cancelled (now, or earlier): the status record.", "EmailStatus"),
             "409": _json("Already Sending, Sent or Failed: no longer cancellable.", "Error"),
             **_refs("401", "403", "404", "429", "500", "503"),
         },
-    }  # fmt: skip
+    }
 
 
 def _self() -> Json:
@@ -167,11 +183,13 @@ def _self() -> Json:
         "summary": "This document",
         "security": [],
         "responses": {
-            "200": {"description": "The OpenAPI document.",
-                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            "200": {
+                "description": "The OpenAPI document.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
             **_refs("500"),
         },
-    }  # fmt: skip
+    }
 
 
 def _schemas(settings: Settings) -> Json:
@@ -185,10 +203,12 @@ def _schemas(settings: Settings) -> Json:
         'name: `jane@corp.local` or `"Doe, Jane" <jane@example.com>`.',
     }
     addresses = {"type": "array", "maxItems": settings.max_recipients, "items": address}
-    send_at = {"oneOf": [{**text, "format": "date-time"}, {"type": "number", "minimum": 0}],
-               "description": "Send then, not at once (status Scheduled until then): an ISO 8601 "
-               "time with an offset, or seconds from now; at most "
-               f"{int(max_ahead(settings))} seconds ahead."}  # fmt: skip
+    send_at = {
+        "oneOf": [{**text, "format": "date-time"}, {"type": "number", "minimum": 0}],
+        "description": "Send then, not at once (status Scheduled until then): an ISO 8601 "
+        "time with an offset, or seconds from now; at most "
+        f"{int(max_ahead(settings))} seconds ahead.",
+    }
     summary: Json = {
         "id": {**text, "format": "uuid"},
         "status": _ref("Status"),
@@ -216,37 +236,69 @@ def _schemas(settings: Settings) -> Json:
     }
     return {
         "Status": {"type": "string", "enum": [s.value for s in Status]},
-        "SendRequest": _object({
-            "sender": {**text, "description": "From (a display name allowed); its address must "
-                       "match the account's allowed senders. Default: the gateway's default "
-                       "sender."},
-            "recipients": {**addresses, "minItems": 1, "description": "To. Recipients, cc and "
-                           f"bcc together: at most {settings.max_recipients}."},
-            "cc": {**addresses, "description": "Cc: in the header and the envelope."},
-            "bcc": {**addresses, "description": "Bcc: in the SMTP envelope only, never in a "
-                    "header."},
-            "reply_to": {**addresses, "description": "Reply-To."},
-            "subject": {**text, "maxLength": 998},
-            "text": {**text, "description": "The UTF-8 text body, at most "
-                     f"{settings.max_message_bytes} bytes (else 413); required, and may be "
-                     "empty only when html is given."},
-            "html": {**text, "description": "An HTML body: the message becomes "
-                     "multipart/alternative (text first, then HTML)."},
-            "attachments": {"type": "array", "maxItems": settings.max_attachments,
-                            "items": {"oneOf": [path, _ref("InlineAttachment")]},
-                            "description": "Absolute paths inside MAILGATE_ATTACHMENT_ROOTS, "
-                            "or files given inline (base64; the body's size limit applies)."},
-            "send_at": send_at,
-            "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-            "callback_url": {**text, "format": "uri", "maxLength": 2000,
-                             "description": "Delivery report URL; its host must be allowed."},
-        }, required=["recipients"]),
-        "InlineAttachment": _object({
-            "filename": {**text, "minLength": 1, "maxLength": 255,
-                         "description": "The file name shown in the message."},
-            "content": {**text, "contentEncoding": "base64"},
-            "content_type": {**text, "description": "Guessed from the file name when absent."},
-        }, required=["filename", "content"]),
+        "SendRequest": _object(
+            {
+                "sender": {
+                    **text,
+                    "description": "From (a display name allowed); its address must "
+                    "match the account's allowed senders. Default: the gateway's default "
+                    "sender.",
+                },
+                "recipients": {
+                    **addresses,
+                    "minItems": 1,
+                    "description": "To. Recipients, cc and "
+                    f"bcc together: at most {settings.max_recipients}.",
+                },
+                "cc": {**addresses, "description": "Cc: in the header and the envelope."},
+                "bcc": {
+                    **addresses,
+                    "description": "Bcc: in the SMTP envelope only, never in a header.",
+                },
+                "reply_to": {**addresses, "description": "Reply-To."},
+                "subject": {**text, "maxLength": 998},
+                "text": {
+                    **text,
+                    "description": "The UTF-8 text body, at most "
+                    f"{settings.max_message_bytes} bytes (else 413); required, and may be "
+                    "empty only when html is given.",
+                },
+                "html": {
+                    **text,
+                    "description": "An HTML body: the message becomes "
+                    "multipart/alternative (text first, then HTML).",
+                },
+                "attachments": {
+                    "type": "array",
+                    "maxItems": settings.max_attachments,
+                    "items": {"oneOf": [path, _ref("InlineAttachment")]},
+                    "description": "Absolute paths inside MAILGATE_ATTACHMENT_ROOTS, "
+                    "or files given inline (base64; the body's size limit applies).",
+                },
+                "send_at": send_at,
+                "idempotency_key": {**text, "minLength": 1, "maxLength": rest.MAX_KEY_LENGTH},
+                "callback_url": {
+                    **text,
+                    "format": "uri",
+                    "maxLength": 2000,
+                    "description": "Delivery report URL; its host must be allowed.",
+                },
+            },
+            required=["recipients"],
+        ),
+        "InlineAttachment": _object(
+            {
+                "filename": {
+                    **text,
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "description": "The file name shown in the message.",
+                },
+                "content": {**text, "contentEncoding": "base64"},
+                "content_type": {**text, "description": "Guessed from the file name when absent."},
+            },
+            required=["filename", "content"],
+        ),
         "SendForm": {
             "type": "object",
             "description": "The SendRequest fields as form fields (recipients and attachments "
@@ -262,64 +314,100 @@ def _schemas(settings: Settings) -> Json:
                 "subject": {**text, "maxLength": 998},
                 "attachments": {"type": "array", "items": path},
                 "send_at": text,
-                "idempotency_key": {**text, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-                "_charset_": {**text, "description": "The charset of the fields (as the part's "
-                              "Content-Type charset would say): else UTF-8 where they are valid "
-                              "UTF-8, else MAILGATE_LEGACY_CHARSET."},
+                "idempotency_key": {**text, "minLength": 1, "maxLength": rest.MAX_KEY_LENGTH},
+                "_charset_": {
+                    **text,
+                    "description": "The charset of the fields (as the part's "
+                    "Content-Type charset would say): else UTF-8 where they are valid "
+                    "UTF-8, else MAILGATE_LEGACY_CHARSET.",
+                },
             },
-            "additionalProperties": {**text, "format": "binary",
-                                     "description": "A file to attach (any part with a file "
-                                     "name); a field of another name is refused."},
+            "additionalProperties": {
+                **text,
+                "format": "binary",
+                "description": "A file to attach (any part with a file "
+                "name); a field of another name is refused.",
+            },
             "required": ["recipients"],
         },
-        "Accepted": _object({
-            "id": {**text, "format": "uuid"},
-            "status": _ref("Status"),
-            "status_url": text,
-        }),
-        "EmailList": _object({
-            "emails": {"type": "array", "items": _ref("EmailSummary")},
-            "more": {"type": "boolean", "description": "The limit left out older ones."},
-        }),
+        "Accepted": _object(
+            {
+                "id": {**text, "format": "uuid"},
+                "status": _ref("Status"),
+                "status_url": text,
+            }
+        ),
+        "EmailList": _object(
+            {
+                "emails": {"type": "array", "items": _ref("EmailSummary")},
+                "more": {"type": "boolean", "description": "The limit left out older ones."},
+            }
+        ),
         "EmailSummary": _object(summary),
-        "EmailStatus": _object({
-            **summary,
-            "recipients": {"type": "array", "items": _ref("Recipient"),
-                           "description": "Each envelope recipient (to, cc, bcc): its RCPT "
-                           "reply, then its bounce if one was reported."},
-            "history": {"type": "array", "items": _ref("Attempt")},
-        }),
-        "Recipient": _object({
-            "address": text,
-            "rcpt": {"enum": ["accepted", "refused", None],
-                     "description": "What the relay said to RCPT; null: not tried yet."},
-            "rcpt_reply": {"type": ["string", "null"]},
-            "bounce": {"enum": ["failed", "delayed", None], "description": "The latest report: "
-                       "failed (bounced) or delayed (still being tried); null: none."},
-            "bounce_code": {"type": ["string", "null"]},
-            "bounce_reason": {"type": ["string", "null"]},
-            "bounced_at": when,
-        }),
-        "Attempt": _object({
-            "attempt": {"type": "integer", "minimum": 0},
-            "at": {**text, "format": "date-time"},
-            "outcome": _ref("Status"),
-            "detail": text,
-        }),
-        "Error": _object({"error": _object({
-            "code": {**text, "enum": CODES},
-            "field": {"type": ["string", "null"],
-                      "description": "The JSON field at fault, for invalid_parameter."},
-            "message": text,
-        })}),
-    }  # fmt: skip
+        "EmailStatus": _object(
+            {
+                **summary,
+                "recipients": {
+                    "type": "array",
+                    "items": _ref("Recipient"),
+                    "description": "Each envelope recipient (to, cc, bcc): its RCPT "
+                    "reply, then its bounce if one was reported.",
+                },
+                "history": {"type": "array", "items": _ref("Attempt")},
+            }
+        ),
+        "Recipient": _object(
+            {
+                "address": text,
+                "rcpt": {
+                    "enum": ["accepted", "refused", None],
+                    "description": "What the relay said to RCPT; null: not tried yet.",
+                },
+                "rcpt_reply": {"type": ["string", "null"]},
+                "bounce": {
+                    "enum": ["failed", "delayed", None],
+                    "description": "The latest report: "
+                    "failed (bounced) or delayed (still being tried); null: none.",
+                },
+                "bounce_code": {"type": ["string", "null"]},
+                "bounce_reason": {"type": ["string", "null"]},
+                "bounced_at": when,
+            }
+        ),
+        "Attempt": _object(
+            {
+                "attempt": {"type": "integer", "minimum": 0},
+                "at": {**text, "format": "date-time"},
+                "outcome": _ref("Status"),
+                "detail": text,
+            }
+        ),
+        "Error": _object(
+            {
+                "error": _object(
+                    {
+                        "code": {**text, "enum": rest.CODES},
+                        "field": {
+                            "type": ["string", "null"],
+                            "description": "The JSON field at fault, for invalid_parameter.",
+                        },
+                        "message": text,
+                    }
+                )
+            }
+        ),
+    }
 
 
 def _object(properties: Json, required: list[str] | None = None) -> Json:
     """A closed object (no property beyond these); every property is required unless
     ``required`` says otherwise."""
-    return {"type": "object", "additionalProperties": False, "properties": properties,
-            "required": list(properties) if required is None else required}  # fmt: skip
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+    }
 
 
 def _json(description: str, schema: str, headers: Json | None = None) -> Json:

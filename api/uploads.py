@@ -20,7 +20,6 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
-from api.accept import Accepted
 from api.charsets import Field
 from api.services import services
 from mailgate import spool
@@ -120,12 +119,11 @@ def with_uploads(request: SendRequest, settings: Settings) -> SendRequest:
     return request
 
 
-def claim_uploads(accepted: Accepted) -> Accepted:
-    """A new e-mail now owns this request's uploads (a repeat's copies are dropped)."""
+def claim_uploads() -> None:
+    """A new e-mail now owns this request's uploads (else they are deleted at teardown)."""
     pending: _Pending | None = g.get("mailgate_uploads")
-    if pending is not None and not accepted.repeat:
+    if pending is not None:  # most requests upload nothing
         pending.claimed = True
-    return accepted
 
 
 def discard_unclaimed(_: BaseException | None = None) -> None:
@@ -187,10 +185,16 @@ class _Writer:
         self.file.close()
         filename = _filename(raw_name)
         return Attachment(
-            path=self.path, size=info.st_size, mtime_ns=info.st_mtime_ns, filename=filename,
-            content_type=content_type(declared_type, filename), sha256=self.digest.hexdigest(),
-            device=info.st_dev, inode=info.st_ino, ctime_ns=info.st_ctime_ns,
-        )  # fmt: skip
+            path=self.path,
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            filename=filename,
+            content_type=content_type(declared_type, filename),
+            sha256=self.digest.hexdigest(),
+            device=info.st_dev,
+            inode=info.st_ino,
+            ctime_ns=info.st_ctime_ns,
+        )
 
 
 class _FieldBytes(MultiPartParser):

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import hypothesis
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
@@ -27,6 +28,7 @@ from mailgate import cli
 from mailgate.config import Settings
 from mailgate.users import UserStore
 from tests.support import (
+    FAST_EXAMPLES,
     RedisServer,
     Service,
     SmtpServer,
@@ -36,13 +38,20 @@ from tests.support import (
     worker_args,
 )
 
+# Property tests: every example in `make test`; `make test-fast` sets HYPOTHESIS_PROFILE=fast,
+# which caps each test's examples (tests.support.examples caps those that set their own).
+hypothesis.settings.register_profile("fast", max_examples=FAST_EXAMPLES)
+if os.environ.get("HYPOTHESIS_PROFILE") == "fast":
+    hypothesis.settings.load_profile("fast")
+
 # The accounts every test can use. Passwords here are test fixtures, never real secrets.
 SEED_USER, SEED_PASSWORD = "HTTP_User_1", "qwe123"
 OTHER_USER, OTHER_PASSWORD = "other", "other-secret-pw"
 LIMITED_USER, LIMITED_PASSWORD = "limited", "limited-secret-pw"
 PASSWORDS = (SEED_PASSWORD, OTHER_PASSWORD, LIMITED_PASSWORD)
 
-# A test that uses the session's worker or web process is an integration test wherever it is.
+# Tests that start processes live in tests/system/ (integration by place). The few elsewhere that
+# use the session's worker or web process are integration tests too, by that fixture.
 PROCESS_FIXTURES = frozenset({"worker", "api_url"})
 
 
@@ -93,7 +102,7 @@ def env(
         "MAILGATE_SMTP_URL": smtp_server.url,
         "MAILGATE_USERS_FILE": str(workdir / "users.toml"),
         "MAILGATE_ATTACHMENT_ROOTS": str(attachment_root),
-        # Windows paths of an Ozeki box onto folders under the root (tests/test_addresses.py).
+        # Windows paths of an Ozeki box onto folders under the root (system/test_addresses.py).
         "MAILGATE_ATTACHMENT_PATH_MAP": f"C:\\Recordings={attachment_root}/recordings;"
         f"\\\\pbx\\share={attachment_root}/pbx",
         "MAILGATE_RETRY_BASE_SECONDS": "0.2",

@@ -40,11 +40,27 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -52,10 +68,19 @@ def make_rsa_key(folder: Path, name: str) -> tuple[Path, str]:
     """An RSA private key file and its public key (PEM text)."""
     key = folder / f"{name}.pem"
     subprocess.run(
-        ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
-         "-out", str(key)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            str(key),
+        ],
+        check=True,
+        capture_output=True,
+    )
     public = subprocess.run(
         ["openssl", "pkey", "-in", str(key), "-pubout"], check=True, capture_output=True
     ).stdout.decode()
@@ -146,11 +171,15 @@ class TokenEndpoint:
         # msal's OpenID discovery of the tenant: where its token endpoint is.
         if request.path == f"/{TENANT}/v2.0/.well-known/openid-configuration":
             base = f"{self.base}/{TENANT}"
-            _answer(request, 200, {
-                "issuer": f"{base}/v2.0",
-                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                "token_endpoint": f"{base}/oauth2/v2.0/token",
-            })  # fmt: skip
+            _answer(
+                request,
+                200,
+                {
+                    "issuer": f"{base}/v2.0",
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                },
+            )
             return
         _answer(request, 400, {"error": "invalid_tenant"})
 
@@ -173,9 +202,10 @@ class TokenEndpoint:
         elif request.path == "/google/token":  # the JWT bearer grant of a service account
             # google-auth addresses its assertion to Google's token URI, wherever it posts it.
             claims = google.auth.jwt.decode(
-                form["assertion"], certs=self.google_public_key,
+                form["assertion"],
+                certs=self.google_public_key,
                 audience="https://oauth2.googleapis.com/token",
-            )  # fmt: skip
+            )
             self.google_claims.append(claims)
             mailbox, good = claims["sub"], claims["scope"] == "https://mail.google.com/"
         else:  # RFC 6749 client credentials, the client by HTTP Basic
@@ -184,26 +214,39 @@ class TokenEndpoint:
             good = (unquote(user), unquote(secret)) == (CLIENT_ID, CLIENT_SECRET)
             good = good and form.get("grant_type") == "client_credentials"
         if self.mode == "invalid_client" or not good:
-            _answer(request, 401, {
-                "error": "invalid_client",
-                "error_description": "AADSTS7000215: Invalid client secret provided.",
-            })  # fmt: skip
+            _answer(
+                request,
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided.",
+                },
+            )
             return
         with self.lock:
             token = f"tok-{len(self.requests)}-{time.monotonic_ns()}"
             self.issued[token] = Issued(mailbox, time.time() + self.lifetime)
-        _answer(request, 200, {
-            "access_token": token, "token_type": "Bearer", "expires_in": self.lifetime,
-        })  # fmt: skip
+        _answer(
+            request,
+            200,
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.lifetime,
+            },
+        )
 
     def _signed(self, form: dict[str, str]) -> bool:
         """A client assertion signed by the certificate's key, for this endpoint."""
         public = x509.load_pem_x509_certificate(self.client_certificate.encode()).public_key()
         try:
             jwt.decode(
-                form["client_assertion"], public, algorithms=["PS256", "RS256"],
-                audience=f"{self.base}/{TENANT}/oauth2/v2.0/token", issuer=CLIENT_ID,
-            )  # fmt: skip
+                form["client_assertion"],
+                public,
+                algorithms=["PS256", "RS256"],
+                audience=f"{self.base}/{TENANT}/oauth2/v2.0/token",
+                issuer=CLIENT_ID,
+            )
         except jwt.InvalidTokenError:
             return False
         self.assertions += 1
@@ -262,9 +305,12 @@ class XOAuth2Server:
 
     def start(self) -> None:
         self._controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
+            self.handler,
+            hostname="127.0.0.1",
+            port=self.port,
+            decode_data=False,
             auth_require_tls=False,
-        )  # fmt: skip
+        )
         self._controller.start()
 
     def stop(self) -> None:

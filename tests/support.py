@@ -321,10 +321,17 @@ class Service:
 def worker_args(concurrency: int = 4, processes: int = 1) -> list[str]:
     """The Procfile's ``worker`` line (``mailgate worker``), one process unless told."""
     return [
-        str(VENV_BIN / "mailgate"), "worker", "--processes", str(processes),
-        "--concurrency", str(concurrency), "--name", f"test-{os.getpid()}-{time.monotonic_ns()}",
-        "--without-mingle", "--without-gossip",
-    ]  # fmt: skip
+        str(VENV_BIN / "mailgate"),
+        "worker",
+        "--processes",
+        str(processes),
+        "--concurrency",
+        str(concurrency),
+        "--name",
+        f"test-{os.getpid()}-{time.monotonic_ns()}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
 
 
 def web_args() -> list[str]:
@@ -434,3 +441,13 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+FAST_EXAMPLES = 20
+"""Hypothesis examples per property test in `make test-fast` (HYPOTHESIS_PROFILE=fast)."""
+
+
+def examples(full: int) -> int:
+    """A property test's examples: ``full`` in `make test`, fewer in `make test-fast`."""
+    fast = os.environ.get("HYPOTHESIS_PROFILE") == "fast"
+    return min(full, FAST_EXAMPLES) if fast else full

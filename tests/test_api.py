@@ -84,52 +84,151 @@ def _outside(root: Path) -> str:
 
 ERROR_CASES = [
     # %FF%FE is windows-1252 (the legacy charset); %81 is in no charset of the two.
-    ("neither-utf8-nor-legacy", "/api?command=SendEmail&Message=%ff%81", None, 300,
-     "Error occured during parsing message: 'the request is neither UTF-8 nor windows-1252 "
-     "(MAILGATE_LEGACY_CHARSET): declare its charset'"),
-    ("unknown-command", "/api?command=MakeCoffee", None, 301,
-     "Not implemented command: 'MakeCoffee'"),
-    ("no-command", "/api?Recipient=a@b.example", None, 302,
-     "Missing or invalid parameter 'command' for command ''"),
-    ("no-recipient", None, send(Recipient="", **SEED), 302,
-     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
-    ("bad-recipient", None, send(Recipient="not-an-address", **SEED), 302,
-     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
-    ("51-recipients", None,
-     send(Recipient=";".join(f"r{i}@x.example" for i in range(51)), **SEED), 302,
-     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
-    ("crlf-recipient", None, send(Recipient="a@b.example\r\nBcc: c@d.example", **SEED), 302,
-     "Missing or invalid parameter 'Recipient' for command 'SendEmail'"),
-    ("no-message", None, send(Message="", **SEED), 302,
-     "Missing or invalid parameter 'Message' for command 'SendEmail'"),
-    ("crlf-subject", None, send(Subject="Hi\r\nBcc: victim@x.example", **SEED), 302,
-     "Missing or invalid parameter 'Subject' for command 'SendEmail'"),
-    ("lf-sender", None, send(Sender="test@domain.com\nBcc: v@x.example", **SEED), 302,
-     "Missing or invalid parameter 'Sender' for command 'SendEmail'"),
-    ("nul-subject", None, send(Subject="a\x00b", **SEED), 302,
-     "Missing or invalid parameter 'Subject' for command 'SendEmail'"),
-    ("missing-attachment", None, send(Attachments="/nonexistent/file.pdf", **SEED), 302,
-     "Missing or invalid parameter 'Attachments' for command 'SendEmail'"),
-    ("relative-attachment", None, send(Attachments="file.pdf", **SEED), 302,
-     "Missing or invalid parameter 'Attachments' for command 'SendEmail'"),
-    ("windows-attachment", None, send(Attachments="C:\\example.txt", **SEED), 302,
-     "Missing or invalid parameter 'Attachments' for command 'SendEmail'"),
-    ("repeated-parameter", "/api?command=SendEmail&Recipient=a@b.example&recipient=c@d.example"
-     f"&Message=x&Username={SEED_USER}&Password={SEED_PASSWORD}", None, 302,
-     "Missing or invalid parameter 'recipient' for command 'SendEmail'"),
+    (
+        "neither-utf8-nor-legacy",
+        "/api?command=SendEmail&Message=%ff%81",
+        None,
+        300,
+        "Error occured during parsing message: 'the request is neither UTF-8 nor windows-1252 "
+        "(MAILGATE_LEGACY_CHARSET): declare its charset'",
+    ),
+    (
+        "unknown-command",
+        "/api?command=MakeCoffee",
+        None,
+        301,
+        "Not implemented command: 'MakeCoffee'",
+    ),
+    (
+        "no-command",
+        "/api?Recipient=a@b.example",
+        None,
+        302,
+        "Missing or invalid parameter 'command' for command ''",
+    ),
+    (
+        "no-recipient",
+        None,
+        send(Recipient="", **SEED),
+        302,
+        "Missing or invalid parameter 'Recipient' for command 'SendEmail'",
+    ),
+    (
+        "bad-recipient",
+        None,
+        send(Recipient="not-an-address", **SEED),
+        302,
+        "Missing or invalid parameter 'Recipient' for command 'SendEmail'",
+    ),
+    (
+        "51-recipients",
+        None,
+        send(Recipient=";".join(f"r{i}@x.example" for i in range(51)), **SEED),
+        302,
+        "Missing or invalid parameter 'Recipient' for command 'SendEmail'",
+    ),
+    (
+        "crlf-recipient",
+        None,
+        send(Recipient="a@b.example\r\nBcc: c@d.example", **SEED),
+        302,
+        "Missing or invalid parameter 'Recipient' for command 'SendEmail'",
+    ),
+    (
+        "no-message",
+        None,
+        send(Message="", **SEED),
+        302,
+        "Missing or invalid parameter 'Message' for command 'SendEmail'",
+    ),
+    (
+        "crlf-subject",
+        None,
+        send(Subject="Hi\r\nBcc: victim@x.example", **SEED),
+        302,
+        "Missing or invalid parameter 'Subject' for command 'SendEmail'",
+    ),
+    (
+        "lf-sender",
+        None,
+        send(Sender="test@domain.com\nBcc: v@x.example", **SEED),
+        302,
+        "Missing or invalid parameter 'Sender' for command 'SendEmail'",
+    ),
+    (
+        "nul-subject",
+        None,
+        send(Subject="a\x00b", **SEED),
+        302,
+        "Missing or invalid parameter 'Subject' for command 'SendEmail'",
+    ),
+    (
+        "missing-attachment",
+        None,
+        send(Attachments="/nonexistent/file.pdf", **SEED),
+        302,
+        "Missing or invalid parameter 'Attachments' for command 'SendEmail'",
+    ),
+    (
+        "relative-attachment",
+        None,
+        send(Attachments="file.pdf", **SEED),
+        302,
+        "Missing or invalid parameter 'Attachments' for command 'SendEmail'",
+    ),
+    (
+        "windows-attachment",
+        None,
+        send(Attachments="C:\\example.txt", **SEED),
+        302,
+        "Missing or invalid parameter 'Attachments' for command 'SendEmail'",
+    ),
+    (
+        "repeated-parameter",
+        "/api?command=SendEmail&Recipient=a@b.example&recipient=c@d.example"
+        f"&Message=x&Username={SEED_USER}&Password={SEED_PASSWORD}",
+        None,
+        302,
+        "Missing or invalid parameter 'recipient' for command 'SendEmail'",
+    ),
     ("no-credentials", None, send(), 304, "Authentication required"),
-    ("wrong-password", None, send(Username=SEED_USER, Password="wrong"), 305,
-     "Authentication failed, bad username or password"),
-    ("unknown-user", None, send(Username="nobody", Password="whatever"), 305,
-     "Authentication failed, bad username or password"),
-    ("sender-not-allowed", None, send(Sender="ceo@bank.example", **SEED), 306,
-     "User is not allowed to use API in ACL"),
-    ("status-unknown-id", None, {"command": "GetEmailStatus", "EmailId": "nope", **SEED}, 404,
-     "Email not found"),
-    ("status-no-id", None, {"command": "GetEmailStatus", **SEED}, 302,
-     "Missing or invalid parameter 'EmailId' for command 'GetEmailStatus'"),
+    (
+        "wrong-password",
+        None,
+        send(Username=SEED_USER, Password="wrong"),
+        305,
+        "Authentication failed, bad username or password",
+    ),
+    (
+        "unknown-user",
+        None,
+        send(Username="nobody", Password="whatever"),
+        305,
+        "Authentication failed, bad username or password",
+    ),
+    (
+        "sender-not-allowed",
+        None,
+        send(Sender="ceo@bank.example", **SEED),
+        306,
+        "User is not allowed to use API in ACL",
+    ),
+    (
+        "status-unknown-id",
+        None,
+        {"command": "GetEmailStatus", "EmailId": "nope", **SEED},
+        404,
+        "Email not found",
+    ),
+    (
+        "status-no-id",
+        None,
+        {"command": "GetEmailStatus", **SEED},
+        302,
+        "Missing or invalid parameter 'EmailId' for command 'GetEmailStatus'",
+    ),
     ("message-too-large", None, send(Message="x" * 100_001, **SEED), 413, "Request too large"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -160,8 +259,9 @@ def test_attachment_sandbox_refuses(
     path = make_path(attachment_root)  # type: ignore[operator]
     body = parse(client.get("/api", query_string=send(Attachments=path, **SEED)).data)
     assert (body["Code"], body["Message"]) == (
-        "302", "Missing or invalid parameter 'Attachments' for command 'SendEmail'"
-    )  # fmt: skip
+        "302",
+        "Missing or invalid parameter 'Attachments' for command 'SendEmail'",
+    )
 
 
 def test_post_with_a_foreign_content_type_is_a_parse_error(client: FlaskClient) -> None:
@@ -200,8 +300,12 @@ def test_status_is_only_for_the_owner(client: FlaskClient) -> None:
     )
     assert mine["Code"] == "200"
     assert mine["Status"] in {"Queued", "Sending", "Sent"}
-    theirs = {"command": "GetEmailStatus", "EmailId": email_id,
-              "Username": OTHER_USER, "Password": OTHER_PASSWORD}  # fmt: skip
+    theirs = {
+        "command": "GetEmailStatus",
+        "EmailId": email_id,
+        "Username": OTHER_USER,
+        "Password": OTHER_PASSWORD,
+    }
     body = parse(client.get("/api", query_string=theirs).data)
     assert (body["Code"], body["Message"]) == ("404", "Email not found")
 
@@ -288,8 +392,14 @@ def test_idempotency_key_returns_the_first_email_id_and_queues_nothing_more(
     again = parse(client.get("/api", query_string=send(IdempotencyKey=key, **SEED)).data)
     assert (again["Code"], again["EmailId"]) == ("200", first["EmailId"])
     assert records(redis_server) == before
-    other = parse(client.get("/api", query_string=send(IdempotencyKey=key, **{
-        "Username": OTHER_USER, "Password": OTHER_PASSWORD})).data)  # fmt: skip
+    other = parse(
+        client.get(
+            "/api",
+            query_string=send(
+                IdempotencyKey=key, **{"Username": OTHER_USER, "Password": OTHER_PASSWORD}
+            ),
+        ).data
+    )
     assert other["EmailId"] != first["EmailId"]  # keys belong to one account
 
 

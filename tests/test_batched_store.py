@@ -37,8 +37,15 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 def _job(email_id: str) -> EmailJob:
-    return EmailJob(email_id, "acct", "a@b.example", ("c@d.example",), "body", "subject",
-                    callback_url="https://hooks.example/x")  # fmt: skip
+    return EmailJob(
+        email_id,
+        "acct",
+        "a@b.example",
+        ("c@d.example",),
+        "body",
+        "subject",
+        callback_url="https://hooks.example/x",
+    )
 
 
 VOLATILE = ("updated_at", "created_at", "since", "sent_at", "next_attempt_at", "job")
@@ -68,14 +75,17 @@ def store_key(email_id: str) -> str:
 
 
 OUTCOMES = {
-    "sent": lambda s, i, t: s.mark_sent(i, 1, "250 2.0.0 Ok", token=t, latency=0.3,
-                                        report_due=time.time() + 60),
-    "retry": lambda s, i, t: s.mark_retry(i, 1, "deferred", "451 4.3.0 later", time.time() + 9,
-                                          token=t),
-    "failed": lambda s, i, t: s.mark_failed(i, 1, "refused", "550 5.1.1 no", token=t,
-                                            report_due=time.time() + 60),
+    "sent": lambda s, i, t: s.mark_sent(
+        i, 1, "250 2.0.0 Ok", token=t, latency=0.3, report_due=time.time() + 60
+    ),
+    "retry": lambda s, i, t: s.mark_retry(
+        i, 1, "deferred", "451 4.3.0 later", time.time() + 9, token=t
+    ),
+    "failed": lambda s, i, t: s.mark_failed(
+        i, 1, "refused", "550 5.1.1 no", token=t, report_due=time.time() + 60
+    ),
     "failed-no-token": lambda s, i, t: s.mark_failed(i, 2, "gave up"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("outcome", list(OUTCOMES), ids=list(OUTCOMES))

@@ -17,8 +17,9 @@ def _differences(kombu: Any, ours: Any, path: str = "") -> list[str]:
     if isinstance(kombu, dict) and isinstance(ours, dict):
         found = []
         for key in sorted(set(kombu) | set(ours)):
-            found += _differences(kombu.get(key, "<missing>"), ours.get(key, "<missing>"),
-                                  f"{path}/{key}")  # fmt: skip
+            found += _differences(
+                kombu.get(key, "<missing>"), ours.get(key, "<missing>"), f"{path}/{key}"
+            )
         return found
     return [] if kombu == ours else [path]
 

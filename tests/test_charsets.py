@@ -1,5 +1,5 @@
 """Decoding a form's text (api.charsets) as plain functions: the end-to-end cases, with the
-delivered text, are in tests/test_real_clients.py."""
+delivered text, are in tests/system/test_real_clients.py."""
 
 from __future__ import annotations
 

@@ -504,6 +504,7 @@ def test_compose_validates_against_the_compose_spec(values: str) -> None:
 @pytest.mark.skipif(
     shutil.which("docker-compose") is None, reason=TOOL_MISSING.format("docker-compose")
 )
+@pytest.mark.slow  # a fresh interpreter or a tool of its own: seconds
 def test_docker_compose_reads_the_file_with_the_example_env(tmp_path: Path) -> None:
     shutil.copy(ENV_EXAMPLE, tmp_path / "example.env")
     result = subprocess.run(

@@ -124,8 +124,10 @@ def test_a_broken_link_is_reported(tmp_path: Path) -> None:
 
 def test_repeated_headings_get_numbered_anchors() -> None:
     assert anchors("# A\n## Notes\n## Notes\n```\n# not a heading\n```\n") == {
-        "a", "notes", "notes-1",
-    }  # fmt: skip
+        "a",
+        "notes",
+        "notes-1",
+    }
 
 
 # docs/api.md's examples, run as written against a real `mailgate web` and worker.

@@ -7,8 +7,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from api import xml
-from api.rest_errors import CODES, error_response
+from api import ozeki
+from api.rest import CODES, error_response
 from mailgate import errors
 from mailgate.errors import ApiError
 
@@ -78,9 +78,9 @@ def test_the_rest_and_ozeki_renderings_use_the_outcomes(cls: type[ApiError]) -> 
     rest = error_response(exc)
     assert rest.status_code == cls.http_status
     assert json.loads(rest.get_data())["error"]["code"] == cls.rest_code
-    ozeki = xml.error(exc)
-    assert ozeki.status_code == 200  # Ozeki: the outcome is the <Code>, never the HTTP status
-    root = ET.fromstring(ozeki.get_data())
+    xml = ozeki.error(exc)
+    assert xml.status_code == 200  # Ozeki: the outcome is the <Code>, never the HTTP status
+    root = ET.fromstring(xml.get_data())
     assert root.findtext("Code") == str(cls.code)
     assert root.findtext("Message") == exc.message
 
@@ -94,6 +94,8 @@ def test_a_new_error_needs_no_mapping_anywhere() -> None:
     exc = Teapot("short and stout")
     assert error_response(exc).status_code == 418
     assert json.loads(error_response(exc).get_data())["error"] == {
-        "code": "teapot", "field": None, "message": "short and stout"
-    }  # fmt: skip
-    assert ET.fromstring(xml.error(exc).get_data()).findtext("Code") == "399"
+        "code": "teapot",
+        "field": None,
+        "message": "short and stout",
+    }
+    assert ET.fromstring(ozeki.error(exc).get_data()).findtext("Code") == "399"

@@ -15,11 +15,25 @@ from hypothesis import strategies as st
 
 from mailgate.config import Settings
 from tests.conftest import SEED_PASSWORD, SEED_USER, new_address
-from tests.support import RedisServer, count_records
+from tests.support import RedisServer, count_records, examples
 
 KNOWN = {"200", "300", "301", "302", "304", "305", "306", "307", "404", "413", "429", "503"}
-NAMES = ["command", "Command", "COMMAND", "Recipient", "Message", "Sender", "Subject",
-         "Attachments", "Username", "Password", "EmailId", "ApiExtension", "x", ""]  # fmt: skip
+NAMES = [
+    "command",
+    "Command",
+    "COMMAND",
+    "Recipient",
+    "Message",
+    "Sender",
+    "Subject",
+    "Attachments",
+    "Username",
+    "Password",
+    "EmailId",
+    "ApiExtension",
+    "x",
+    "",
+]
 COMMANDS = ["SendEmail", "sendemail", "GetEmailStatus", "", "Bogus", "SendEmail\x00"]
 
 names = st.one_of(st.sampled_from(NAMES), st.text(max_size=20))
@@ -36,10 +50,11 @@ pairs = st.lists(st.tuples(names, values), max_size=12)
 
 def encode(items: list[tuple[str, str]], raw_bytes: bytes) -> bytes:
     encoded = "&".join(
-        quote_from_bytes(n.encode("utf-8", "surrogatepass")) + "="
+        quote_from_bytes(n.encode("utf-8", "surrogatepass"))
+        + "="
         + quote_from_bytes(v.encode("utf-8", "surrogatepass"))
         for n, v in items
-    )  # fmt: skip
+    )
     return encoded.encode() + raw_bytes
 
 
@@ -57,7 +72,9 @@ def check(response_status: int, content_type: str, body: bytes) -> None:
 
 
 fuzz = hyp_settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(250),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
@@ -81,11 +98,16 @@ def test_any_query_string(
     items=pairs,
     raw=st.binary(max_size=40),
     content_type=st.sampled_from(
-        ["application/x-www-form-urlencoded", "application/json", "text/plain",
-         "multipart/form-data; boundary=x", "application/x-www-form-urlencoded; charset=latin-1"]
+        [
+            "application/x-www-form-urlencoded",
+            "application/json",
+            "text/plain",
+            "multipart/form-data; boundary=x",
+            "application/x-www-form-urlencoded; charset=latin-1",
+        ]
     ),
     query=pairs,
-)  # fmt: skip
+)
 def test_any_form_body(
     client: FlaskClient,
     redis_server: RedisServer,
@@ -116,8 +138,14 @@ def test_any_form_body(
 def test_header_injection_in_every_field(
     client: FlaskClient, redis_server: RedisServer, field: str, value: str
 ) -> None:
-    params = {"command": "SendEmail", "Recipient": "a@x.example", "Message": "m",
-              "Username": "HTTP_User_1", "Password": "qwe123", field: value}  # fmt: skip
+    params = {
+        "command": "SendEmail",
+        "Recipient": "a@x.example",
+        "Message": "m",
+        "Username": "HTTP_User_1",
+        "Password": "qwe123",
+        field: value,
+    }
     before = records(redis_server)
     body = ET.fromstring(client.get("/api", query_string=params).data)
     assert body.findtext("Code") == "302"
@@ -130,18 +158,33 @@ def _creds() -> dict[str, str]:
 
 HUGE = [
     # (id, the parameters besides valid credentials, POST them as a form, code [named parameter])
-    ("message-over-limit",
-     lambda s: {"Message": "x" * (s.max_message_bytes + 1)}, False, "413"),
-    ("message-over-limit-in-utf8-bytes",
-     lambda s: {"Message": "é" * (s.max_message_bytes // 2 + 1)}, False, "413"),
-    ("query-over-request-limit",
-     lambda s: {"Message": "x" * (s.max_request_bytes + 1)}, False, "413"),
-    ("form-over-request-limit",
-     lambda s: {"Message": "x" * (s.max_request_bytes + 1)}, True, "413"),
+    ("message-over-limit", lambda s: {"Message": "x" * (s.max_message_bytes + 1)}, False, "413"),
+    (
+        "message-over-limit-in-utf8-bytes",
+        lambda s: {"Message": "é" * (s.max_message_bytes // 2 + 1)},
+        False,
+        "413",
+    ),
+    (
+        "query-over-request-limit",
+        lambda s: {"Message": "x" * (s.max_request_bytes + 1)},
+        False,
+        "413",
+    ),
+    (
+        "form-over-request-limit",
+        lambda s: {"Message": "x" * (s.max_request_bytes + 1)},
+        True,
+        "413",
+    ),
     ("huge-subject", lambda s: {"Subject": "s" * 70_000}, False, "302 Subject"),
-    ("huge-recipient",
-     lambda s: {"Recipient": "a" * 70_000 + "@x.example"}, False, "302 Recipient"),
-]  # fmt: skip
+    (
+        "huge-recipient",
+        lambda s: {"Recipient": "a" * 70_000 + "@x.example"},
+        False,
+        "302 Recipient",
+    ),
+]
 
 
 @pytest.mark.parametrize(

@@ -88,9 +88,12 @@ def delivery(store: StatusStore, recorder: Recorder, quiet: Settings) -> Deliver
 
 def new_job(**fields: object) -> EmailJob:
     values: dict[str, object] = {
-        "email_id": str(uuid.uuid4()), "owner": SEED_USER, "sender": "s@domain.com",
-        "recipients": ("r@x.example",), "message": "the body",
-    }  # fmt: skip
+        "email_id": str(uuid.uuid4()),
+        "owner": SEED_USER,
+        "sender": "s@domain.com",
+        "recipients": ("r@x.example",),
+        "message": "the body",
+    }
     values.update(fields)
     return EmailJob(**values)  # type: ignore[arg-type]
 
@@ -296,8 +299,14 @@ def _url(store: StatusStore) -> str:
 
 
 def send(**params: str) -> dict[str, str]:
-    return {"command": "SendEmail", "Recipient": "abc@anotherdomain.com", "Message": "Hi",
-            "Username": SEED_USER, "Password": SEED_PASSWORD, **params}  # fmt: skip
+    return {
+        "command": "SendEmail",
+        "Recipient": "abc@anotherdomain.com",
+        "Message": "Hi",
+        "Username": SEED_USER,
+        "Password": SEED_PASSWORD,
+        **params,
+    }
 
 
 def parse(body: bytes) -> dict[str, str]:
@@ -311,8 +320,12 @@ def accept(client: FlaskClient, **params: str) -> str:
 
 
 def status(client: FlaskClient, email_id: str) -> dict[str, str]:
-    query = {"command": "GetEmailStatus", "EmailId": email_id, "Username": SEED_USER,
-             "Password": SEED_PASSWORD}  # fmt: skip
+    query = {
+        "command": "GetEmailStatus",
+        "EmailId": email_id,
+        "Username": SEED_USER,
+        "Password": SEED_PASSWORD,
+    }
     return parse(client.get("/api", query_string=query).data)
 
 
@@ -333,7 +346,7 @@ INVALID = [
     ("attachment-relative", {"Attachments": "file.pdf"}, "Attachments"),
     ("apiextension-lf", {"ApiExtension": "ext\n"}, "ApiExtension"),
     ("idempotency-key-reused", {"IdempotencyKey": "k-1", "Message": "other"}, "IdempotencyKey"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -349,8 +362,9 @@ def test_a_refused_request_queues_nothing_while_redis_is_up(
     before = footprint(broker)
     body = parse(client.get("/api", query_string=send(**params)).data)
     assert (body["Code"], body["Message"]) == (
-        "302", f"Missing or invalid parameter '{name}' for command 'SendEmail'"
-    )  # fmt: skip
+        "302",
+        f"Missing or invalid parameter '{name}' for command 'SendEmail'",
+    )
     assert footprint(broker) == before
     # The same count sees an accepted e-mail: the check above is not blind.
     accept(client)

@@ -48,7 +48,7 @@ from mailgate.validation import (
     validate_send,
 )
 from tests.conftest import SEED_PASSWORD, SEED_USER, MakeApp
-from tests.support import SmtpServer, wait_for
+from tests.support import SmtpServer, examples, wait_for
 from worker.delivery import Delivery
 from worker.message import MessageRefused, check_header, render
 from worker.smtp import SmtpTransport
@@ -75,9 +75,8 @@ def test_one_notion_of_control_character() -> None:
     # Every character str.splitlines breaks on, and every one of Cc, Zl, Zp, Cs: no other.
     breaks = {c for c in map(chr, range(0x110000)) if len(f"a{c}b".splitlines()) > 1}
     controls = {
-        c for c in map(chr, range(0x110000))
-        if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")
-    }  # fmt: skip
+        c for c in map(chr, range(0x110000)) if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")
+    }
     assert breaks <= controls
     assert {c for c in map(chr, range(0x110000)) if first_control(c)} == controls
 
@@ -90,10 +89,12 @@ def test_line_breaks_and_controls_are_302_naming_the_field(
     settings: Settings, field: str, char: str
 ) -> None:
     value = {
-        "Subject": f"a{char}b", "Recipient": f"a{char}b@x.example",
-        "Sender": f"a{char}b@domain.com", "ApiExtension": f"ext{char}1",
+        "Subject": f"a{char}b",
+        "Recipient": f"a{char}b@x.example",
+        "Sender": f"a{char}b@domain.com",
+        "ApiExtension": f"ext{char}1",
         "DeliveryReportURL": f"https://hooks.example/a{char}b",
-    }[field]  # fmt: skip
+    }[field]
     allowed = replace(settings, callback_allowed=("hooks.example",))
     assert refused_field(base(**{field.lower(): value}), allowed) == field
 
@@ -178,9 +179,14 @@ def test_a_replacement_with_the_same_size_and_mtime_is_refused(tmp_path: Path) -
 def test_records_without_file_identity_still_load_and_send(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_bytes(b"hello")
     info = os.stat(tmp_path / "a.txt")
-    old = {"email_id": "e", "owner": "o", "sender": "s@x.example", "recipients": ["r@x.example"],
-           "message": "m", "attachments": [{"path": str(tmp_path / "a.txt"), "size": 5,
-                                            "mtime_ns": info.st_mtime_ns}]}  # fmt: skip
+    old = {
+        "email_id": "e",
+        "owner": "o",
+        "sender": "s@x.example",
+        "recipients": ["r@x.example"],
+        "message": "m",
+        "attachments": [{"path": str(tmp_path / "a.txt"), "size": 5, "mtime_ns": info.st_mtime_ns}],
+    }
     job = EmailJob.from_json(json.dumps(old))
     assert job.attachments[0].inode is None
     assert read_checked(job.attachments[0], (tmp_path.resolve(),)) == b"hello"
@@ -192,12 +198,22 @@ def test_records_without_file_identity_still_load_and_send(tmp_path: Path) -> No
 def test_the_limit_is_on_the_encoded_size(tmp_path: Path, settings: Settings) -> None:
     limit = 30_000
     (tmp_path / "exact.bin").write_bytes(os.urandom(limit))
-    small = replace(settings, attachment_roots=(tmp_path.resolve(),), max_attachment_bytes=limit,
-                    max_email_bytes=limit)  # fmt: skip
+    small = replace(
+        settings,
+        attachment_roots=(tmp_path.resolve(),),
+        max_attachment_bytes=limit,
+        max_email_bytes=limit,
+    )
     assert refused_field(base(attachments=str(tmp_path / "exact.bin")), small) == "Attachments"
     # The estimate is an upper bound of what the worker really writes.
-    job = EmailJob("e", "o", "s@x.example", ("r@x.example",), "m",
-                   attachments=(Attachment(str(tmp_path / "exact.bin"), limit, 0),))  # fmt: skip
+    job = EmailJob(
+        "e",
+        "o",
+        "s@x.example",
+        ("r@x.example",),
+        "m",
+        attachments=(Attachment(str(tmp_path / "exact.bin"), limit, 0),),
+    )
     data = render(job, "h", lambda a: Path(a.path).read_bytes(), 10 * limit)
     assert base64_size(limit) < len(data) < base64_size(limit) + 2000
     with pytest.raises(MessageRefused, match="MAILGATE_MAX_EMAIL_BYTES"):
@@ -253,8 +269,7 @@ def deliver_now(store: StatusStore, settings: Settings, smtp: SmtpServer, job: E
 
 
 def new_job(**fields: object) -> EmailJob:
-    return replace(EmailJob(str(uuid.uuid4()), "o", "s@x.example", ("r@x.example",), "m"),
-                   **fields)  # fmt: skip
+    return replace(EmailJob(str(uuid.uuid4()), "o", "s@x.example", ("r@x.example",), "m"), **fields)
 
 
 @pytest.mark.parametrize(
@@ -265,9 +280,13 @@ def new_job(**fields: object) -> EmailJob:
     ids=["became-directory", "replaced", "hard-linked"],
 )  # fmt: skip
 def test_an_attachment_changed_after_acceptance_fails_at_once_with_its_cause(
-    store: StatusStore, settings: Settings, smtp_server: SmtpServer, attachment_root: Path,
-    change: object, reason: str,
-) -> None:  # fmt: skip
+    store: StatusStore,
+    settings: Settings,
+    smtp_server: SmtpServer,
+    attachment_root: Path,
+    change: object,
+    reason: str,
+) -> None:
     path = attachment_root / f"{uuid.uuid4().hex}.txt"
     path.write_bytes(b"hello")
     job = new_job(attachments=(check_path(str(path), settings.attachment_roots),))
@@ -303,9 +322,12 @@ def plain_smtp() -> Iterator[SmtpServer]:
     """An SMTP server that does not offer SMTPUTF8 (aiosmtpd's Controller offers it)."""
     server = SmtpServer()
     server.controller = Controller(
-        server.handler, hostname="127.0.0.1", port=server.port, decode_data=False,
+        server.handler,
+        hostname="127.0.0.1",
+        port=server.port,
+        decode_data=False,
         enable_SMTPUTF8=False,
-    )  # fmt: skip
+    )
     server.start()
     yield server
     server.stop()
@@ -615,7 +637,7 @@ def test_a_report_url_no_request_line_can_carry_is_302(url: str) -> None:
 
 
 @given(path=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30))
-@hyp_settings(max_examples=300, deadline=None)
+@hyp_settings(max_examples=examples(300), deadline=None)
 def test_every_accepted_report_url_goes_on_the_wire(path: str) -> None:
     url = f"https://hooks.example/{path}"
     try:

@@ -15,7 +15,7 @@ from dataclasses import asdict
 import email_validator
 import pytest
 
-from api.xml import Field, render, render_etree
+from api.ozeki import Field, render, render_etree
 from mailgate.broker import build_task_message, make_celery, redis_task_message
 from mailgate.config import Settings
 from mailgate.errors import InvalidParameter
@@ -28,11 +28,29 @@ XML_CASES: list[tuple[int, str, list[Field]]] = [
     (300, "Parse error", [("Reason", "")]),
     (200, "ok", [("Subject", "tab\tcr\rlf\n nul\x00 esc\x1b bad\ufffe ok\u00e9 \U0001f600")]),
     (200, "ok", [("LastError", "x" * 1200)]),
-    (200, "ok", [("History", [("Attempt", [("Number", "1"), ("At", "2026-01-01T00:00:00Z"),
-                                           ("Outcome", "Retrying"), ("Detail", "421 <busy>")])]),
-                 ("Empty", [])]),
+    (
+        200,
+        "ok",
+        [
+            (
+                "History",
+                [
+                    (
+                        "Attempt",
+                        [
+                            ("Number", "1"),
+                            ("At", "2026-01-01T00:00:00Z"),
+                            ("Outcome", "Retrying"),
+                            ("Detail", "421 <busy>"),
+                        ],
+                    )
+                ],
+            ),
+            ("Empty", []),
+        ],
+    ),
     (200, "]]> &amp; &#x41; <![CDATA[x]]>", []),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(

@@ -66,16 +66,40 @@ def test_every_process_writes_one_json_object_per_line(
     mailgate = str(VENV_BIN / "mailgate")
     flower_port = free_port()
     services = {
-        "flower": Service("flower", [mailgate, "flower", "--port", str(flower_port)], env,
-                          tmp_path / "flower.log"),
-        "worker": Service("worker", [mailgate, "worker", "--processes", "1", "--name",
-                                     f"json-{os.getpid()}", "--without-gossip"], env,
-                          tmp_path / "worker.log"),
+        "flower": Service(
+            "flower", [mailgate, "flower", "--port", str(flower_port)], env, tmp_path / "flower.log"
+        ),
+        "worker": Service(
+            "worker",
+            [
+                mailgate,
+                "worker",
+                "--processes",
+                "1",
+                "--name",
+                f"json-{os.getpid()}",
+                "--without-gossip",
+            ],
+            env,
+            tmp_path / "worker.log",
+        ),
         "web": Service("web", [mailgate, "web", "--workers", "1"], env, tmp_path / "web.log"),
-        "exiter": Service("supervise", [mailgate, "supervise", "--name", "exiter", "--",
-                                        sys.executable, "-c", "raise SystemExit(3)"], env,
-                          tmp_path / "supervise.log"),
-    }  # fmt: skip
+        "exiter": Service(
+            "supervise",
+            [
+                mailgate,
+                "supervise",
+                "--name",
+                "exiter",
+                "--",
+                sys.executable,
+                "-c",
+                "raise SystemExit(3)",
+            ],
+            env,
+            tmp_path / "supervise.log",
+        ),
+    }
     try:
         services["flower"].start()
         services["flower"].wait_output(r"Connected to redis", 60)  # before any worker runs
@@ -93,8 +117,12 @@ def test_every_process_writes_one_json_object_per_line(
         assert entries, f"{name} wrote nothing"
         assert {entry.get("process") for entry in entries} == {name}, service.output()
     worker = " ".join(str(e["message"]) for e in _json_lines(services["worker"]))
-    for seen in ("mingle: searching for neighbors", "transport: redis://", "ready.",
-                 "Warm shutdown"):  # fmt: skip
+    for seen in (
+        "mingle: searching for neighbors",
+        "transport: redis://",
+        "ready.",
+        "Warm shutdown",
+    ):
         assert seen in worker
     assert "Visit me at" in services["flower"].output()
     assert "Inspect method" not in services["flower"].output()

@@ -41,6 +41,7 @@ from mailgate.headers import (
 )
 from mailgate.jobs import Attachment, EmailJob
 from mailgate.validation import check_subject, normalize_address
+from tests.support import examples
 from worker import message as writer
 from worker.delivery import Delivery
 from worker.message import MessageRefused, base64_lines, check_header, render, text_body
@@ -119,8 +120,9 @@ def check_message(data: bytes | bytearray, job: EmailJob, contents: list[bytes])
             job.message
         )
         if job.html:
-            assert message.get_content_type() == ("multipart/mixed" if job.attachments else
-                                                  "multipart/alternative")  # fmt: skip
+            assert message.get_content_type() == (
+                "multipart/mixed" if job.attachments else "multipart/alternative"
+            )
             html = message.get_body(("html",))
             assert html is not None
             assert html.get_content().replace("\r\n", "\n") == lines_of(job.html)
@@ -158,25 +160,55 @@ NAMES = [
 ]
 LOCALS = ["r", "first.last", "o'neil", "x+tag", "jürgen", "用户"]
 DOMAINS = ["x.example", "bücher.de", "pbx", "corp.local"]
-SUBJECTS = ["", "Voicemail from +44 20 7946 0000 (0:42)", "Rückruf: Grüße aus Wien",
-            "=?utf-8?q?Gr=C3=BC=C3=9Fe?= aus Wien", "a  b   c", "x" * 200, "word " * 60 + "end",
-            "予約確認のお知らせ" * 20, "=? not a word ?="]  # fmt: skip
-BODIES = ["Hello\nworld", "", "x" * 300, "Grüße\r\naus\rWien\n", "日本語" * 200, ".\n..\n.x",
-          "From me\n", "a\tb\x0cc\x85d\u2028e", "trailing \nspace\t\n", "=?utf-8?q?a?=",
-          "--=_m\n--", "x" * 78 + "\n" + "y" * 79]  # fmt: skip
+SUBJECTS = [
+    "",
+    "Voicemail from +44 20 7946 0000 (0:42)",
+    "Rückruf: Grüße aus Wien",
+    "=?utf-8?q?Gr=C3=BC=C3=9Fe?= aus Wien",
+    "a  b   c",
+    "x" * 200,
+    "word " * 60 + "end",
+    "予約確認のお知らせ" * 20,
+    "=? not a word ?=",
+]
+BODIES = [
+    "Hello\nworld",
+    "",
+    "x" * 300,
+    "Grüße\r\naus\rWien\n",
+    "日本語" * 200,
+    ".\n..\n.x",
+    "From me\n",
+    "a\tb\x0cc\x85d\u2028e",
+    "trailing \nspace\t\n",
+    "=?utf-8?q?a?=",
+    "--=_m\n--",
+    "x" * 78 + "\n" + "y" * 79,
+]
 
 display_names = st.one_of(st.just(""), st.sampled_from(NAMES), st.text(header_chars, max_size=60))
 addresses = st.builds(
     lambda name, local, domain: f"{name} <{local}@{domain}>" if name else f"{local}@{domain}",
-    display_names, st.sampled_from(LOCALS), st.sampled_from(DOMAINS),
-)  # fmt: skip
+    display_names,
+    st.sampled_from(LOCALS),
+    st.sampled_from(DOMAINS),
+)
 subjects = st.one_of(st.sampled_from(SUBJECTS), st.text(header_chars, max_size=300))
 bodies = st.one_of(st.sampled_from(BODIES), st.text(text_chars, max_size=400))
 file_names = st.one_of(
-    st.sampled_from(["voicemail.wav", "Grüße vom Anrufbeantworter (3).wav", "a\"b;c.txt",
-                     "報告書" * 20 + ".pdf", "x" * 120 + ".bin", "%41.txt", "a b.eml"]),
+    st.sampled_from(
+        [
+            "voicemail.wav",
+            "Grüße vom Anrufbeantworter (3).wav",
+            'a"b;c.txt',
+            "報告書" * 20 + ".pdf",
+            "x" * 120 + ".bin",
+            "%41.txt",
+            "a b.eml",
+        ]
+    ),
     st.text(header_chars, min_size=1, max_size=40).map(lambda name: name + ".pdf"),
-)  # fmt: skip
+)
 attachments = st.lists(st.tuples(file_names, st.binary(max_size=300)), max_size=3)
 
 
@@ -192,8 +224,9 @@ def jobs(draw: st.DrawFn) -> tuple[EmailJob, list[bytes]]:
     """An e-mail of any shape the API accepts, and its attachments' contents."""
 
     def some(strategy: st.SearchStrategy[str], low: int, high: int) -> tuple[str, ...]:
-        found = [accepted_address(raw) for raw in draw(st.lists(strategy, min_size=low,
-                                                                max_size=high))]  # fmt: skip
+        found = [
+            accepted_address(raw) for raw in draw(st.lists(strategy, min_size=low, max_size=high))
+        ]
         return tuple(a for a in found if a)
 
     sender = accepted_address(draw(addresses))
@@ -211,12 +244,18 @@ def jobs(draw: st.DrawFn) -> tuple[EmailJob, list[bytes]]:
             continue
         files.append((name, content))
     job = EmailJob(
-        "0b7e1c2d-9f1a-4c3b-8e2d-1a2b3c4d5e6f", "owner", str(sender), recipients,
-        draw(bodies), subject,
+        "0b7e1c2d-9f1a-4c3b-8e2d-1a2b3c4d5e6f",
+        "owner",
+        str(sender),
+        recipients,
+        draw(bodies),
+        subject,
         tuple(Attachment(f"/spool/{i}", len(c), 0, filename=n) for i, (n, c) in enumerate(files)),
-        cc=some(addresses, 0, 2), bcc=some(addresses, 0, 1), reply_to=some(addresses, 0, 1),
+        cc=some(addresses, 0, 2),
+        bcc=some(addresses, 0, 1),
+        reply_to=some(addresses, 0, 1),
         html=draw(st.one_of(st.just(""), bodies)),
-    )  # fmt: skip
+    )
     event("html" if job.html else "text only")
     event("attachments" if files else "no attachment")
     event("non-ASCII subject" if not subject.isascii() else "ASCII subject")
@@ -228,7 +267,9 @@ def write(job: EmailJob, contents: list[bytes], max_bytes: int = 1 << 24) -> byt
     return render(job, HOST, lambda a: by_path[a.path], max_bytes)
 
 
-@hyp_settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hyp_settings(
+    max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(jobs())
 def test_every_shape_reads_back_exactly_as_meant(case: tuple[EmailJob, list[bytes]]) -> None:
     job, contents = case
@@ -236,8 +277,14 @@ def test_every_shape_reads_back_exactly_as_meant(case: tuple[EmailJob, list[byte
 
 
 def job_of(**changes: Any) -> EmailJob:
-    base = EmailJob("3f2a9c", "acct", "mailgate@localhost", ("someone@example.com",),
-                    "Hello\nworld", "Voicemail from +44 20 7946 0000 (0:42)")  # fmt: skip
+    base = EmailJob(
+        "3f2a9c",
+        "acct",
+        "mailgate@localhost",
+        ("someone@example.com",),
+        "Hello\nworld",
+        "Voicemail from +44 20 7946 0000 (0:42)",
+    )
     return replace(base, **changes)
 
 
@@ -246,15 +293,23 @@ SHAPES = {
     "one-300-char-line": job_of(message="x " * 150),
     "utf8-text-and-subject": job_of(subject="Rückruf von Jörg", message="Grüße aus Wien\n" * 5),
     "html-receipt": job_of(message="Receipt", html="<p>Total: <b>42,00 €</b></p>"),
-    "cc-and-display-names": job_of(sender="IVR Desk <ivr@example.com>",
-                                   recipients=("Jörg Müller <j@example.com>",),
-                                   cc=('"Doe, Jane" <jane@example.com>', "x@pbx")),
+    "cc-and-display-names": job_of(
+        sender="IVR Desk <ivr@example.com>",
+        recipients=("Jörg Müller <j@example.com>",),
+        cc=('"Doe, Jane" <jane@example.com>', "x@pbx"),
+    ),
     "attachment": job_of(attachments=(Attachment("/a", 4, 0, filename="vm.wav"),)),
     "smtputf8": job_of(recipients=("jürgen@bücher.de",)),
-    "everything": job_of(html="<i>x</i>", cc=("c@example.com",), reply_to=("r@example.com",),
-                         attachments=(Attachment("/a", 4, 0, filename="Grüße.wav"),
-                                      Attachment("/b", 4, 0, filename="b.txt"))),
-}  # fmt: skip
+    "everything": job_of(
+        html="<i>x</i>",
+        cc=("c@example.com",),
+        reply_to=("r@example.com",),
+        attachments=(
+            Attachment("/a", 4, 0, filename="Grüße.wav"),
+            Attachment("/b", 4, 0, filename="b.txt"),
+        ),
+    ),
+}
 
 
 @pytest.mark.parametrize("job", list(SHAPES.values()), ids=list(SHAPES))
@@ -331,8 +386,10 @@ def test_a_non_ascii_file_name_has_rfc_2231_and_an_encoded_word_fallback() -> No
     fallback = re.search(r'name="(.*)"', content.replace("\r\n ", " "), re.S)
     assert fallback is not None and fallback.group(1).startswith("=?utf-8?")
     # An RFC 2047 reader (not Python's quoted-string leniency) decodes it on its own.
-    decoded = "".join(text.decode(charset or "ascii") if isinstance(text, bytes) else text
-                      for text, charset in decode_header(fallback.group(1)))  # fmt: skip
+    decoded = "".join(
+        text.decode(charset or "ascii") if isinstance(text, bytes) else text
+        for text, charset in decode_header(fallback.group(1))
+    )
     assert decoded == name
     assert all(len(line) <= MAX_LINE for line in f"{content}\r\n{disposition}".split("\r\n"))
 
@@ -398,8 +455,11 @@ INJECTED = {
 
 def test_raw_utf8_only_in_an_address_field_and_only_with_smtputf8() -> None:
     assert check_header("To: jürgen@x.example\r\nSubject: a", utf8=True) == ["To", "Subject"]
-    for block, utf8 in (("To: jürgen@x.example", False), ("Subject: Grüße", True),
-                        ("To: a@x.example,\r\n jürgen@x.example", False)):  # fmt: skip
+    for block, utf8 in (
+        ("To: jürgen@x.example", False),
+        ("Subject: Grüße", True),
+        ("To: a@x.example,\r\n jürgen@x.example", False),
+    ):
         with pytest.raises(MessageRefused, match="not ASCII"):
             check_header(block, utf8)
 
@@ -440,9 +500,12 @@ def test_the_writer_refuses_a_field_that_would_hold_another(
 
 def test_a_record_that_skipped_the_api_checks_is_refused() -> None:
     injection = "=?utf-8?q?Invoice=0D=0AFrom:_CEO_<ceo@bank.example>?="
-    for job in (job_of(subject=injection), job_of(subject="a\u2028b"),
-                job_of(recipients=("=?utf-8?q?a?=@x.example",)),
-                job_of(attachments=(Attachment("/nowhere/a\x0bb.txt", 1, 0),))):  # fmt: skip
+    for job in (
+        job_of(subject=injection),
+        job_of(subject="a\u2028b"),
+        job_of(recipients=("=?utf-8?q?a?=@x.example",)),
+        job_of(attachments=(Attachment("/nowhere/a\x0bb.txt", 1, 0),)),
+    ):
         with pytest.raises(ValueError, match=r"control character|encoded word|not reach"):
             write(job, [b"x"] * len(job.attachments))
 
@@ -461,8 +524,9 @@ def test_a_file_is_encoded_from_disk_in_chunks(root: Path) -> None:
     attachment = check_path(str(root / "big.bin"), (root,))
     job = job_of(attachments=(attachment,))
     wire = render(job, HOST, lambda a: open_checked(a, (root,)), 1 << 26)
-    check_message(wire, replace(job, attachments=(replace(attachment, filename="big.bin"),)),
-                  [data])  # fmt: skip
+    check_message(
+        wire, replace(job, attachments=(replace(attachment, filename="big.bin"),)), [data]
+    )
 
 
 @pytest.mark.parametrize("delta", [1, -1], ids=["grew", "shrank"])
@@ -512,10 +576,15 @@ def test_the_worker_fails_an_oversized_email_with_its_cause(settings: Settings) 
         delivery._render(job_of())
 
 
-@hyp_settings(max_examples=500, deadline=None)
-@given(st.one_of(st.sampled_from(NAMES), st.text(st.characters(exclude_categories=["Cs"]),
-                                                 max_size=30)),
-       st.sampled_from(LOCALS), st.sampled_from(DOMAINS), st.booleans())  # fmt: skip
+@hyp_settings(max_examples=examples(500), deadline=None)
+@given(
+    st.one_of(
+        st.sampled_from(NAMES), st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+    ),
+    st.sampled_from(LOCALS),
+    st.sampled_from(DOMAINS),
+    st.booleans(),
+)
 def test_the_written_form_splits_as_the_email_package_reads_it(
     name: str, local: str, domain: str, quote: bool
 ) -> None:

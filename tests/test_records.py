@@ -12,9 +12,8 @@ from xml.etree import ElementTree as ET
 import pytest
 from click.testing import CliRunner
 
-import api.commands
+import api.ozeki
 import mailgate.status
-from api import xml
 from api.rest import _status_body
 from mailgate.cli import commands as cli
 from mailgate.status import AttemptLog, Record, ReportStatus, Status, iso
@@ -40,13 +39,24 @@ HISTORY = [
     AttemptLog(2, T0 + 2.5, Status.RETRYING, "451 later"),
 ]
 QUEUED = Record(
-    email_id="id-0", owner="shop", status=Status.QUEUED, attempts=0, created_at=T0,
-    updated_at=T0, since=T0,
-)  # fmt: skip
+    email_id="id-0",
+    owner="shop",
+    status=Status.QUEUED,
+    attempts=0,
+    created_at=T0,
+    updated_at=T0,
+    since=T0,
+)
 SENT = replace(
-    RETRYING, status=Status.SENT, attempts=3, sent_at=T0 + 90, next_attempt_at=None,
-    smtp_response="250 ok & done", report_status=ReportStatus.DELIVERED, updated_at=T0 + 90,
-)  # fmt: skip
+    RETRYING,
+    status=Status.SENT,
+    attempts=3,
+    sent_at=T0 + 90,
+    next_attempt_at=None,
+    smtp_response="250 ok & done",
+    report_status=ReportStatus.DELIVERED,
+    updated_at=T0 + 90,
+)
 
 BOUNCED = replace(
     SENT,
@@ -84,12 +94,12 @@ def test_iso_is_utc_with_milliseconds(timestamp: float, zone: str, text: str) ->
 
 
 def ozeki(record: Record, history: list[AttemptLog], monkeypatch: pytest.MonkeyPatch) -> bytes:
-    monkeypatch.setattr(api.commands, "status_of", lambda *_: (record, history))
+    monkeypatch.setattr(api.ozeki, "status_of", lambda *_: (record, history))
     svc: Any = None
-    fields = api.commands.get_email_status(
+    fields = api.ozeki.get_email_status(
         {"emailid": record.email_id}, Account("shop", "unused"), svc
     )
-    return xml.render(200, xml.SUCCESS_MESSAGE, fields)
+    return api.ozeki.render(200, api.ozeki.SUCCESS_MESSAGE, fields)
 
 
 def test_the_ozeki_status_shows_known_fields_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,17 +135,30 @@ def test_a_new_email_shows_zero_attempts_and_no_history(monkeypatch: pytest.Monk
 
 def test_the_rest_status_has_every_field_in_snake_case() -> None:
     assert _status_body(SENT, HISTORY[:1]) == {
-        "id": "id-1", "status": "Sent", "attempts": 3,
-        "created_at": "2023-11-14T22:13:20.000Z", "updated_at": "2023-11-14T22:14:50.000Z",
-        "sent_at": "2023-11-14T22:14:50.000Z", "next_attempt_at": None,
-        "last_error": "451 later", "smtp_response": "250 ok & done", "relay": None,
-        "bounce_code": None, "bounce_reason": None, "bounced_at": None,
-        "delivery_report": "Delivered", "recipients": [],
+        "id": "id-1",
+        "status": "Sent",
+        "attempts": 3,
+        "created_at": "2023-11-14T22:13:20.000Z",
+        "updated_at": "2023-11-14T22:14:50.000Z",
+        "sent_at": "2023-11-14T22:14:50.000Z",
+        "next_attempt_at": None,
+        "last_error": "451 later",
+        "smtp_response": "250 ok & done",
+        "relay": None,
+        "bounce_code": None,
+        "bounce_reason": None,
+        "bounced_at": None,
+        "delivery_report": "Delivered",
+        "recipients": [],
         "history": [
-            {"attempt": 1, "at": "2023-11-14T22:13:21.125Z", "outcome": "Retrying",
-             "detail": "451 first"},
+            {
+                "attempt": 1,
+                "at": "2023-11-14T22:13:21.125Z",
+                "outcome": "Retrying",
+                "detail": "451 first",
+            },
         ],
-    }  # fmt: skip
+    }
     assert list(_status_body(QUEUED, []))[:3] == ["id", "status", "attempts"]
 
 

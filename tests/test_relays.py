@@ -170,13 +170,20 @@ def test_an_account_route_is_built_once_and_follows_the_users_file(tmp_path: Pat
     assert relays.handoff("a", b"m", "s@x", ["r@x"]).relay == "default:25"
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_the_cli_sets_shows_and_clears_an_account_route(tmp_path: Path, mailgate: RunCli) -> None:
     env = {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml")}
     route = "smtp://u:relay-pw@mx1.example:587?starttls=true smtp://mx2.example:25"
     added = mailgate(
-        "user", "add", "tenant", "--password-stdin", "--smtp", "-", env=env,
+        "user",
+        "add",
+        "tenant",
+        "--password-stdin",
+        "--smtp",
+        "-",
+        env=env,
         input=f"tenant-secret-pw\n{route}\n",
-    )  # fmt: skip
+    )
     assert added.exit_code == 0, added.output
     assert UserStore(tmp_path / "users.toml").get("tenant").smtp == route  # type: ignore[union-attr]
     listed = mailgate("user", "list", env=env).stdout
@@ -261,9 +268,14 @@ def test_bad_dkim_settings_name_the_variable(value: str) -> None:
 def test_a_worker_with_an_unreadable_dkim_key_stops_with_one_line(tmp_path: Path) -> None:
     env = {"MAILGATE_DKIM_KEYS": f"x.example=s:{tmp_path}/nope.pem", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-c", "import worker.app"], env=env, capture_output=True, text=True,
-        cwd=Path(__file__).resolve().parent.parent, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", "import worker.app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"mailgate: MAILGATE_DKIM_KEYS: cannot read the key of x.example, {tmp_path}/nope.pem: "
@@ -275,9 +287,14 @@ def test_a_worker_with_an_unreadable_dkim_key_stops_with_one_line(tmp_path: Path
         "; import worker.app"
     )
     result = subprocess.run(
-        [sys.executable, "-c", flower], env=env, capture_output=True, text=True,
-        cwd=Path(__file__).resolve().parent.parent, timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-c", flower],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -324,11 +341,18 @@ def rig(tmp_path_factory: pytest.TempPathFactory, dkim_key: tuple[Path, str]) ->
     endpoint.start()
     with xoauth2_smtp(endpoint) as oauth:
         env = mailgate_env(
-            workdir, redis_server.url, f"{gate.url} {relay2.url}",
-            RETRY_BASE_SECONDS="0.3", RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="30",
-            REDELIVERY_SECONDS="15", SMTP_TIMEOUT_SECONDS="1", RELAY_FAILURES="2",
-            RELAY_SKIP_SECONDS="2", DKIM_KEYS=f"{SIGNED_DOMAIN}={SELECTOR}:{dkim_key[0]}",
-        )  # fmt: skip
+            workdir,
+            redis_server.url,
+            f"{gate.url} {relay2.url}",
+            RETRY_BASE_SECONDS="0.3",
+            RETRY_MAX_DELAY_SECONDS="1",
+            MAX_ATTEMPTS="30",
+            REDELIVERY_SECONDS="15",
+            SMTP_TIMEOUT_SECONDS="1",
+            RELAY_FAILURES="2",
+            RELAY_SKIP_SECONDS="2",
+            DKIM_KEYS=f"{SIGNED_DOMAIN}={SELECTOR}:{dkim_key[0]}",
+        )
         env["REQUESTS_CA_BUNDLE"] = str(cert)  # the worker trusts the test's token endpoint
         settings = Settings.from_env(env)
         users = UserStore(settings.users_file)
@@ -344,8 +368,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory, dkim_key: tuple[Path, str]) ->
         users.add(SIGNER, PASSWORD, (f"*@{SIGNED_DOMAIN}",))
         worker = Service("worker", worker_args(4), env, workdir / "worker.log").start()
         worker.wait_output(r"ready\.", 60)
-        yield Rig(redis_server, relay1, gate, relay2, oauth, endpoint, settings, worker,
-                  dkim_key[1])  # fmt: skip
+        yield Rig(
+            redis_server, relay1, gate, relay2, oauth, endpoint, settings, worker, dkim_key[1]
+        )
         worker.stop()
     endpoint.stop()
     gate.close()
@@ -372,10 +397,18 @@ def store(settings: Settings) -> StatusStore:
 def accept(client: FlaskClient, user: str, recipients: list[str], **params: str) -> list[str]:
     ids = []
     for recipient in recipients:
-        response = client.get("/api", query_string={
-            "command": "SendEmail", "Recipient": recipient, "Message": "relay test",
-            "Subject": "Relays", "Username": user, "Password": PASSWORD, **params,
-        })  # fmt: skip
+        response = client.get(
+            "/api",
+            query_string={
+                "command": "SendEmail",
+                "Recipient": recipient,
+                "Message": "relay test",
+                "Subject": "Relays",
+                "Username": user,
+                "Password": PASSWORD,
+                **params,
+            },
+        )
         root = ET.fromstring(response.data)
         assert root.findtext("Code") == "200", response.data
         ids.append(str(root.findtext("EmailId")))
@@ -393,9 +426,17 @@ def final(store: StatusStore, ids: list[str], timeout: float = 40) -> list[Any]:
 
 
 def ozeki_status(client: FlaskClient, user: str, email_id: str) -> ET.Element:
-    return ET.fromstring(client.get("/api", query_string={
-        "command": "GetEmailStatus", "EmailId": email_id, "Username": user, "Password": PASSWORD,
-    }).data)  # fmt: skip
+    return ET.fromstring(
+        client.get(
+            "/api",
+            query_string={
+                "command": "GetEmailStatus",
+                "EmailId": email_id,
+                "Username": user,
+                "Password": PASSWORD,
+            },
+        ).data
+    )
 
 
 @pytest.mark.integration
@@ -447,14 +488,20 @@ def test_one_tenants_dead_relay_does_not_hold_up_the_others(
     assert all(r.status.value == "Sent" for r in records)
     stuck = [store.get(i) for i in dead]
     assert all(r is not None and not r.status.final for r in stuck)
-    assert all(r is not None and "cannot reach" in (r.last_error or "") for r in stuck
-               if r.last_error)  # fmt: skip
+    assert all(
+        r is not None and "cannot reach" in (r.last_error or "") for r in stuck if r.last_error
+    )
     assert all(rig.relay1.handler.count(i) + rig.relay2.handler.count(i) == 0 for i in dead)
     for email_id in dead:  # withdraw them, the tenant's relay stays dead
-        client.get("/api", query_string={
-            "command": "CancelEmail", "EmailId": email_id, "Username": DEAD,
-            "Password": PASSWORD,
-        })  # fmt: skip
+        client.get(
+            "/api",
+            query_string={
+                "command": "CancelEmail",
+                "EmailId": email_id,
+                "Username": DEAD,
+                "Password": PASSWORD,
+            },
+        )
 
 
 @pytest.mark.integration
@@ -503,7 +550,8 @@ def test_a_token_endpoint_down_is_retried_then_sent(
         def retrying() -> bool:
             record = store.get(email_id)
             return record is not None and "OAuth2 token endpoint unreachable" in (
-                record.last_error or "")  # fmt: skip
+                record.last_error or ""
+            )
 
         wait_for(retrying, 20, "the token endpoint failure to be recorded")
     finally:
@@ -517,9 +565,12 @@ def test_dkim_signed_bytes_verify_against_the_public_key(
     rig: Rig, client: FlaskClient, store: StatusStore
 ) -> None:
     [email_id] = accept(
-        client, SIGNER, ["dkim@relays.example"], Sender=f"Voicemail <vm@{SIGNED_DOMAIN}>",
+        client,
+        SIGNER,
+        ["dkim@relays.example"],
+        Sender=f"Voicemail <vm@{SIGNED_DOMAIN}>",
         Subject="Voicemail from +1 555 0100",
-    )  # fmt: skip
+    )
     final(store, [email_id])
     received = rig.relay1.handler.find(email_id) or rig.relay2.handler.find(email_id)
     assert received is not None

@@ -72,9 +72,13 @@ def test_a_little_in_the_past_is_accepted_more_is_not() -> None:
 
 def _job(owner: str = "someone", attachments: tuple[Attachment, ...] = ()) -> EmailJob:
     return EmailJob(
-        email_id=str(uuid.uuid4()), owner=owner, sender="a@example.com",
-        recipients=("b@example.com",), message="m", attachments=attachments,
-    )  # fmt: skip
+        email_id=str(uuid.uuid4()),
+        owner=owner,
+        sender="a@example.com",
+        recipients=("b@example.com",),
+        message="m",
+        attachments=attachments,
+    )
 
 
 @pytest.fixture
@@ -176,8 +180,10 @@ def test_discard_spooled_leaves_path_attachments_alone(tmp_path: Path) -> None:
 
 
 def test_old_job_records_without_the_new_attachment_fields_still_load() -> None:
-    old = ('{"email_id":"x","owner":"o","sender":"a@b.c","recipients":["d@e.f"],"message":"m",'
-           '"attachments":[{"path":"/srv/a.txt","size":1,"mtime_ns":2}]}')  # fmt: skip
+    old = (
+        '{"email_id":"x","owner":"o","sender":"a@b.c","recipients":["d@e.f"],"message":"m",'
+        '"attachments":[{"path":"/srv/a.txt","size":1,"mtime_ns":2}]}'
+    )
     job = EmailJob.from_json(old)
     assert job.attachments[0].filename == ""
     assert job.attachments[0].identity == "/srv/a.txt"

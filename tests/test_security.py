@@ -26,11 +26,16 @@ def code(response_body: bytes) -> str:
 def send(client: FlaskClient, user: str, password: str, address: str, **headers: str) -> str:
     response = client.get(
         "/api",
-        query_string={"command": "SendEmail", "Recipient": "a@x.example", "Message": "m",
-                      "Username": user, "Password": password},
+        query_string={
+            "command": "SendEmail",
+            "Recipient": "a@x.example",
+            "Message": "m",
+            "Username": user,
+            "Password": password,
+        },
         environ_base={"REMOTE_ADDR": address},
         headers=headers,
-    )  # fmt: skip
+    )
     return code(response.data)
 
 
@@ -65,6 +70,7 @@ def counted_app(app: Flask, monkeypatch: pytest.MonkeyPatch) -> tuple[Flask, Cou
     return app, hasher
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_brute_force_is_cut_off_fast_without_hashing(
     make_app: MakeApp,
     users: UserStore,
@@ -137,6 +143,7 @@ def test_spraying_from_an_office_address_does_not_lock_out_its_users(
     assert send(client, accounts[1], f"{accounts[1]}-pw", office) == "429"
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_parallel_guesses_never_run_more_argon2_checks_than_the_limit(
     make_app: MakeApp,
     users: UserStore,
@@ -167,6 +174,7 @@ def test_parallel_guesses_never_run_more_argon2_checks_than_the_limit(
     ["u" * 257, "v" * 100_000, "é" * 300, "w" * 200],
     ids=["just-over-the-cap", "100k", "non-ascii", "under-the-cap"],
 )
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_long_user_names_never_reach_redis(
     make_app: MakeApp, users: UserStore, redis_server: RedisServer, name: str
 ) -> None:
@@ -176,10 +184,15 @@ def test_long_user_names_never_reach_redis(
     for i in range(20):
         response = client.post(
             "/api",
-            data={"command": "SendEmail", "Recipient": "a@x.example", "Message": "m",
-                  "Username": f"{name}{i}", "Password": "x"},
+            data={
+                "command": "SendEmail",
+                "Recipient": "a@x.example",
+                "Message": "m",
+                "Username": f"{name}{i}",
+                "Password": "x",
+            },
             environ_base={"REMOTE_ADDR": "198.51.100.201"},
-        )  # fmt: skip
+        )
         assert code(response.data) in {"305", "429"}
     # 20 names of 100 kB each would add 2 MB if stored; hashed they add a few hundred bytes.
     assert int(redis.info("memory")["used_memory"]) - before < 200_000
@@ -212,10 +225,15 @@ def test_network_acl(make_app: MakeApp, office_account: str) -> None:
     assert send(client, office_account, "office-pw", "10.1.2.3") == "200"
     response = client.get(
         "/api",
-        query_string={"command": "SendEmail", "Recipient": "a@x.example", "Message": "m",
-                      "Username": office_account, "Password": "office-pw"},
+        query_string={
+            "command": "SendEmail",
+            "Recipient": "a@x.example",
+            "Message": "m",
+            "Username": office_account,
+            "Password": "office-pw",
+        },
         environ_base={"REMOTE_ADDR": "192.0.2.50"},
-    )  # fmt: skip
+    )
     body = ET.fromstring(response.data)
     assert (body.findtext("Code"), body.findtext("Message")) == (
         "307",
@@ -291,6 +309,7 @@ def overlap_app(
     return app, hasher
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_no_more_password_checks_run_at_once_than_the_cap(
     make_app: MakeApp, users: UserStore, accounts: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -315,6 +334,7 @@ def test_no_more_password_checks_run_at_once_than_the_cap(
     assert hasher.most == 2  # 64 MiB each: the memory of two, however many callers
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_a_check_that_waits_past_the_bound_is_503_and_cached_credentials_never_wait(
     make_app: MakeApp, users: UserStore, accounts: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -360,6 +380,7 @@ def test_a_check_that_waits_past_the_bound_is_503_and_cached_credentials_never_w
 # --- the slow lane: an attacker who takes it every minute does not lock the owner out ----------
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_an_owner_on_a_new_address_gets_in_while_the_guesser_holds_the_slow_lane(
     make_app: MakeApp,
     settings: Settings,

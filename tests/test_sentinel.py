@@ -23,7 +23,7 @@ from xml.etree import ElementTree as ET
 import pytest
 import redis
 
-from api.accept import _record_and_publish
+from api.emails import _record_and_publish
 from api.services import Services
 from mailgate.broker import make_celery, uses_redis_broker
 from mailgate.cli.dev.embedded import redis_args, redis_server_binary
@@ -258,10 +258,15 @@ class Sender:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _send(self, number: int) -> tuple[str, str]:
-        query = urllib.parse.urlencode({
-            "command": "SendEmail", "Recipient": f"ha{number}@shop.example",
-            "Message": f"failover {number}", "Username": USER, "Password": PASSWORD,
-        })  # fmt: skip
+        query = urllib.parse.urlencode(
+            {
+                "command": "SendEmail",
+                "Recipient": f"ha{number}@shop.example",
+                "Message": f"failover {number}",
+                "Username": USER,
+                "Password": PASSWORD,
+            }
+        )
         try:
             with urllib.request.urlopen(f"{self.api}/api?{query}", timeout=15) as response:
                 body = ET.fromstring(response.read())
@@ -313,9 +318,14 @@ def test_a_master_failover_loses_nothing_accepted(
     smtp = SmtpServer()
     smtp.start()
     env = mailgate_env(
-        workdir, group.url, smtp.url, REDIS_MIN_REPLICAS="1", REDELIVERY_SECONDS="10",
-        RETRY_BASE_SECONDS="0.2", SMTP_TIMEOUT_SECONDS="3",
-    )  # fmt: skip
+        workdir,
+        group.url,
+        smtp.url,
+        REDIS_MIN_REPLICAS="1",
+        REDELIVERY_SECONDS="10",
+        RETRY_BASE_SECONDS="0.2",
+        SMTP_TIMEOUT_SECONDS="3",
+    )
     UserStore(workdir / "users.toml").add(USER, PASSWORD)
     worker = Service("worker", worker_args(CONCURRENCY), env, workdir / "worker.log").start()
     web = Service("web", web_args(), env, workdir / "web.log").start()

@@ -36,16 +36,22 @@ def test_the_docs_table_is_the_declarations() -> None:
 def test_the_table_is_printed_by_the_module() -> None:
     result = subprocess.run(
         [str(VENV_BIN / "python"), "-m", "mailgate.config", "--markdown"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     assert result.stdout == settings_table()
     assert result.stdout.count("\n") == len(DECLARED) + 2
 
 
 def shipped_variables() -> dict[str, set[str]]:
     """Every MAILGATE_* name in shipped code and in the files that start its processes."""
-    files = [*ROOT.glob("mailgate/**/*.py"), *ROOT.glob("api/**/*.py"),
-             *ROOT.glob("worker/**/*.py")]  # fmt: skip
+    files = [
+        *ROOT.glob("mailgate/**/*.py"),
+        *ROOT.glob("api/**/*.py"),
+        *ROOT.glob("worker/**/*.py"),
+    ]
     files += [ROOT / name for name in ("Procfile", "docker-compose.yml", "Dockerfile")]
     found: dict[str, set[str]] = {}
     for path in files:
@@ -112,7 +118,10 @@ def test_a_bad_value_is_one_line_naming_the_variable(
 
 def test_secrets_stay_out_of_repr() -> None:
     settings = Settings.from_env(
-        {"MAILGATE_CALLBACK_SECRET": "s3cret-a", "MAILGATE_FLOWER_BASIC_AUTH": "u:s3cret-b",
-         "MAILGATE_REDIS_SENTINEL_PASSWORD": "s3cret-c"}
-    )  # fmt: skip
+        {
+            "MAILGATE_CALLBACK_SECRET": "s3cret-a",
+            "MAILGATE_FLOWER_BASIC_AUTH": "u:s3cret-b",
+            "MAILGATE_REDIS_SENTINEL_PASSWORD": "s3cret-c",
+        }
+    )
     assert "s3cret" not in repr(settings)

@@ -170,8 +170,13 @@ def test_a_non_ascii_address_in_a_header_only_needs_smtputf8(smtp_server: SmtpSe
     received = smtp_server.handler.find("utf8-reply-to")
     assert received is not None and received.data == data.encode()
     plain = SmtpServer()  # one without SMTPUTF8 (aiosmtpd's Controller offers it by default)
-    plain.controller = Controller(plain.handler, hostname="127.0.0.1", port=plain.port,
-                                  decode_data=False, enable_SMTPUTF8=False)  # fmt: skip
+    plain.controller = Controller(
+        plain.handler,
+        hostname="127.0.0.1",
+        port=plain.port,
+        decode_data=False,
+        enable_SMTPUTF8=False,
+    )
     plain.start()
     try:
         with pytest.raises(PermanentDelivery, match="international"):
@@ -184,17 +189,30 @@ def test_a_non_ascii_address_in_a_header_only_needs_smtputf8(smtp_server: SmtpSe
 def test_the_message_is_sent_without_a_copy(tmp_path: Path) -> None:
     port = free_port()
     sink = Service(
-        "sink", [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
-                 "-s", str(64 << 20), "-l", f"127.0.0.1:{port}"],
-        dict(os.environ), tmp_path / "sink.log",
-    ).start()  # fmt: skip
+        "sink",
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+            "-s",
+            str(64 << 20),
+            "-l",
+            f"127.0.0.1:{port}",
+        ],
+        dict(os.environ),
+        tmp_path / "sink.log",
+    ).start()
     try:
         wait_for(lambda: not port_is_free(port), 30, "the SMTP sink")
         body = b"QUJD" * 19 + b"\r\n"  # base64 lines: nothing to dot-stuff
         data = bytearray(b"From: s@x.example\r\nTo: r@x.example\r\n\r\n" + body * 250_000)
         sender = transport(port, timeout=60)
-        assert sender.send(b"From: s@x.example\r\n\r\nwarm-up\r\n", "s@x.example",
-                           ["r@x.example"]).startswith("250")  # fmt: skip
+        assert sender.send(
+            b"From: s@x.example\r\n\r\nwarm-up\r\n", "s@x.example", ["r@x.example"]
+        ).startswith("250")
         tracemalloc.start()
         try:
             assert sender.send(data, "s@x.example", ["r@x.example"]).startswith("250")

@@ -28,11 +28,27 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -55,8 +71,10 @@ def tls_server(
     handler = ScriptedHandler()
     port = free_port()
     common: dict[str, Any] = {
-        "hostname": "127.0.0.1", "port": port, "authenticator": _authenticator,
-    }  # fmt: skip
+        "hostname": "127.0.0.1",
+        "port": port,
+        "authenticator": _authenticator,
+    }
     if request.param == "starttls":
         controller = Controller(
             handler, tls_context=context, require_starttls=True, auth_require_tls=True, **common

@@ -39,8 +39,9 @@ def metrics_client(settings: Settings, make_app: MakeApp, stall_db: redis.Redis)
 
 def scrape(client: FlaskClient) -> dict[str, float]:
     text = client.get("/metrics").get_data(as_text=True)
-    found = re.findall(r"^(mailgate_(?:delivery_stalled|seconds_since_last_delivery)) (\S+)$",
-                       text, re.MULTILINE)  # fmt: skip
+    found = re.findall(
+        r"^(mailgate_(?:delivery_stalled|seconds_since_last_delivery)) (\S+)$", text, re.MULTILINE
+    )
     return {name: float(value) for name, value in found}
 
 
@@ -99,7 +100,7 @@ def test_a_real_delivery_marks_progress(
     settings: Settings, worker: object, api_url: str, smtp_server: object
 ) -> None:
     """The session's worker delivers one e-mail: the counter it bumps carries the time."""
-    from tests.test_e2e import send
+    from tests.system.test_e2e import send
 
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
     before = time.time()

@@ -51,6 +51,7 @@ def test_changes_by_another_process_apply_without_restart(store: UserStore) -> N
         running.authenticate("carol", "pw-carol")
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_cache_skips_argon2_for_a_repeat_and_never_for_a_miss(
     store: UserStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,10 +105,21 @@ def test_duplicate_and_missing_users(store: UserStore) -> None:
         store.remove("bob")
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_cli_user_add_list_remove(tmp_path: Path, mailgate: RunCli) -> None:
     env = {"MAILGATE_USERS_FILE": str(tmp_path / "users.toml")}
-    added = mailgate("user", "add", "shop", "--password-stdin", "--sender", "*@shop.example",
-                     "--rate", "5/second", env=env, input="cli-secret-pw\n")  # fmt: skip
+    added = mailgate(
+        "user",
+        "add",
+        "shop",
+        "--password-stdin",
+        "--sender",
+        "*@shop.example",
+        "--rate",
+        "5/second",
+        env=env,
+        input="cli-secret-pw\n",
+    )
     assert added.exit_code == 0, added.output
     assert "cli-secret-pw" not in added.stdout + added.stderr
     users_file = tmp_path / "users.toml"
@@ -176,6 +188,7 @@ def test_an_entry_is_renewed_by_one_caller_before_it_expires(
     assert store.cached("alice", "pw-alice") is not None
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_a_new_password_replaces_the_old_at_once_with_no_moment_without_either(
     store: UserStore,
 ) -> None:
@@ -221,14 +234,16 @@ def test_password_strength(password: str, weak: bool) -> None:
     assert (weakness(password) is not None) == weak
 
 
+@pytest.mark.slow  # argon2 for each login: seconds on a busy machine
 def test_cli_passwd_and_the_strength_rule(tmp_path: Path, mailgate: RunCli) -> None:
     users_file = tmp_path / "users.toml"
     env = {"MAILGATE_USERS_FILE": str(users_file)}
     weak = mailgate("user", "add", "pbx", "--password-stdin", env=env, input="short\n")
     assert weak.exit_code == 2 and "too weak" in weak.stderr and "--weak-password-ok" in weak.stderr
     assert not users_file.exists()  # refused: nothing written
-    forced = mailgate("user", "add", "pbx", "--password-stdin", "--weak-password-ok", env=env,
-                      input="short\n")  # fmt: skip
+    forced = mailgate(
+        "user", "add", "pbx", "--password-stdin", "--weak-password-ok", env=env, input="short\n"
+    )
     assert forced.exit_code == 0, forced.output
     assert str(users_file) in forced.stdout  # it says which file it changed
     assert UserStore(users_file).authenticate("pbx", "short").name == "pbx"
@@ -236,8 +251,9 @@ def test_cli_passwd_and_the_strength_rule(tmp_path: Path, mailgate: RunCli) -> N
     refused = mailgate("user", "passwd", "pbx", "--password-stdin", env=env, input="tiny\n")
     assert refused.exit_code == 2 and "too weak" in refused.stderr
     assert UserStore(users_file).authenticate("pbx", "short").name == "pbx"  # unchanged
-    chosen = mailgate("user", "passwd", "pbx", "--password-stdin", env=env,
-                      input="a-long-new-password\n")  # fmt: skip
+    chosen = mailgate(
+        "user", "passwd", "pbx", "--password-stdin", env=env, input="a-long-new-password\n"
+    )
     assert chosen.exit_code == 0, chosen.output
     assert "a-long-new-password" not in chosen.output
     assert UserStore(users_file).authenticate("pbx", "a-long-new-password").name == "pbx"
@@ -268,9 +284,14 @@ def test_user_list_says_which_file_it_read(
 
 def _code(api_url: str, name: str, password: str) -> str:
     """The Ozeki Code of a GetEmailStatus for an id nobody has: 404 once logged in, else 305."""
-    query = urllib.parse.urlencode({"command": "GetEmailStatus", "Username": name,
-                                    "Password": password,
-                                    "EmailId": "00000000-0000-4000-8000-000000000000"})  # fmt: skip
+    query = urllib.parse.urlencode(
+        {
+            "command": "GetEmailStatus",
+            "Username": name,
+            "Password": password,
+            "EmailId": "00000000-0000-4000-8000-000000000000",
+        }
+    )
     with urllib.request.urlopen(f"{api_url}/api?{query}", timeout=10) as response:
         return str(ET.fromstring(response.read()).findtext("Code"))
 
@@ -294,8 +315,9 @@ def test_passwd_takes_effect_on_the_running_api_at_once(
 
     poller = threading.Thread(target=poll)
     poller.start()
-    result = mailgate("user", "passwd", name, "--password-stdin", env=env,
-                      input="rotate-new-password\n")  # fmt: skip
+    result = mailgate(
+        "user", "passwd", name, "--password-stdin", env=env, input="rotate-new-password\n"
+    )
     poller.join(60)
     assert result.exit_code == 0, result.output
     assert after == ["404"]  # when the old one stopped working, the new one already worked

@@ -164,8 +164,11 @@ def test_worker_refuses_a_file_changed_or_swapped_after_acceptance(root: Path) -
 def test_total_attachment_size_is_limited(root: Path, settings: Settings) -> None:
     (root / "big.bin").write_bytes(b"x" * 1000)
     small = replace(settings, max_attachment_bytes=1500)
-    params = {"recipient": "a@x.example", "message": "m",
-              "attachments": f"{root}/big.bin;{root}/big.bin"}  # fmt: skip
+    params = {
+        "recipient": "a@x.example",
+        "message": "m",
+        "attachments": f"{root}/big.bin;{root}/big.bin",
+    }
     with pytest.raises(InvalidParameter) as caught:
         validate_send(params, small)
     assert caught.value.name == "Attachments"

@@ -6,7 +6,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from api.xml import render
+from api.ozeki import render
 from mailgate.errors import UnknownCommand
 
 
@@ -39,8 +39,9 @@ def _elements(body: str | bytes) -> tuple[str, list[tuple[str, str]]]:
 def test_declaration_and_order_match_ozeki() -> None:
     # The page's EmailId is never closed (a typo there); closed here, the rest kept as is.
     documented = OZEKI_SENDEMAIL_RESPONSE.replace("3d1b279b9208<EmailId>", "3d1b279b9208</EmailId>")
-    ours = render(200, "Command successfully executed",
-                  [("EmailId", "6b5c6978-0cd6-4a58-86fc-3d1b279b9208")])  # fmt: skip
+    ours = render(
+        200, "Command successfully executed", [("EmailId", "6b5c6978-0cd6-4a58-86fc-3d1b279b9208")]
+    )
     # The same elements, in the same order, with the same texts, under the same root.
     assert _elements(ours) == _elements(documented)
     # An XML declaration first, as Ozeki's (ours also names the encoding it uses).

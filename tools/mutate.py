@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 G = "tests/test_guarantees.py::"
-POISON = "tests/test_faults.py::test_a_poison_message_ends_failed_instead_of_looping"
+POISON = "tests/system/test_faults.py::test_a_poison_message_ends_failed_instead_of_looping"
 API = "tests/test_api.py::"
 REST = "tests/test_rest.py::"
 SEC = "tests/test_security.py::"
@@ -163,13 +163,13 @@ MUTANTS = [
     ),
     Mutant(
         "owner-check", "any account reads and cancels any e-mail",
-        (("api/accept.py", "if record is None or record.owner != account.name:",
+        (("api/emails.py", "if record is None or record.owner != account.name:",
           "if record is None:"),),
         (API + "test_status_is_only_for_the_owner", REST + "test_another_accounts_email_is_404"),
     ),
     Mutant(
         "sender-check", "the sender is not checked against the account's globs",
-        (("api/accept.py",
+        (("api/emails.py",
           "if not account.may_send_as(bare(sender), svc.settings.default_sender):",
           "if False:"),),
         (API + "test_errors_answer_their_code_and_enqueue_nothing",),

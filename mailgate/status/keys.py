@@ -1,4 +1,7 @@
-"""Every Redis key name mailgate uses (see the package docstring for what each holds)."""
+"""The key names of the status store and what sits beside it in Redis (records, indexes,
+history, claims, idempotency keys, quotas, suppressions, counters; the package docstring says
+what each holds). Not here: the login throttle's keys (api/ratelimit.py), the send-rate windows
+(the ``limits`` library's own) and the broker's queues (kombu's)."""
 
 from __future__ import annotations
 

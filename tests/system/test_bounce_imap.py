@@ -170,7 +170,7 @@ def sent_email(store: StatusStore, address: str) -> str:
 def ndr(email_id: str, address: str) -> bytes:
     """A Microsoft 365-style report: sent to the mailbox, the EmailId only in the returned
     message's Message-ID (the relay forced the envelope sender)."""
-    sample = Path(__file__).parent / "samples" / "bounces" / "m365.eml"
+    sample = Path(__file__).parent.parent / "samples" / "bounces" / "m365.eml"
     return (
         sample.read_bytes()
         .replace(b"a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", email_id.encode())

@@ -222,8 +222,10 @@ def test_parallel_guesses_run_no_more_checks_than_the_limit(
     def guess(thread: int) -> None:
         start.wait()
         for i in range(4):
-            url = (f"{server.url}/api?command=SendEmail&Recipient=a@x.example&Message=m"
-                   f"&Username={name}&Password=guess-{thread}-{i}")  # fmt: skip
+            url = (
+                f"{server.url}/api?command=SendEmail&Recipient=a@x.example&Message=m"
+                f"&Username={name}&Password=guess-{thread}-{i}"
+            )
             with urllib.request.urlopen(url, timeout=30) as response:
                 codes.append(str(ET.fromstring(response.read()).findtext("Code")))
 

@@ -60,10 +60,16 @@ def flower(
 
 def send(api_url: str, recipient: str) -> str:
     """The EmailId of a SendEmail through the real API."""
-    query = urllib.parse.urlencode({
-        "command": "SendEmail", "Recipient": recipient, "Message": BODY, "Subject": "flower",
-        "Username": SEED_USER, "Password": SEED_PASSWORD,
-    })  # fmt: skip
+    query = urllib.parse.urlencode(
+        {
+            "command": "SendEmail",
+            "Recipient": recipient,
+            "Message": BODY,
+            "Subject": "flower",
+            "Username": SEED_USER,
+            "Password": SEED_PASSWORD,
+        }
+    )
     with urllib.request.urlopen(f"{api_url}/api?{query}", timeout=10) as response:
         text = response.read().decode()
     return text.split("<EmailId>")[1].split("</EmailId>")[0]
@@ -166,9 +172,15 @@ def test_a_person_sees_the_task_page_without_secrets(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             context = browser.new_context(
                 http_credentials={"username": FLOWER_USER, "password": FLOWER_PASSWORD}

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import SEED_PASSWORD, SEED_USER
 from tests.support import Received, Service, SmtpServer, free_port, wait_for, web_args
-from tests.test_clients import call, ozeki, sent, xml
+from tests.system.test_clients import call, ozeki, sent, xml
 
 pytestmark = pytest.mark.usefixtures("worker")
 CREDS = {"Username": SEED_USER, "Password": SEED_PASSWORD}
@@ -36,8 +36,12 @@ def send(base: str, **params: str) -> dict[str, str]:
 
 
 def rest(base: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    status, _, answer = call(f"{base}/api/v1/emails", json.dumps(body).encode(),
-                             "application/json", headers={"Authorization": BASIC})  # fmt: skip
+    status, _, answer = call(
+        f"{base}/api/v1/emails",
+        json.dumps(body).encode(),
+        "application/json",
+        headers={"Authorization": BASIC},
+    )
     return status, json.loads(answer)
 
 
@@ -71,13 +75,21 @@ def test_display_names_in_headers_bare_addresses_in_the_envelope(
     assert answer["Code"] == "200", answer
     received = sent(api_url, smtp_server, answer["EmailId"])
     assert received.mail_from == "ivr@domain.com"
-    assert received.rcpt_tos == ["jane@corp.local", "ops@pbx.lan", "jm@host.home.arpa",
-                                 "desk@pbx", "x@y.internal"]  # fmt: skip
+    assert received.rcpt_tos == [
+        "jane@corp.local",
+        "ops@pbx.lan",
+        "jm@host.home.arpa",
+        "desk@pbx",
+        "x@y.internal",
+    ]
     assert mailboxes(received, "From") == [("Acme IVR", "ivr@domain.com")]
     assert mailboxes(received, "To") == [
-        ("Doe, Jane", "jane@corp.local"), ("", "ops@pbx.lan"), ("Jörg Müller", "jm@host.home.arpa"),
-        ("Zürich Desk", "desk@pbx"), ("", "x@y.internal"),
-    ]  # fmt: skip
+        ("Doe, Jane", "jane@corp.local"),
+        ("", "ops@pbx.lan"),
+        ("Jörg Müller", "jm@host.home.arpa"),
+        ("Zürich Desk", "desk@pbx"),
+        ("", "x@y.internal"),
+    ]
     # A non-ASCII display name travels as an encoded word: the envelope stays plain ASCII.
     assert received.data.isascii()
 
@@ -87,8 +99,12 @@ def test_long_non_ascii_display_names_reach_the_reader_exactly(
 ) -> None:
     cjk = "山田太郎株式会社サンプル東京本社営業部第一課課長" * 2  # 52 characters
     accented = "Jörg Müller-Lüdenscheidt, Kundenservice Nordrhein-Westfalen Außenstelle Düren"
-    answer = send(api_url, Recipient=f"{cjk} <yamada@example.com>",
-                  Cc=f'"{accented}" <service@example.com>', Message="x")  # fmt: skip
+    answer = send(
+        api_url,
+        Recipient=f"{cjk} <yamada@example.com>",
+        Cc=f'"{accented}" <service@example.com>',
+        Message="x",
+    )
     assert answer["Code"] == "200", answer
     received = sent(api_url, smtp_server, answer["EmailId"])
     assert mailboxes(received, "To") == [(cjk, "yamada@example.com")]
@@ -98,15 +114,21 @@ def test_long_non_ascii_display_names_reach_the_reader_exactly(
 
 
 def test_rest_display_names_and_internal_domains(api_url: str, smtp_server: SmtpServer) -> None:
-    status, body = rest(api_url, {
-        "sender": "Acme IVR <ivr@domain.com>",
-        "recipients": ['"Doe, Jane" <jane@corp.local>', "voicemail@pbx"],
-        "subject": "rest display names", "text": "hi",
-    })  # fmt: skip
+    status, body = rest(
+        api_url,
+        {
+            "sender": "Acme IVR <ivr@domain.com>",
+            "recipients": ['"Doe, Jane" <jane@corp.local>', "voicemail@pbx"],
+            "subject": "rest display names",
+            "text": "hi",
+        },
+    )
     assert status == 202, body
     received = sent(api_url, smtp_server, body["id"])
     assert (received.mail_from, received.rcpt_tos) == (
-        "ivr@domain.com", ["jane@corp.local", "voicemail@pbx"])  # fmt: skip
+        "ivr@domain.com",
+        ["jane@corp.local", "voicemail@pbx"],
+    )
     assert mailboxes(received, "To") == [("Doe, Jane", "jane@corp.local"), ("", "voicemail@pbx")]
 
 
@@ -163,8 +185,12 @@ def test_cc_bcc_reply_to_and_html(api_url: str, smtp_server: SmtpServer) -> None
     assert answer["Code"] == "200", answer
     assert "Warning" not in answer
     received = sent(api_url, smtp_server, answer["EmailId"])
-    assert received.rcpt_tos == ["to@example.com", "cc@example.com", "hidden-bcc@secret.example",
-                                 "second-bcc@secret.example"]  # fmt: skip
+    assert received.rcpt_tos == [
+        "to@example.com",
+        "cc@example.com",
+        "hidden-bcc@secret.example",
+        "second-bcc@secret.example",
+    ]
     assert mailboxes(received, "To") == [("To Person", "to@example.com")]
     assert mailboxes(received, "Cc") == [("Copy, Carl", "cc@example.com")]
     assert mailboxes(received, "Reply-To") == [("Desk", "desk@domain.com")]
@@ -180,8 +206,9 @@ def test_cc_bcc_reply_to_and_html(api_url: str, smtp_server: SmtpServer) -> None
 
 
 def test_html_only_with_an_empty_message(api_url: str, smtp_server: SmtpServer) -> None:
-    answer = send(api_url, Recipient="html-only@example.com", Message="",
-                  HtmlMessage="<p>only html</p>")  # fmt: skip
+    answer = send(
+        api_url, Recipient="html-only@example.com", Message="", HtmlMessage="<p>only html</p>"
+    )
     assert answer["Code"] == "200", answer
     received = sent(api_url, smtp_server, answer["EmailId"])
     html = received.message.get_body(("html",))
@@ -201,8 +228,10 @@ def test_an_empty_message_without_html_is_302(api_url: str) -> None:
 def test_the_recipient_limit_counts_to_cc_and_bcc(
     api_url: str, split: tuple[int, int, int], ok: bool
 ) -> None:
-    lists = [";".join(f"{kind}{i}@limit.example" for i in range(count))
-             for kind, count in zip(("to", "cc", "bcc"), split, strict=True)]  # fmt: skip
+    lists = [
+        ";".join(f"{kind}{i}@limit.example" for i in range(count))
+        for kind, count in zip(("to", "cc", "bcc"), split, strict=True)
+    ]
     answer = send(api_url, Recipient=lists[0], Cc=lists[1], Bcc=lists[2], Message="x")
     assert answer["Code"] == ("200" if ok else "302"), answer
 
@@ -221,26 +250,33 @@ def test_unknown_ozeki_parameters_are_named_in_a_warning_and_counted(
 ) -> None:
     counted = 'mailgate_unknown_parameters_total{command="SendEmail"}'
     before = metric(api_url, counted)
-    answer = send(api_url, Recipient="warned@example.com", Message="x", BCC_typo="b@x.example",
-                  OzekiField="1")  # fmt: skip
+    answer = send(
+        api_url, Recipient="warned@example.com", Message="x", BCC_typo="b@x.example", OzekiField="1"
+    )
     assert answer["Code"] == "200", answer
     assert "bcc_typo" in answer["Warning"] and "ozekifield" in answer["Warning"]
     received = sent(api_url, smtp_server, answer["EmailId"])
     assert received.rcpt_tos == ["warned@example.com"]  # the typo dropped nothing silently
     # Every API process counts its own; a scrape may reach another: wait for the sum.
     wait_for(lambda: metric(api_url, counted) >= before + 2, 10, "the unknown-parameter count")
-    # The REST API refuses them (tests/test_real_clients.py), and counts them too.
+    # The REST API refuses them (tests/system/test_real_clients.py), and counts them too.
     status, body = rest(api_url, {"recipients": ["w@example.com"], "text": "x", "bcc_typo": []})
     assert (status, body["error"]["field"]) == (400, "bcc_typo")
     wait_for(lambda: metric(api_url, counted) >= before + 3, 10, "the unknown-field count")
 
 
 def test_rest_cc_bcc_reply_to_html(api_url: str, smtp_server: SmtpServer) -> None:
-    status, body = rest(api_url, {
-        "recipients": ["r@example.com"], "cc": ["Cee <c@example.com>"],
-        "bcc": ["hidden@bcc.example"], "reply_to": ['"Desk, The" <desk@domain.com>'],
-        "text": "", "html": "<i>hi</i>",
-    })  # fmt: skip
+    status, body = rest(
+        api_url,
+        {
+            "recipients": ["r@example.com"],
+            "cc": ["Cee <c@example.com>"],
+            "bcc": ["hidden@bcc.example"],
+            "reply_to": ['"Desk, The" <desk@domain.com>'],
+            "text": "",
+            "html": "<i>hi</i>",
+        },
+    )
     assert status == 202, body
     received = sent(api_url, smtp_server, body["id"])
     assert received.rcpt_tos == ["r@example.com", "c@example.com", "hidden@bcc.example"]
@@ -253,12 +289,19 @@ def test_rest_cc_bcc_reply_to_html(api_url: str, smtp_server: SmtpServer) -> Non
 def strict_api(env: dict[str, str], workdir: Path) -> Iterator[str]:
     """A second API process with strict parameters and a recipient domain allow list."""
     port = free_port()
-    strict = {**env, "MAILGATE_PORT": str(port), "MAILGATE_STRICT_PARAMETERS": "1",
-              "MAILGATE_RECIPIENT_DOMAINS": "*.Example.com, corp.local"}  # fmt: skip
+    strict = {
+        **env,
+        "MAILGATE_PORT": str(port),
+        "MAILGATE_STRICT_PARAMETERS": "1",
+        "MAILGATE_RECIPIENT_DOMAINS": "*.Example.com, corp.local",
+    }
     service = Service("strict-web", web_args(), strict, workdir / "strict-web.log").start()
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: call(f"{url}/healthz")[0] == 200 if _listening(port) else False, 30,
-             "the strict API")  # fmt: skip
+    wait_for(
+        lambda: call(f"{url}/healthz")[0] == 200 if _listening(port) else False,
+        30,
+        "the strict API",
+    )
     yield url
     service.stop()
 
@@ -275,8 +318,7 @@ def test_strict_parameters_make_an_unknown_parameter_302(strict_api: str) -> Non
     answer = send(strict_api, Recipient="a@mail.example.com", Message="x", Bcc_="b@x.example")
     assert answer["Code"] == "302", answer
     assert "'bcc_'" in answer["Message"] and "MAILGATE_STRICT_PARAMETERS" in answer["Reason"]
-    status, body = rest(strict_api, {"recipients": ["a@mail.example.com"], "text": "x",
-                                     "bcc_": []})  # fmt: skip
+    status, body = rest(strict_api, {"recipients": ["a@mail.example.com"], "text": "x", "bcc_": []})
     assert (status, body["error"]["field"]) == (400, "bcc_")
 
 
@@ -358,8 +400,12 @@ def test_a_non_ascii_file_name_has_rfc_2231_and_an_encoded_word_fallback(
 ) -> None:
     name = "Grüße vom Anrufbeantworter, Nachricht Nr. 3.wav"
     (mapped / "recordings" / name).write_bytes(b"RIFF-greeting")
-    answer = send(api_url, Recipient="files@example.com", Message="x",
-                  Attachments=str(mapped / "recordings" / name))  # fmt: skip
+    answer = send(
+        api_url,
+        Recipient="files@example.com",
+        Message="x",
+        Attachments=str(mapped / "recordings" / name),
+    )
     assert answer["Code"] == "200", answer
     received = sent(api_url, smtp_server, answer["EmailId"])
     assert attached(received) == [(name, b"RIFF-greeting")]
@@ -368,26 +414,43 @@ def test_a_non_ascii_file_name_has_rfc_2231_and_an_encoded_word_fallback(
     assert "filename*0*=utf-8''Gr%C3%BC%C3%9Fe" in head  # RFC 2231, what current readers use
     fallback = re.search(r'name="(.*?)"', head.replace("\r\n ", " "), re.S)
     assert fallback is not None  # RFC 2047 in name=, what older ones fall back to
-    assert "".join(str(text, charset or "ascii") if isinstance(text, bytes) else text
-                   for text, charset in decode_header(fallback.group(1))) == name  # fmt: skip
+    assert (
+        "".join(
+            str(text, charset or "ascii") if isinstance(text, bytes) else text
+            for text, charset in decode_header(fallback.group(1))
+        )
+        == name
+    )
     assert part.get_param("name") == name
 
 
 def test_a_windows_path_in_the_rest_api(
     api_url: str, smtp_server: SmtpServer, mapped: Path
 ) -> None:
-    status, body = rest(api_url, {"recipients": ["f@example.com"], "text": "x",
-                                  "attachments": [r"C:\Recordings\vm-0001.wav"]})  # fmt: skip
+    status, body = rest(
+        api_url,
+        {
+            "recipients": ["f@example.com"],
+            "text": "x",
+            "attachments": [r"C:\Recordings\vm-0001.wav"],
+        },
+    )
     assert status == 202, body
     assert attached(sent(api_url, smtp_server, body["id"])) == [("vm-0001.wav", b"RIFF-voicemail")]
 
 
 def test_ozeki_urlencoded_post_of_everything(api_url: str, smtp_server: SmtpServer) -> None:
     # The same as a POST body, as a PBX would send it.
-    params = {"command": "SendEmail", **CREDS, "Recipient": "Jane <jane@corp.local>",
-              "Cc": "c@pbx", "Message": "m"}  # fmt: skip
-    status, _, body = call(f"{api_url}/", urllib.parse.urlencode(params).encode(),
-                           "application/x-www-form-urlencoded")  # fmt: skip
+    params = {
+        "command": "SendEmail",
+        **CREDS,
+        "Recipient": "Jane <jane@corp.local>",
+        "Cc": "c@pbx",
+        "Message": "m",
+    }
+    status, _, body = call(
+        f"{api_url}/", urllib.parse.urlencode(params).encode(), "application/x-www-form-urlencoded"
+    )
     answer = xml(body)
     assert (status, answer["Code"]) == (200, "200"), answer
     received = sent(api_url, smtp_server, answer["EmailId"])

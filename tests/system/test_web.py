@@ -76,8 +76,12 @@ def web(
 ) -> Iterator[Web]:
     """``mailgate web --access-log`` with two processes and a small request limit."""
     port = free_port()
-    server_env = {**env, "MAILGATE_PORT": "1", "PORT": str(port),
-                  "MAILGATE_MAX_REQUEST_BYTES": str(MAX_REQUEST)}  # fmt: skip
+    server_env = {
+        **env,
+        "MAILGATE_PORT": "1",
+        "PORT": str(port),
+        "MAILGATE_MAX_REQUEST_BYTES": str(MAX_REQUEST),
+    }
     server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = tmp_path_factory.mktemp("web") / "web.log"
     service = Service("web", [*web_args(), "--workers", "2", "--access-log"], server_env, log)
@@ -117,8 +121,15 @@ def test_bad_settings_stop_start_up_with_one_line(variable: str, value: str) -> 
 
 
 def test_listens_on_port_and_sends_an_email(web: Web) -> None:
-    query = urlencode({"command": "SendEmail", "Recipient": "web@shop.example", "Message": "m",
-                       "Username": SEED_USER, "Password": SEED_PASSWORD})  # fmt: skip
+    query = urlencode(
+        {
+            "command": "SendEmail",
+            "Recipient": "web@shop.example",
+            "Message": "m",
+            "Username": SEED_USER,
+            "Password": SEED_PASSWORD,
+        }
+    )
     head = f"GET /api?{query} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
     answer = raw_request(web.port, head)
     assert answer.startswith(b"HTTP/1.1 200")
@@ -195,8 +206,12 @@ def test_metrics_folder_lives_as_long_as_the_server(
     port = free_port()
     server_env = {**env, "MAILGATE_PORT": str(port), "TMPDIR": str(tmp_path)}
     server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    service = Service("web2", [str(VENV_BIN / "mailgate"), "web", "--workers", "1"],
-                      server_env, tmp_path / "web2.log")  # fmt: skip
+    service = Service(
+        "web2",
+        [str(VENV_BIN / "mailgate"), "web", "--workers", "1"],
+        server_env,
+        tmp_path / "web2.log",
+    )
     service.start()
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, "the second server")

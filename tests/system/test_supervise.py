@@ -19,7 +19,7 @@ from tests.support import VENV_BIN, Service, answers, free_port, wait_for
 
 pytestmark = pytest.mark.integration  # real processes of its own
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def supervised(tmp_path: Path, script: str, name: str = "child") -> Service:
@@ -81,10 +81,22 @@ def test_a_signal_to_the_group_reaches_the_child_once_and_stops_everything(
 def procfile_gateway(env: dict[str, str], tmp_path: Path, users: object) -> Iterator[Service]:
     """The Procfile's web and worker lines under honcho, as a user would start them."""
     port = free_port()
-    honcho_env = {**env, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "PORT": str(port),
-                  "MAILGATE_PORT": str(port)}  # fmt: skip
-    args = [str(VENV_BIN / "honcho"), "-f", str(ROOT / "Procfile"), "-d", str(ROOT),
-            "start", "web", "worker"]  # fmt: skip
+    honcho_env = {
+        **env,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "PORT": str(port),
+        "MAILGATE_PORT": str(port),
+    }
+    args = [
+        str(VENV_BIN / "honcho"),
+        "-f",
+        str(ROOT / "Procfile"),
+        "-d",
+        str(ROOT),
+        "start",
+        "web",
+        "worker",
+    ]
     service = Service("honcho", args, honcho_env, tmp_path / "honcho.log").start()
     service.port = port  # type: ignore[attr-defined]
     yield service

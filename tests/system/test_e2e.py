@@ -260,6 +260,6 @@ def test_log_lines_are_json_with_the_email_id(api_url: str, logs: list[Path]) ->
         10,
         "the worker's JSON line about the e-mail",
     )
-    assert any(e["logger"] == "api.accept" for e in entries)
+    assert any(e["logger"] == "api.emails" for e in entries)
     assert all(entry["email_id"] == email_id for entry in entries)
     assert {"ts", "level", "logger", "message"} <= set(entries[0])

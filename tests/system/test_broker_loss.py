@@ -70,9 +70,11 @@ def test_redis_schemes_use_the_fixed_transports() -> None:
     from kombu import Connection as C
 
     make_celery(Settings.from_env({"MAILGATE_REDIS_URL": "redis://127.0.0.1:1/0"}))
-    for url, cls in [("redis://h/0", broker_transport.Transport),
-                     ("rediss://h/0", broker_transport.Transport),
-                     ("sentinel://h:26379", broker_transport.SentinelTransport)]:  # fmt: skip
+    for url, cls in [
+        ("redis://h/0", broker_transport.Transport),
+        ("rediss://h/0", broker_transport.Transport),
+        ("sentinel://h:26379", broker_transport.SentinelTransport),
+    ]:
         assert C(url).transport_cls in broker_transport.FIXED
         assert type(C(url).transport) is cls
     assert C("rediss://h/0").ssl  # kombu's TLS default for rediss:// still applies
@@ -208,7 +210,7 @@ def procfile_worker_args() -> list[str]:
 
 
 def accept_bulk(store: StatusStore, app: Celery, count: int, redis_broker: bool) -> list[str]:
-    """Accept ``count`` e-mails the way the API does (api.accept._record_and_publish): on the
+    """Accept ``count`` e-mails the way the API does (api.emails._record_and_publish): on the
     Redis broker, status record and task in one transaction; otherwise record, then publish."""
     ids = []
     for i in range(count):
@@ -269,9 +271,16 @@ def loss(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     smtp = SmtpServer()
     smtp.start()
     smtp.handler.delay = 0.01  # SMTP takes a moment: messages are in flight at every stop
-    env = mailgate_env(workdir, server.url, smtp.url, RETRY_BASE_SECONDS="0.2",
-                       RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="40", REDELIVERY_SECONDS="8",
-                       SMTP_TIMEOUT_SECONDS="2")  # fmt: skip
+    env = mailgate_env(
+        workdir,
+        server.url,
+        smtp.url,
+        RETRY_BASE_SECONDS="0.2",
+        RETRY_MAX_DELAY_SECONDS="1",
+        MAX_ATTEMPTS="40",
+        REDELIVERY_SECONDS="8",
+        SMTP_TIMEOUT_SECONDS="2",
+    )
     yield {"redis": server, "smtp": smtp, "env": env, "workdir": workdir}
     smtp.stop()
     server.stop()
@@ -349,9 +358,13 @@ def test_task_threads_leave_publishing_events_to_the_event_loop(ours: bool) -> N
 
     with Connection("memory://") as conn:
         dispatcher = Recording(
-            conn, app=app, enabled=True, buffer_group=["task"], buffer_limit=3,
+            conn,
+            app=app,
+            enabled=True,
+            buffer_group=["task"],
+            buffer_limit=3,
             on_send_buffered=lambda: asked.append(1),
-        )  # fmt: skip
+        )
 
         def task_thread() -> None:
             for n in range(7):
@@ -378,15 +391,23 @@ def test_a_rabbitmq_reconnect_leaves_the_prefetch_count_to_the_event_loop(quorum
     """Reconnecting with tasks in flight must not lower the prefetch count: raising it again
     is done by each task's ack callback, in the task's thread, as a synchronous ``basic.qos``
     on the socket the event loop reads (the stall of the restart test below)."""
-    settings = Settings.from_env({"MAILGATE_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//",
-                                  "MAILGATE_BROKER_QUORUM_QUEUES": quorum})  # fmt: skip
+    settings = Settings.from_env(
+        {
+            "MAILGATE_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//",
+            "MAILGATE_BROKER_QUORUM_QUEUES": quorum,
+        }
+    )
     app = make_celery(settings)
     pool = ThreadTaskPool(limit=CONCURRENCY)
     consumer = WorkerConsumer(
-        lambda *args: None, pool=pool, app=app, hub=None,
+        lambda *args: None,
+        pool=pool,
+        app=app,
+        hub=None,
         controller=SimpleNamespace(use_eventloop=True, semaphore=None),
-        initial_prefetch_count=CONCURRENCY * 4, prefetch_multiplier=4,
-    )  # fmt: skip
+        initial_prefetch_count=CONCURRENCY * 4,
+        prefetch_multiplier=4,
+    )
     consumer.qos_global = quorum == "0"  # as the Tasks boot step records it once connected
     consumer.connection = app.connection_for_read()
     running = [_RunningTask() for _ in range(CONCURRENCY)]
@@ -419,8 +440,11 @@ def test_a_rabbitmq_restart_under_a_backlog_stops_no_worker(
     nothing more: in 2 runs of 3. make_celery turns that prefetch reduction off on RabbitMQ.
     """
     redis_url = loss["env"]["MAILGATE_REDIS_URL"].rsplit("/", 1)[0] + "/3"
-    env = {**loss["env"], "MAILGATE_REDIS_URL": redis_url,
-           "MAILGATE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{rabbit_vhost}"}  # fmt: skip
+    env = {
+        **loss["env"],
+        "MAILGATE_REDIS_URL": redis_url,
+        "MAILGATE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{rabbit_vhost}",
+    }
     settings = Settings.from_env(env)
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
     app = make_celery(settings)

@@ -59,10 +59,16 @@ def test_end_to_end_over_rabbitmq(
     settings = Settings.from_env(amqp_env)
     assert settings.broker_url == AMQP_URL
     client = make_app(settings).test_client()
-    response = client.get("/api", query_string={
-        "command": "SendEmail", "Recipient": "rabbit@shop.example", "Message": "via amqp",
-        "Username": SEED_USER, "Password": SEED_PASSWORD,
-    })  # fmt: skip
+    response = client.get(
+        "/api",
+        query_string={
+            "command": "SendEmail",
+            "Recipient": "rabbit@shop.example",
+            "Message": "via amqp",
+            "Username": SEED_USER,
+            "Password": SEED_PASSWORD,
+        },
+    )
     body = ET.fromstring(response.data)
     assert body.findtext("Code") == "200"
     email_id = str(body.findtext("EmailId"))
@@ -78,10 +84,16 @@ def test_retries_over_rabbitmq_use_the_due_set(
 ) -> None:
     settings = Settings.from_env(amqp_env)
     client = make_app(settings).test_client()
-    response = client.get("/api", query_string={
-        "command": "SendEmail", "Recipient": "tempfail1-rabbit@shop.example", "Message": "m",
-        "Username": SEED_USER, "Password": SEED_PASSWORD,
-    })  # fmt: skip
+    response = client.get(
+        "/api",
+        query_string={
+            "command": "SendEmail",
+            "Recipient": "tempfail1-rabbit@shop.example",
+            "Message": "m",
+            "Username": SEED_USER,
+            "Password": SEED_PASSWORD,
+        },
+    )
     email_id = str(ET.fromstring(response.data).findtext("EmailId"))
     store = StatusStore.from_url(settings.redis_url, settings.status_ttl_seconds)
     done = wait_for(
@@ -125,9 +137,12 @@ def _rabbitmqctl(*args: str) -> str:
 
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not installed")
 def test_quorum_queue_broker_delivers(
-    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, users: UserStore,
-    smtp_server: SmtpServer, make_app: MakeApp,
-) -> None:  # fmt: skip
+    env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    users: UserStore,
+    smtp_server: SmtpServer,
+    make_app: MakeApp,
+) -> None:
     # A vhost of its own: the suite's other RabbitMQ tests declare a classic `mailgate` queue,
     # and a queue's type cannot change once declared.
     if QUORUM_VHOST not in _rabbitmqctl("list_vhosts").split():
@@ -135,9 +150,11 @@ def test_quorum_queue_broker_delivers(
     _rabbitmqctl("set_permissions", "-p", QUORUM_VHOST, "guest", ".*", ".*", ".*")
     redis_db3 = env["MAILGATE_REDIS_URL"].rsplit("/", 1)[0] + "/3"
     quorum_env = {
-        **env, "MAILGATE_REDIS_URL": redis_db3, "MAILGATE_BROKER_QUORUM_QUEUES": "1",
+        **env,
+        "MAILGATE_REDIS_URL": redis_db3,
+        "MAILGATE_BROKER_QUORUM_QUEUES": "1",
         "MAILGATE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{QUORUM_VHOST}",
-    }  # fmt: skip
+    }
     log = Path(tmp_path_factory.mktemp("quorum")) / "worker.log"
     worker = Service("quorum-worker", worker_args(2), quorum_env, log).start()
     try:
@@ -145,10 +162,16 @@ def test_quorum_queue_broker_delivers(
         client = make_app(Settings.from_env(quorum_env)).test_client()
         ids = []
         for number in range(5):
-            response = client.get("/api", query_string={
-                "command": "SendEmail", "Recipient": f"quorum{number}@shop.example",
-                "Message": "replicated", "Username": SEED_USER, "Password": SEED_PASSWORD,
-            })  # fmt: skip
+            response = client.get(
+                "/api",
+                query_string={
+                    "command": "SendEmail",
+                    "Recipient": f"quorum{number}@shop.example",
+                    "Message": "replicated",
+                    "Username": SEED_USER,
+                    "Password": SEED_PASSWORD,
+                },
+            )
             body = ET.fromstring(response.data)
             assert body.findtext("Code") == "200"
             ids.append(str(body.findtext("EmailId")))

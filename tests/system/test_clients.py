@@ -32,7 +32,7 @@ CREDS = {"Username": SEED_USER, "Password": SEED_PASSWORD}
 BASIC = "Basic " + base64.b64encode(f"{SEED_USER}:{SEED_PASSWORD}".encode()).decode()
 UPLOAD_LIMIT = 300_000
 """MAILGATE_MAX_ATTACHMENT_BYTES of the session (conftest.py)."""
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 File = tuple[str, bytes, str]
 """An uploaded file: its name, content and declared type ("" for none)."""
 
@@ -42,11 +42,16 @@ def multipart(fields: list[tuple[str, str]], files: list[tuple[str, File]]) -> t
     boundary = uuid.uuid4().hex
     chunks: list[bytes] = []
     for name, value in fields:
-        chunks.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                      .encode() + value.encode() + b"\r\n")  # fmt: skip
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode()
+            + b"\r\n"
+        )
     for name, (filename, data, content_type) in files:
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; ' \
-               f'filename="{filename}"\r\n'  # fmt: skip
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\n'
+        )
         if content_type:
             head += f"Content-Type: {content_type}\r\n"
         chunks.append(head.encode() + b"\r\n" + data + b"\r\n")
@@ -54,8 +59,13 @@ def multipart(fields: list[tuple[str, str]], files: list[tuple[str, File]]) -> t
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
-def call(url: str, data: bytes | None = None, content_type: str = "", method: str = "",
-         headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:  # fmt: skip
+def call(
+    url: str,
+    data: bytes | None = None,
+    content_type: str = "",
+    method: str = "",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str, bytes]:
     """One HTTP request: status, Content-Type and body (error statuses included)."""
     request = urllib.request.Request(url, data, dict(headers or {}), method=method or None)
     if content_type:
@@ -125,8 +135,10 @@ def test_the_root_path_is_the_ozeki_endpoint(
     assert received.rcpt_tos == [f"root-{method.lower()}@example.com"]
     assert received.message["Subject"] == f"root {method}"
     # GetEmailStatus over the root path too.
-    assert ozeki(f"{api_url}/", command="GetEmailStatus", EmailId=answer["EmailId"])["Status"] \
-        == "Sent"  # fmt: skip
+    assert (
+        ozeki(f"{api_url}/", command="GetEmailStatus", EmailId=answer["EmailId"])["Status"]
+        == "Sent"
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,11 +172,18 @@ def test_a_multipart_post_attaches_each_file_part(
     recording = os.urandom(40_000)
     on_disk = attachment_root / f"notes-{path.strip('/') or 'root'}.txt"
     on_disk.write_text("from the shared disk\n")
-    fields = [("command", "SendEmail"), ("Recipient", f"upload-{len(path)}@example.com"),
-              ("Message", "Voicemail attached"), ("Subject", "Voicemail"),
-              ("Attachments", str(on_disk)), *CREDS.items()]  # fmt: skip
-    files = [("file1", ("vm-0001.wav", recording, "audio/x-wav")),
-             ("file2", ("Zählerstand.csv", b"a;b\n1;2\n", ""))]  # fmt: skip
+    fields = [
+        ("command", "SendEmail"),
+        ("Recipient", f"upload-{len(path)}@example.com"),
+        ("Message", "Voicemail attached"),
+        ("Subject", "Voicemail"),
+        ("Attachments", str(on_disk)),
+        *CREDS.items(),
+    ]
+    files = [
+        ("file1", ("vm-0001.wav", recording, "audio/x-wav")),
+        ("file2", ("Zählerstand.csv", b"a;b\n1;2\n", "")),
+    ]
     body, content_type = multipart(fields, files)
     status, _, answer = call(api_url + path, body, content_type)
     result = xml(answer)
@@ -197,9 +216,13 @@ def test_a_multipart_post_attaches_each_file_part(
     ids=["bad-recipient", "bad-password", "over-the-size-limit", "control-in-name", "bad-sendat"],
 )  # fmt: skip
 def test_a_refused_upload_leaves_nothing_spooled(
-    api_url: str, smtp_server: SmtpServer, settings: Settings, fields: list[tuple[str, str]],
-    files: list[tuple[str, File]], code: str,
-) -> None:  # fmt: skip
+    api_url: str,
+    smtp_server: SmtpServer,
+    settings: Settings,
+    fields: list[tuple[str, str]],
+    files: list[tuple[str, File]],
+    code: str,
+) -> None:
     before = len(smtp_server.handler.received)
     names = {name for name, _ in fields}
     creds = [(k, v) for k, v in CREDS.items() if k not in names]
@@ -217,20 +240,37 @@ def test_rest_uploads_multipart_and_base64(
 ) -> None:
     # multipart/form-data: JSON field names as form fields, file parts as attachments.
     body, content_type = multipart(
-        [("recipients", "rest-a@example.com"), ("recipients", "rest-b@example.com"),
-         ("text", "two files"), ("subject", "REST upload")],
+        [
+            ("recipients", "rest-a@example.com"),
+            ("recipients", "rest-b@example.com"),
+            ("text", "two files"),
+            ("subject", "REST upload"),
+        ],
         [("attachment", ("report.pdf", b"%PDF-1.4 fake", "application/pdf"))],
-    )  # fmt: skip
-    status, _, raw = call(f"{api_url}/api/v1/emails", body, content_type,
-                          headers={"Authorization": BASIC})  # fmt: skip
+    )
+    status, _, raw = call(
+        f"{api_url}/api/v1/emails", body, content_type, headers={"Authorization": BASIC}
+    )
     assert status == 202, raw
     first = json.loads(raw)["id"]
     # JSON with a base64 content object.
-    payload = {"recipients": ["rest-c@example.com"], "text": "inline", "attachments": [
-        {"filename": "hello.txt", "content": base64.b64encode(b"hi there").decode(),
-         "content_type": "text/plain"}]}  # fmt: skip
-    status, _, raw = call(f"{api_url}/api/v1/emails", json.dumps(payload).encode(),
-                          "application/json", headers={"Authorization": BASIC})  # fmt: skip
+    payload = {
+        "recipients": ["rest-c@example.com"],
+        "text": "inline",
+        "attachments": [
+            {
+                "filename": "hello.txt",
+                "content": base64.b64encode(b"hi there").decode(),
+                "content_type": "text/plain",
+            }
+        ],
+    }
+    status, _, raw = call(
+        f"{api_url}/api/v1/emails",
+        json.dumps(payload).encode(),
+        "application/json",
+        headers={"Authorization": BASIC},
+    )
     assert status == 202, raw
     second = json.loads(raw)["id"]
 
@@ -259,8 +299,12 @@ def test_rest_bad_inline_attachment_is_400_naming_attachments(
     api_url: str, settings: Settings, attachment: dict[str, Any]
 ) -> None:
     payload = {"recipients": ["x@example.com"], "text": "t", "attachments": [attachment]}
-    status, _, raw = call(f"{api_url}/api/v1/emails", json.dumps(payload).encode(),
-                          "application/json", headers={"Authorization": BASIC})  # fmt: skip
+    status, _, raw = call(
+        f"{api_url}/api/v1/emails",
+        json.dumps(payload).encode(),
+        "application/json",
+        headers={"Authorization": BASIC},
+    )
     assert status == 400
     assert json.loads(raw)["error"]["field"] == "attachments"
     assert not spooled(settings)
@@ -273,8 +317,13 @@ def test_send_at_keeps_the_email_scheduled_until_then(
     api_url: str, smtp_server: SmtpServer
 ) -> None:
     when = datetime.fromtimestamp(time.time() + 3, UTC)
-    answer = ozeki(f"{api_url}/api", command="SendEmail", Recipient="later@example.com",
-                   Message="on time", SendAt=when.isoformat())  # fmt: skip
+    answer = ozeki(
+        f"{api_url}/api",
+        command="SendEmail",
+        Recipient="later@example.com",
+        Message="on time",
+        SendAt=when.isoformat(),
+    )
     assert answer["Code"] == "200", answer
     email_id = answer["EmailId"]
     scheduled = status_of(api_url, email_id)
@@ -289,8 +338,12 @@ def test_send_at_keeps_the_email_scheduled_until_then(
 def test_rest_send_at_in_seconds_then_delivered(api_url: str, smtp_server: SmtpServer) -> None:
     payload = {"recipients": ["rest-later@example.com"], "text": "soon", "send_at": 2}
     started = time.time()
-    status, _, raw = call(f"{api_url}/api/v1/emails", json.dumps(payload).encode(),
-                          "application/json", headers={"Authorization": BASIC})  # fmt: skip
+    status, _, raw = call(
+        f"{api_url}/api/v1/emails",
+        json.dumps(payload).encode(),
+        "application/json",
+        headers={"Authorization": BASIC},
+    )
     assert status == 202, raw
     body = json.loads(raw)
     assert body["status"] == "Scheduled"
@@ -305,8 +358,13 @@ def test_rest_send_at_in_seconds_then_delivered(api_url: str, smtp_server: SmtpS
     ids=["past", "no-offset", "words", "beyond-the-record-lifetime", "negative"],
 )
 def test_a_bad_send_at_is_302_naming_it(api_url: str, send_at: str) -> None:
-    answer = ozeki(f"{api_url}/api", command="SendEmail", Recipient="x@example.com",
-                   Message="m", SendAt=send_at)  # fmt: skip
+    answer = ozeki(
+        f"{api_url}/api",
+        command="SendEmail",
+        Recipient="x@example.com",
+        Message="m",
+        SendAt=send_at,
+    )
     assert answer["Code"] == "302"
     assert "'SendAt'" in answer["Message"]
 
@@ -315,15 +373,22 @@ def test_a_cancelled_email_is_never_sent(
     api_url: str, smtp_server: SmtpServer, settings: Settings, env: dict[str, str]
 ) -> None:
     def schedule(recipient: str, send_at: str = "2") -> str:
-        answer = ozeki(f"{api_url}/api", command="SendEmail", Recipient=recipient,
-                       Message="m", SendAt=send_at)  # fmt: skip
+        answer = ozeki(
+            f"{api_url}/api", command="SendEmail", Recipient=recipient, Message="m", SendAt=send_at
+        )
         assert answer["Code"] == "200", answer
         return answer["EmailId"]
 
     body, content_type = multipart(
-        [("command", "SendEmail"), ("Recipient", "cancelled@example.com"), ("Message", "no"),
-         ("SendAt", "2"), *CREDS.items()], [("f", ("gone.txt", b"never sent", ""))],
-    )  # fmt: skip
+        [
+            ("command", "SendEmail"),
+            ("Recipient", "cancelled@example.com"),
+            ("Message", "no"),
+            ("SendAt", "2"),
+            *CREDS.items(),
+        ],
+        [("f", ("gone.txt", b"never sent", ""))],
+    )
     doomed = xml(call(f"{api_url}/api", body, content_type)[2])["EmailId"]
     assert spooled(settings)
     kept = schedule("kept@example.com")
@@ -353,14 +418,16 @@ def test_a_cancelled_email_is_never_sent(
 
 def test_rest_delete_cancels(api_url: str, smtp_server: SmtpServer) -> None:
     auth = {"Authorization": BASIC}
-    payload = json.dumps({"recipients": ["rest-cancel@example.com"], "text": "no",
-                          "send_at": 2}).encode()  # fmt: skip
+    payload = json.dumps(
+        {"recipients": ["rest-cancel@example.com"], "text": "no", "send_at": 2}
+    ).encode()
     status, _, raw = call(f"{api_url}/api/v1/emails", payload, "application/json", headers=auth)
     email_id = json.loads(raw)["id"]
     status, _, raw = call(f"{api_url}/api/v1/emails/{email_id}", method="DELETE", headers=auth)
     assert (status, json.loads(raw)["status"]) == (200, "Cancelled")
-    payload = json.dumps({"recipients": ["rest-after@example.com"], "text": "yes",
-                          "send_at": 3}).encode()  # fmt: skip
+    payload = json.dumps(
+        {"recipients": ["rest-after@example.com"], "text": "yes", "send_at": 3}
+    ).encode()
     status, _, raw = call(f"{api_url}/api/v1/emails", payload, "application/json", headers=auth)
     later = json.loads(raw)["id"]
     sent(api_url, smtp_server, later)
@@ -378,17 +445,24 @@ def test_rest_delete_cancels(api_url: str, smtp_server: SmtpServer) -> None:
 def test_the_procfile_web_process_binds_port(
     env: dict[str, str], workdir: Path, smtp_server: SmtpServer, users: object
 ) -> None:
-    [web] = [line for line in (ROOT / "Procfile").read_text().splitlines()
-             if line.startswith("web:")]  # fmt: skip
+    [web] = [
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    ]
     port = free_port()
     platform = {**env, "PORT": str(port), "PATH": f"{VENV_BIN}:{env.get('PATH', '')}"}
-    service = Service("procfile-web", ["sh", "-c", web.removeprefix("web:").strip()], platform,
-                      workdir / "procfile-web.log", cwd=ROOT).start()  # fmt: skip
+    service = Service(
+        "procfile-web",
+        ["sh", "-c", web.removeprefix("web:").strip()],
+        platform,
+        workdir / "procfile-web.log",
+        cwd=ROOT,
+    ).start()
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(f"{url}/healthz"), 30, "the web process on $PORT")
-        answer = ozeki(f"{url}/api", command="SendEmail", Recipient="port@example.com",
-                       Message="via $PORT")  # fmt: skip
+        answer = ozeki(
+            f"{url}/api", command="SendEmail", Recipient="port@example.com", Message="via $PORT"
+        )
         received = sent(url, smtp_server, answer["EmailId"])
         assert received.rcpt_tos == ["port@example.com"]
         assert received.message.get_content().strip() == "via $PORT"

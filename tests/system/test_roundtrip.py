@@ -48,9 +48,38 @@ FIELDS = {
     "Cc",
     "ReplyTo",
 }
-DANGEROUS = ["\r", "\n", "\r\n", "\x00", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c",
-             "\t", " ", "  ", "=?", "?=", "?", ".", "\r\n.\r\n", "\r.\r", ":", ";", ",", '"',
-             "<", ">", "\\", "=", "_", "From: x@evil.example", "\ud800"]  # fmt: skip
+DANGEROUS = [
+    "\r",
+    "\n",
+    "\r\n",
+    "\x00",
+    "\u2028",
+    "\u2029",
+    "\x85",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\t",
+    " ",
+    "  ",
+    "=?",
+    "?=",
+    "?",
+    ".",
+    "\r\n.\r\n",
+    "\r.\r",
+    ":",
+    ";",
+    ",",
+    '"',
+    "<",
+    ">",
+    "\\",
+    "=",
+    "_",
+    "From: x@evil.example",
+    "\ud800",
+]
 BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n|\x00")
 
 
@@ -81,20 +110,24 @@ def encoded_words(inside: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 def texts(letters: st.SearchStrategy[str], specials: list[str]) -> st.SearchStrategy[str]:
     """Text from ``letters`` mixed with ``specials`` and encoded words of the same."""
-    plain = st.lists(st.one_of(st.text(letters, max_size=4), st.sampled_from(specials)),
-                     max_size=6).map("".join)  # fmt: skip
+    plain = st.lists(
+        st.one_of(st.text(letters, max_size=4), st.sampled_from(specials)), max_size=6
+    ).map("".join)
     return st.lists(st.one_of(plain, encoded_words(plain)), max_size=4).map("".join)
 
 
 # Two in three fields are free of controls, so that many examples are accepted and sent.
 free_text = st.one_of(texts(clean_chars, SAFE), texts(clean_chars, SAFE), texts(chars, DANGEROUS))
-file_names = st.one_of(st.none(), texts(clean_chars, SAFE).map(lambda name: f"{name}.pdf"),
-                       free_text)  # fmt: skip
-display_names = st.one_of(st.none(), st.sampled_from(["Acme IVR", '"Doe, Jane"', "Jörg Müller"]),
-                          free_text)  # fmt: skip
+file_names = st.one_of(
+    st.none(), texts(clean_chars, SAFE).map(lambda name: f"{name}.pdf"), free_text
+)
+display_names = st.one_of(
+    st.none(), st.sampled_from(["Acme IVR", '"Doe, Jane"', "Jörg Müller"]), free_text
+)
 """None for a bare address; else the display name as a caller writes it (quoted or not)."""
-local_parts = st.one_of(st.sampled_from(["r", "r.s+t", "Jürgen", "o'neil"]), st.just("r"),
-                        st.just("r"), free_text)  # fmt: skip
+local_parts = st.one_of(
+    st.sampled_from(["r", "r.s+t", "Jürgen", "o'neil"]), st.just("r"), st.just("r"), free_text
+)
 
 
 def fill(params: dict[str, str], root: Path, name: str | None) -> None:
@@ -178,9 +211,10 @@ def accepted(params: dict[str, str], settings: Settings) -> SendRequest | None:
 
 def examples(count: int) -> hyp_settings:
     return hyp_settings(
-        max_examples=count, deadline=None,
+        max_examples=count,
+        deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,14 +225,32 @@ def transport(settings: Settings) -> Iterator[SmtpTransport]:
 
 
 @examples(300)
-@given(subject=free_text, message=free_text, extension=free_text,
-       name=file_names, local=local_parts, to_name=display_names, from_name=display_names,
-       cc_name=display_names, reply_name=display_names)  # fmt: skip
+@given(
+    subject=free_text,
+    message=free_text,
+    extension=free_text,
+    name=file_names,
+    local=local_parts,
+    to_name=display_names,
+    from_name=display_names,
+    cc_name=display_names,
+    reply_name=display_names,
+)
 def test_the_builder_sends_exactly_what_the_api_accepted(
-    settings: Settings, smtp_server: SmtpServer, transport: SmtpTransport, attachment_root: Path,
-    subject: str, message: str, extension: str, name: str | None, local: str,
-    to_name: str | None, from_name: str | None, cc_name: str | None, reply_name: str | None,
-) -> None:  # fmt: skip
+    settings: Settings,
+    smtp_server: SmtpServer,
+    transport: SmtpTransport,
+    attachment_root: Path,
+    subject: str,
+    message: str,
+    extension: str,
+    name: str | None,
+    local: str,
+    to_name: str | None,
+    from_name: str | None,
+    cc_name: str | None,
+    reply_name: str | None,
+) -> None:
     params = {
         "recipient": named(to_name, f"{local}@x.example"),
         "message": message or "m",
@@ -217,10 +269,17 @@ def test_the_builder_sends_exactly_what_the_api_accepted(
     event("subject with an encoded word" if "=?" in subject else "plain subject")
     event("display names" if "<" in params["recipient"] + params["sender"] else "bare addresses")
     job = EmailJob(
-        str(uuid.uuid4()), "o", request.sender or SENDER, request.recipients, request.message,
-        request.subject, request.attachments, request.api_extension, cc=request.cc,
+        str(uuid.uuid4()),
+        "o",
+        request.sender or SENDER,
+        request.recipients,
+        request.message,
+        request.subject,
+        request.attachments,
+        request.api_extension,
+        cc=request.cc,
         reply_to=request.reply_to,
-    )  # fmt: skip
+    )
     roots = settings.attachment_roots
     # A 200 must never be refused here.
     data = render(job, "test", lambda a: read_checked(a, roots), settings.max_email_bytes)
@@ -232,14 +291,24 @@ def test_the_builder_sends_exactly_what_the_api_accepted(
 
 @pytest.mark.usefixtures("worker")
 @examples(25)
-@given(subject=free_text, message=free_text, extension=free_text,
-       name=file_names)  # fmt: skip
+@given(subject=free_text, message=free_text, extension=free_text, name=file_names)
 def test_the_api_end_to_end_sends_exactly_what_it_accepted(
-    api_url: str, settings: Settings, smtp_server: SmtpServer, attachment_root: Path,
-    subject: str, message: str, extension: str, name: str | None,
-) -> None:  # fmt: skip
-    params = {"recipient": "r@x.example", "message": message or "m", "subject": subject,
-              "apiextension": extension, "sender": SENDER}  # fmt: skip
+    api_url: str,
+    settings: Settings,
+    smtp_server: SmtpServer,
+    attachment_root: Path,
+    subject: str,
+    message: str,
+    extension: str,
+    name: str | None,
+) -> None:
+    params = {
+        "recipient": "r@x.example",
+        "message": message or "m",
+        "subject": subject,
+        "apiextension": extension,
+        "sender": SENDER,
+    }
     fill(params, attachment_root, name)
     form = {"command": "SendEmail", "Username": SEED_USER, "Password": SEED_PASSWORD}
     form.update({key.capitalize(): value for key, value in params.items()})
@@ -263,8 +332,14 @@ def test_the_api_end_to_end_sends_exactly_what_it_accepted(
 
 
 def _final(api_url: str, email_id: str) -> str | None:
-    query = urllib.parse.urlencode({"command": "GetEmailStatus", "EmailId": email_id,
-                                    "Username": SEED_USER, "Password": SEED_PASSWORD})  # fmt: skip
+    query = urllib.parse.urlencode(
+        {
+            "command": "GetEmailStatus",
+            "EmailId": email_id,
+            "Username": SEED_USER,
+            "Password": SEED_PASSWORD,
+        }
+    )
     with urllib.request.urlopen(f"{api_url}/api?{query}", timeout=10) as response:
         status = ET.fromstring(response.read()).findtext("Status")
     return status if status in ("Sent", "Failed") else None

@@ -86,10 +86,15 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     smtp.start()
     gate = Gate(smtp.port)
     env = mailgate_env(
-        workdir, redis_server.url, gate.url, RETRY_BASE_SECONDS="0.2",
-        RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="40", REDELIVERY_SECONDS="8",
+        workdir,
+        redis_server.url,
+        gate.url,
+        RETRY_BASE_SECONDS="0.2",
+        RETRY_MAX_DELAY_SECONDS="1",
+        MAX_ATTEMPTS="40",
+        REDELIVERY_SECONDS="8",
         SMTP_TIMEOUT_SECONDS="1",
-    )  # fmt: skip
+    )
     settings = Settings.from_env(env)
     UserStore(settings.users_file).add(USER, PASSWORD)
     fleet = Fleet(env, workdir)
@@ -129,10 +134,16 @@ def accept(client: FlaskClient, count: int, prefix: str) -> list[str]:
     """Accept ``count`` e-mails through the API; their EmailIds."""
     ids = []
     for i in range(count):
-        response = client.get("/api", query_string={
-            "command": "SendEmail", "Recipient": f"{prefix}-{i}@faults.example",
-            "Message": f"message {i}", "Username": USER, "Password": PASSWORD,
-        })  # fmt: skip
+        response = client.get(
+            "/api",
+            query_string={
+                "command": "SendEmail",
+                "Recipient": f"{prefix}-{i}@faults.example",
+                "Message": f"message {i}",
+                "Username": USER,
+                "Password": PASSWORD,
+            },
+        )
         root = ET.fromstring(response.data)
         assert root.findtext("Code") == "200", response.data
         ids.append(str(root.findtext("EmailId")))
@@ -164,8 +175,10 @@ def test_sigkill_mid_flight_loses_nothing(
     fleet.current.signal(signal.SIGKILL)
     fleet.current.proc.wait(10)
     # In flight at the kill: the e-mails whose claim the dead worker still held.
-    claims = {str(key).removeprefix("mailgate:claim:") for key in
-              store.redis.scan_iter("mailgate:claim:*")}  # fmt: skip
+    claims = {
+        str(key).removeprefix("mailgate:claim:")
+        for key in store.redis.scan_iter("mailgate:claim:*")
+    }
     in_flight = claims & set(ids)
     assert statuses(store, ids).count("Sent") < len(ids), "nothing was left in flight"
     smtp.handler.delay = 0
@@ -236,10 +249,18 @@ def test_redis_restart_with_a_backlog(
     ids = accept(client, 50, "redis-restart")
     before = count_records(store.redis)
     redis_server.stop()
-    body = ET.fromstring(client.get("/api", query_string={
-        "command": "SendEmail", "Recipient": "down@faults.example", "Message": "m",
-        "Username": USER, "Password": PASSWORD,
-    }).data)  # fmt: skip
+    body = ET.fromstring(
+        client.get(
+            "/api",
+            query_string={
+                "command": "SendEmail",
+                "Recipient": "down@faults.example",
+                "Message": "m",
+                "Username": USER,
+                "Password": PASSWORD,
+            },
+        ).data
+    )
     assert (body.findtext("Code"), body.findtext("Message")) == (
         "503",
         "Service unavailable, nothing was queued",
@@ -277,9 +298,13 @@ def test_a_record_whose_publish_was_lost_is_swept_up(
     rig: Rig, fleet: Fleet, store: StatusStore
 ) -> None:
     # As if Redis crashed between the status write and the publish.
-    job = EmailJob(email_id="00000000-0000-4000-8000-00000000051e", owner=USER,
-                   sender="mailgate@localhost", recipients=("swept@faults.example",),
-                   message="found again")  # fmt: skip
+    job = EmailJob(
+        email_id="00000000-0000-4000-8000-00000000051e",
+        owner=USER,
+        sender="mailgate@localhost",
+        recipients=("swept@faults.example",),
+        message="found again",
+    )
     store.create(job, watchdog_at=time.time() + 0.5)
     wait_all(store, [job.email_id], {"Sent"}, timeout=30)
     assert rig.smtp.handler.count(job.email_id) == 1
@@ -293,8 +318,11 @@ def test_a_poison_message_ends_failed_instead_of_looping(
     smtp = rig.smtp
     workdir = rig.workdir
     max_attempts = 2
-    env = {**rig.env, "MAILGATE_MAX_ATTEMPTS": str(max_attempts),
-           "MAILGATE_REDELIVERY_SECONDS": "3"}  # fmt: skip
+    env = {
+        **rig.env,
+        "MAILGATE_MAX_ATTEMPTS": str(max_attempts),
+        "MAILGATE_REDELIVERY_SECONDS": "3",
+    }
     assert fleet.current is not None
     fleet.current.stop()  # only the short-budget workers below may take the e-mail
     poisoned = Fleet(env, workdir)
@@ -343,8 +371,13 @@ def test_requeue_sends_a_failed_email_again(
     [email_id] = accept(client, 1, "requeue")
     wait_all(store, [email_id], {"Sent"})
     # Make it a Failed e-mail with its content kept, as a final SMTP error leaves it.
-    job = EmailJob(email_id=email_id, owner=USER, sender="mailgate@localhost",
-                   recipients=("requeued@faults.example",), message="again")  # fmt: skip
+    job = EmailJob(
+        email_id=email_id,
+        owner=USER,
+        sender="mailgate@localhost",
+        recipients=("requeued@faults.example",),
+        message="again",
+    )
     store.redis.hset(f"mailgate:email:{email_id}", "job", job.to_json())
     store.mark_failed(email_id, 1, "550 pretend")
     result = mailgate("requeue", "--failed", "--since", "10m", env=rig.env)

@@ -64,8 +64,12 @@ def test_embedded_redis_files_are_owner_only(tmp_path: Path) -> None:
     data = private_dir(private_dir(tmp_path / "var") / "redis")
     port = free_port()
     # The same shell line honcho runs under `mailgate run`.
-    proc = subprocess.Popen(redis_command(port, data), shell=True, start_new_session=True,  # noqa: S602
-                            stdout=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(  # noqa: S602
+        redis_command(port, data),
+        shell=True,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         client = redis.Redis(port=port)
         wait_for(lambda: _pings(client), 10, "redis to answer")
@@ -117,8 +121,9 @@ def gateway(tmp_path: Path) -> tuple[Service, dict[str, int], Path]:
         MAILGATE_FLOWER_BASIC_AUTH=FLOWER_AUTH,
         PYTHONUNBUFFERED="1",
     )
-    service = Service("run", [str(VENV_BIN / "mailgate"), "run"], env, tmp_path / "run.log",
-                      cwd=tmp_path)  # fmt: skip
+    service = Service(
+        "run", [str(VENV_BIN / "mailgate"), "run"], env, tmp_path / "run.log", cwd=tmp_path
+    )
     return service, ports, tmp_path
 
 

@@ -156,11 +156,17 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     hooks = CallbackServer()
     hooks.start()
     env = mailgate_env(
-        workdir, redis_server.url, smtp.url, RETRY_BASE_SECONDS="0.05",
-        RETRY_MAX_DELAY_SECONDS="1", MAX_ATTEMPTS="4", REDELIVERY_SECONDS=str(REDELIVERY),
-        SMTP_TIMEOUT_SECONDS="3", CALLBACK_ALLOWED=f"127.0.0.1:{hooks.port}",
+        workdir,
+        redis_server.url,
+        smtp.url,
+        RETRY_BASE_SECONDS="0.05",
+        RETRY_MAX_DELAY_SECONDS="1",
+        MAX_ATTEMPTS="4",
+        REDELIVERY_SECONDS=str(REDELIVERY),
+        SMTP_TIMEOUT_SECONDS="3",
+        CALLBACK_ALLOWED=f"127.0.0.1:{hooks.port}",
         CALLBACK_SECRET=SECRET,
-    )  # fmt: skip
+    )
     settings = Settings.from_env(env)
     UserStore(settings.users_file).add(USER, PASSWORD)
     worker = Service("worker", worker_args(), env, workdir / "worker.log").start()
@@ -203,10 +209,17 @@ def unique(prefix: str) -> str:
 
 def accept(client: FlaskClient, report_url: str, recipient: str = "someone@reports.example") -> str:
     """Accept one e-mail through the API with a DeliveryReportURL; its EmailId."""
-    response = client.post("/api", data={
-        "command": "SendEmail", "Recipient": recipient, "Message": "hello",
-        "DeliveryReportURL": report_url, "Username": USER, "Password": PASSWORD,
-    })  # fmt: skip
+    response = client.post(
+        "/api",
+        data={
+            "command": "SendEmail",
+            "Recipient": recipient,
+            "Message": "hello",
+            "DeliveryReportURL": report_url,
+            "Username": USER,
+            "Password": PASSWORD,
+        },
+    )
     root = ET.fromstring(response.data)
     assert root.findtext("Code") == "200", response.data
     return str(root.findtext("EmailId"))
@@ -222,8 +235,9 @@ def report_settled(store: StatusStore, email_id: str, timeout: float = 30) -> Re
     def settled() -> Record | None:
         record = store.get(email_id)
         done = record is not None and record.report_status in (
-            ReportStatus.DELIVERED, ReportStatus.FAILED,
-        )  # fmt: skip
+            ReportStatus.DELIVERED,
+            ReportStatus.FAILED,
+        )
         return record if done else None
 
     return wait_for(settled, timeout, f"the report of {email_id} to settle")
@@ -231,9 +245,13 @@ def report_settled(store: StatusStore, email_id: str, timeout: float = 30) -> Re
 
 def new_job(callback_url: str) -> EmailJob:
     return EmailJob(
-        email_id=str(uuid.uuid4()), owner=USER, sender="a@reports.example",
-        recipients=("b@reports.example",), message="m", callback_url=callback_url,
-    )  # fmt: skip
+        email_id=str(uuid.uuid4()),
+        owner=USER,
+        sender="a@reports.example",
+        recipients=("b@reports.example",),
+        message="m",
+        callback_url=callback_url,
+    )
 
 
 def sent_record(store: StatusStore, callback_url: str) -> str:
@@ -271,10 +289,14 @@ def test_a_sent_email_is_reported_with_its_fields_and_a_valid_signature(
     assert record.status is Status.SENT and record.sent_at is not None
     assert hit.path == f"{path}?token=abc"
     assert fields(hit) == {
-        "NotificationName": "EmailDeliveryReport", "EmailId": email_id, "Status": "Sent",
-        "Attempts": "1", "Time": iso_utc(record.sent_at), "Reason": "",
+        "NotificationName": "EmailDeliveryReport",
+        "EmailId": email_id,
+        "Status": "Sent",
+        "Attempts": "1",
+        "Time": iso_utc(record.sent_at),
+        "Reason": "",
         "SmtpResponse": record.smtp_response,
-    }  # fmt: skip
+    }
     assert fields(hit)["Time"].endswith("Z") and fields(hit)["SmtpResponse"].startswith("250")
     assert hit.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert hit.headers["User-Agent"] == f"mailgate/{__version__}"
@@ -410,8 +432,10 @@ def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     assert sign("k", 1700000000, body) == f"sha256={expected}"
     # Any change to the timestamp, the body or the key changes the signature.
     others = {
-        sign("k", 1700000001, body), sign("k", 1700000000, body + b"&"), sign("j", 1700000000, body)
-    }  # fmt: skip
+        sign("k", 1700000001, body),
+        sign("k", 1700000000, body + b"&"),
+        sign("j", 1700000000, body),
+    }
     assert sign("k", 1700000000, body) not in others and len(others) == 3
 
 
@@ -424,10 +448,17 @@ def test_without_a_secret_there_is_no_signature_header() -> None:
 
 def test_a_sent_record_reports_no_reason_even_after_earlier_errors() -> None:
     record = Record(
-        email_id="id-1", owner="u", status=Status.SENT, attempts=2, created_at=1.0,
-        updated_at=1700000002.5, since=1.0, sent_at=1700000002.5,
-        last_error="451 try later", smtp_response="250 ok & done",
-    )  # fmt: skip
+        email_id="id-1",
+        owner="u",
+        status=Status.SENT,
+        attempts=2,
+        created_at=1.0,
+        updated_at=1700000002.5,
+        since=1.0,
+        sent_at=1700000002.5,
+        last_error="451 try later",
+        smtp_response="250 ok & done",
+    )
     assert form_body(record) == (
         b"NotificationName=EmailDeliveryReport&EmailId=id-1&Status=Sent&Attempts=2"
         b"&Time=2023-11-14T22%3A13%3A22.500Z&Reason=&SmtpResponse=250+ok+%26+done"
@@ -507,8 +538,12 @@ def test_a_report_retry_is_scheduled_on_the_report_due_set_not_as_a_countdown(
     settings: Settings, store: StatusStore, hooks: CallbackServer, redelivery: float
 ) -> None:
     # Back-off far longer than the visibility timeout: with the due set that is harmless.
-    slow = replace(settings, retry_base_seconds=3000, retry_max_delay_seconds=86400,
-                   redelivery_seconds=redelivery)  # fmt: skip
+    slow = replace(
+        settings,
+        retry_base_seconds=3000,
+        retry_max_delay_seconds=86400,
+        redelivery_seconds=redelivery,
+    )
     email_id = sent_record(store, hooks.url(unique("unused")))
     now = time.time()
     endpoint = Refuses()

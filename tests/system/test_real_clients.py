@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.support import Received, SmtpServer
-from tests.test_addresses import BASIC, CREDS, attached, rest
-from tests.test_clients import call, multipart, ozeki, sent, status_of, xml
+from tests.system.test_addresses import BASIC, CREDS, attached, rest
+from tests.system.test_clients import call, multipart, ozeki, sent, status_of, xml
 
 pytestmark = pytest.mark.usefixtures("worker")
 FORM = "application/x-www-form-urlencoded"

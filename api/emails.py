@@ -1,4 +1,10 @@
-"""Accepting an e-mail and reading its status: the logic both API styles (Ozeki, REST) share."""
+"""What both API styles (Ozeki ``/api``, REST ``/api/v1``) do to an e-mail: accept it, read
+its status, cancel it. Only this module calls the status store for them.
+
+Redis's errors are mapped once, in :func:`api_error`: every store, rate-limit and login-throttle
+call runs inside a request of one of the two endpoints, and both hand what a request raised to
+it, so a Redis error anywhere is a 503 (nothing queued), never a 500 or a traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from redis.exceptions import RedisError
 
 from api.ratelimit import send_rate
 from api.services import Services
+from api.uploads import claim_uploads, with_uploads
 from mailgate.addresses import bare
 from mailgate.broker import publish, redis_task_message, uses_redis_broker
 from mailgate.errors import (
@@ -18,6 +25,7 @@ from mailgate.errors import (
     IdempotencyMismatch,
     InvalidField,
     InvalidParameter,
+    NotCancellable,
     NotFound,
     RateLimited,
     SenderNotAllowed,
@@ -25,11 +33,12 @@ from mailgate.errors import (
     Unavailable,
 )
 from mailgate.jobs import QUEUE, EmailJob, canonical_email_id, is_email_id
-from mailgate.status import AttemptLog, Record
+from mailgate.spool import discard_spooled
+from mailgate.status import AttemptLog, Record, Status
 from mailgate.status.store import pending_size
 from mailgate.status.suppressions import SuppressedRecipient
 from mailgate.users import Account
-from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok
+from mailgate.validation import MAX_IDEMPOTENCY_KEY, SendRequest, idempotency_key_ok, validate_send
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,22 @@ def checked_key(key: str | None, field: str = "") -> str:
     raise InvalidParameter("IdempotencyKey", reason, "SendEmail")
 
 
+def send(
+    svc: Services,
+    account: Account,
+    params: dict[str, str],
+    idempotency_key: str = "",
+    send_at: float | None = None,
+) -> Accepted:
+    """SendEmail for both endpoints: check the parameters (lower-cased Ozeki names), add the
+    request's uploads, accept; the uploads become the new e-mail's (a repeat's are dropped)."""
+    request = with_uploads(validate_send(params, svc.settings), svc.settings)
+    accepted = accept(svc, account, request, idempotency_key, send_at)
+    if not accepted.repeat:
+        claim_uploads()
+    return accepted
+
+
 def accept(
     svc: Services,
     account: Account,
@@ -112,13 +137,13 @@ def accept(
         html=request.html,
     )
     if idempotency_key:
-        try:
-            earlier = svc.store.remember_key(
-                account.name, idempotency_key, job.email_id, job.fingerprint(),
-                svc.settings.idempotency_seconds,
-            )  # fmt: skip
-        except RedisError:
-            raise Unavailable("the status store is unavailable") from None
+        earlier = svc.store.remember_key(
+            account.name,
+            idempotency_key,
+            job.email_id,
+            job.fingerprint(),
+            svc.settings.idempotency_seconds,
+        )
         if earlier is not None:
             if earlier[1] != job.fingerprint():
                 raise IdempotencyMismatch()
@@ -135,12 +160,12 @@ def accept(
             _record_and_publish(svc, job, checks)
         else:
             _record_scheduled(svc, job, send_at, checks)
-    except ApiError:
+    except Exception:
         if idempotency_key:  # not accepted after all: a retry with the same key may go ahead
             _release(svc, account, idempotency_key)
         raise
-    log.info("accepted %s from %s for %d recipient(s)", job.email_id, account.name,
-             len(job.recipients))  # fmt: skip
+    count = len(job.recipients)
+    log.info("accepted %s from %s for %d recipient(s)", job.email_id, account.name, count)
     return Accepted(job.email_id)
 
 
@@ -159,10 +184,10 @@ def _record_and_publish(svc: Services, job: EmailJob, checks: Checks = NO_CHECKS
     if uses_redis_broker(svc.settings):
         # Record and task in one Redis transaction: both or neither, in one round trip.
         task = (QUEUE, redis_task_message(svc.celery, job.email_id))
-        _create(svc, job, watchdog_at, checks, "Redis", task=task)
+        _create(svc, job, watchdog_at, checks, task=task)
         return
     # Another broker: the record comes first, since a worker may look for it at once.
-    _create(svc, job, watchdog_at, checks, "the status store")
+    _create(svc, job, watchdog_at, checks)
     try:
         publish(svc.celery, job.email_id)
     except Exception as exc:
@@ -177,7 +202,7 @@ def _record_and_publish(svc: Services, job: EmailJob, checks: Checks = NO_CHECKS
 def _record_scheduled(
     svc: Services, job: EmailJob, send_at: float, checks: Checks = NO_CHECKS
 ) -> None:
-    _create(svc, job, send_at, checks, "the status store", send_at=send_at)
+    _create(svc, job, send_at, checks, send_at=send_at)
 
 
 def _create(
@@ -185,13 +210,11 @@ def _create(
     job: EmailJob,
     due_at: float,
     checks: Checks,
-    what: str,
     task: tuple[str, str] | None = None,
     send_at: float | None = None,
 ) -> None:
     """Write the record (and ``task`` with it) unless ``checks`` refuse it, then hold it to the
-    replica rule; 302 for a suppressed recipient, 429 over the rate or the quota, 503 when
-    ``what`` (the Redis that failed, for the caller) does not answer."""
+    replica rule; 302 for a suppressed recipient, 429 over the rate or the quota."""
     lookups = checks.suppressed
     try:
         over = svc.store.create(
@@ -205,9 +228,6 @@ def _create(
         )
     except SuppressedRecipient as exc:
         raise Suppressed(lookups[exc.index][0], exc.suppression.explain()) from None
-    except RedisError as exc:
-        log.warning("%s unavailable: %s", what, type(exc).__name__)
-        raise Unavailable(f"{what} is unavailable") from None
     if over == "rate":
         emails, seconds = checks.rate
         raise RateLimited(f"{job.owner} may send {emails} e-mail(s) per {seconds} s")
@@ -236,19 +256,14 @@ def _ensure_replicated(svc: Services, email_id: str) -> None:
     """With MAILGATE_REDIS_MIN_REPLICAS, a 200 means that many replicas hold the e-mail, so a
     failover cannot lose it. Short of that the e-mail is withdrawn and the answer is 503 (no
     worker sends before the same replicas hold its claim); one already final stays."""
-    try:
-        if svc.store.replicated():
-            return
-        withdrawn = svc.store.withdraw(email_id)
-    except RedisError as exc:
-        log.warning("Redis failed while waiting for replicas of %s: %s", email_id,
-                    type(exc).__name__)  # fmt: skip
-        raise Unavailable("Redis is unavailable") from None
+    if svc.store.replicated():
+        return
+    withdrawn = svc.store.withdraw(email_id)
     if not withdrawn:
         log.info("%s reached too few replicas but is final already", email_id)
         return
-    log.warning("withdrew %s: fewer than %d replica(s) confirmed it", email_id,
-                svc.store.min_replicas)  # fmt: skip
+    replicas = svc.store.min_replicas
+    log.warning("withdrew %s: fewer than %d replica(s) confirmed it", email_id, replicas)
     raise Unavailable("too few Redis replicas confirmed the e-mail") from None
 
 
@@ -261,16 +276,13 @@ def _release(svc: Services, account: Account, key: str) -> None:
 
 def status_of(svc: Services, account: Account, email_id: str) -> tuple[Record, list[AttemptLog]]:
     """The caller's own e-mail and its attempt history; 404 for any other id."""
-    try:
-        record = own_record(svc, account, email_id)
-        return record, svc.store.history(record.email_id)
-    except RedisError:
-        raise Unavailable("the status store is unavailable") from None
+    record = own_record(svc, account, email_id)
+    return record, svc.store.history(record.email_id)
 
 
 def own_record(svc: Services, account: Account, email_id: str) -> Record:
     """The record of one of the caller's own e-mails; 404 for any other id, so nobody learns
-    which ids exist (RedisError passes: the caller answers 503). An id that is not a
+    which ids exist. An id that is not a
     well-formed EmailId is 404 at once: no Redis key is built from it."""
     email_id = canonical_email_id(email_id)
     if not is_email_id(email_id):
@@ -279,3 +291,33 @@ def own_record(svc: Services, account: Account, email_id: str) -> Record:
     if record is None or record.owner != account.name:
         raise NotFound()
     return record
+
+
+def cancel(svc: Services, account: Account, email_id: str, name: str = "EmailId") -> None:
+    """Cancel one of the caller's own e-mails; cancelling a Cancelled one again is a no-op.
+
+    404 for anyone else's id; :class:`NotCancellable` once a worker holds it or it is final.
+    """
+    email_id = own_record(svc, account, email_id).email_id
+    status, job = svc.store.cancel(email_id)
+    if status is None:
+        raise NotFound()  # expired between the two calls
+    if status is not Status.CANCELLED:
+        raise NotCancellable(status.value, name)
+    if job is not None:
+        discard_spooled(job, svc.settings)  # the uploads are never needed now
+        log.info("cancelled %s for %s", email_id, account.name)
+
+
+def api_error(exc: Exception) -> ApiError | None:
+    """The API error ``exc`` stands for, for either endpoint's answer; None for a fault.
+
+    This is where Redis's errors become 503, once for every store call of both endpoints (as
+    httpx maps httpcore's errors in one place): nothing was queued when one is raised.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RedisError):
+        log.warning("Redis unavailable: %s", type(exc).__name__)
+        return Unavailable("Redis is unavailable")
+    return None
