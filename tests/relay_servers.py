@@ -36,34 +36,6 @@ CLIENT_ID, CLIENT_SECRET = "client-7f3a", "s3cret~value/with:odd&chars"
 TENANT = "contoso-tenant"
 
 
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 def make_rsa_key(folder: Path, name: str) -> tuple[Path, str]:
     """An RSA private key file and its public key (PEM text)."""
     key = folder / f"{name}.pem"

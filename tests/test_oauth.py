@@ -22,11 +22,10 @@ from tests.relay_servers import (
     TENANT,
     TokenEndpoint,
     XOAuth2Handler,
-    make_certificate,
     make_rsa_key,
     xoauth2_smtp,
 )
-from tests.support import free_port, wait_for
+from tests.support import free_port, make_certificate, wait_for
 from worker.oauth import TokenSource
 from worker.smtp import SmtpTransport
 

@@ -34,7 +34,6 @@ from tests.relay_servers import (
     CLIENT_SECRET,
     TokenEndpoint,
     XOAuth2Server,
-    make_certificate,
     make_rsa_key,
     xoauth2_smtp,
 )
@@ -46,6 +45,7 @@ from tests.support import (
     SmtpServer,
     free_port,
     mailgate_env,
+    make_certificate,
     wait_for,
     worker_args,
 )

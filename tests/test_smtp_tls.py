@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -17,7 +16,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailgate.config import SmtpTarget
 from mailgate.errors import PermanentDelivery, TransientDelivery
-from tests.support import ScriptedHandler, free_port, wait_for
+from tests.support import ScriptedHandler, free_port, make_certificate, wait_for
 from worker.smtp import SmtpTransport
 
 SMTP_USER, SMTP_PASSWORD = "relay-user", "relay-secret"
@@ -25,31 +24,7 @@ SMTP_USER, SMTP_PASSWORD = "relay-user", "relay-secret"
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def _authenticator(
